@@ -1,0 +1,279 @@
+"""In-process generation with Hugging Face transformers.
+
+Requests are rendered with the model's chat template, sorted by prompt length and generated in
+left-padded batches. Sampling is seeded per request (Gumbel-max over temperature- and top-p-shaped
+logits, one generator per row), so a request's sample does not depend on which other requests
+share its batch. Optionally records the log-probability of every generated token and of the top
+alternatives, from the model's raw distribution.
+
+    backend = TransformersBackend.from_config(BackendConfig(model="smollm2-135m-instruct"))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from metajudge.backends.base import Backend, ResultCallback, check_unique_ids, sha256_text
+from metajudge.config import BackendConfig
+from metajudge.extras import require
+from metajudge.models import resolve_model
+from metajudge.records import (
+    BackendFingerprint,
+    Capabilities,
+    Completion,
+    Failure,
+    FailureKind,
+    GenerationRequest,
+    GenerationResult,
+    TokenLogprob,
+    TopLogprob,
+)
+
+log = logging.getLogger(__name__)
+torch = require("torch", "transformers")
+transformers = require("transformers", "transformers")
+
+
+class _SeededSampler(transformers.LogitsProcessor):  # type: ignore[misc]
+    """Turns greedy decoding into exact per-row seeded sampling (Gumbel-max trick)."""
+
+    def __init__(self, requests: Sequence[GenerationRequest]):
+        self.temperature = torch.tensor([r.params.temperature for r in requests])
+        self.top_p = torch.tensor([r.params.top_p for r in requests])
+        self.generators = [torch.Generator().manual_seed(r.seed) for r in requests]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        scores = scores.float()
+        greedy = self.temperature == 0
+        if bool(greedy.all()):
+            return scores
+        temp = torch.where(greedy, torch.ones_like(self.temperature), self.temperature)
+        logits = scores / temp.to(scores.device)[:, None]
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= self.top_p.to(scores.device)[:, None]
+        drop = drop_sorted.scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
+        noisy = logits + gumbel.to(scores.device)
+        return torch.where(greedy.to(scores.device)[:, None], scores, noisy)
+
+
+class _LogprobRecorder(transformers.LogitsProcessor):  # type: ignore[misc]
+    """Keeps, per step, the raw log-probability of the chosen token and the top-k alternatives."""
+
+    def __init__(self, top_k: int):
+        self.top_k = top_k
+        self._pending: Any = None
+        self.chosen: list[Any] = []  # per step: (batch,) logprobs of the chosen tokens
+        self.top: list[tuple[Any, Any]] = []  # per step: (values, indices), each (batch, k)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self._pending is not None:
+            self._commit(input_ids[:, -1])
+        logprobs = torch.log_softmax(scores.float(), dim=-1)
+        self._pending = logprobs
+        if self.top_k:
+            values, indices = logprobs.topk(self.top_k, dim=-1)
+            self.top.append((values.cpu(), indices.cpu()))
+        return scores
+
+    def _commit(self, tokens: Any) -> None:
+        self.chosen.append(self._pending.gather(1, tokens[:, None])[:, 0].cpu())
+        self._pending = None
+
+    def finish(self, last_tokens: Any) -> None:
+        if self._pending is not None:
+            self._commit(last_tokens)
+
+
+class TransformersBackend(Backend):
+    kind = "transformers"
+
+    def __init__(self, config: BackendConfig):
+        resolved = resolve_model(config.model, config.revision)
+        opts = config.transformers
+        device = opts.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = _pick_dtype(config.dtype, device)
+        self._tokenizer = transformers.AutoTokenizer.from_pretrained(
+            resolved.path, revision=resolved.revision if not resolved.local else None,
+            trust_remote_code=config.trust_remote_code,
+        )
+        self._tokenizer.padding_side = "left"
+        if self._tokenizer.pad_token_id is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._model = transformers.AutoModelForCausalLM.from_pretrained(
+            resolved.path, revision=resolved.revision if not resolved.local else None,
+            dtype=dtype, use_safetensors=True, trust_remote_code=config.trust_remote_code,
+        ).to(device)
+        self._model.eval()
+        self._device = device
+        self._batch_size = opts.batch_size
+        self._eos = _eos_ids(self._model, self._tokenizer)
+        self._context = getattr(self._model.config, "max_position_embeddings", None)
+        self._token_text: dict[int, str] = {}
+        self._fingerprint = BackendFingerprint(
+            kind=self.kind, model=config.model, revision=resolved.revision, dtype=str(dtype).removeprefix("torch."),
+            chat_template_sha256=sha256_text(self._tokenizer.chat_template),
+        )
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> TransformersBackend:
+        return cls(config)
+
+    @property
+    def fingerprint(self) -> BackendFingerprint:
+        return self._fingerprint
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True,
+                            context_length=self._context)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+    @property
+    def model(self) -> Any:
+        return self._model
+
+    def render(self, request: GenerationRequest) -> list[int]:
+        """Token ids of the chat-templated prompt, ready for generation."""
+        messages = [m.model_dump() for m in request.messages]
+        text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                   tokenize=False)
+        return self._tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], on_result: ResultCallback | None = None
+    ) -> list[GenerationResult]:
+        check_unique_ids(requests)
+        results: list[GenerationResult | None] = [None] * len(requests)
+
+        def emit(index: int, result: GenerationResult) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
+        encoded: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            ids = self.render(request)
+            if self._context and len(ids) + request.params.max_tokens > self._context:
+                emit(i, Failure(request_id=request.id, kind=FailureKind.CONTEXT_LENGTH,
+                                retryable=False, message=f"prompt of {len(ids)} tokens + "
+                                f"max_tokens {request.params.max_tokens} > {self._context}"))
+            else:
+                encoded[i] = ids
+        # one batch shape per (max_tokens, logprobs) group; longest prompts first within a group
+        def key(i: int) -> tuple[int, int, int, int]:
+            p = requests[i].params
+            return (p.max_tokens, int(p.logprobs), p.top_logprobs, -len(encoded[i]))
+
+        order = sorted(encoded, key=key)
+        start = 0
+        while start < len(order):
+            group = key(order[start])[:3]
+            batch = [order[start]]
+            while (len(batch) < self._batch_size and start + len(batch) < len(order)
+                   and key(order[start + len(batch)])[:3] == group):
+                batch.append(order[start + len(batch)])
+            start += len(batch)
+            try:
+                outputs = self._generate_batch([requests[i] for i in batch],
+                                               [encoded[i] for i in batch])
+            except (RuntimeError, ValueError) as exc:  # e.g. out of memory: the batch fails
+                log.warning("transformers batch of %d failed: %s", len(batch), exc)
+                outputs = [Failure(request_id=requests[i].id, kind=FailureKind.BACKEND_ERROR,
+                                   retryable=True, message=str(exc)[:500]) for i in batch]
+            for i, result in zip(batch, outputs, strict=True):
+                emit(i, result)
+        return [r for r in results if r is not None]
+
+    def _generate_batch(
+        self, requests: list[GenerationRequest], prompts: list[list[int]]
+    ) -> list[GenerationResult]:
+        params = requests[0].params
+        padded = self._tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
+        input_ids = padded["input_ids"].to(self._device)
+        attention = padded["attention_mask"].to(self._device)
+        processors = transformers.LogitsProcessorList()
+        recorder = _LogprobRecorder(params.top_logprobs) if params.logprobs else None
+        if recorder is not None:
+            processors.append(recorder)
+        processors.append(_SeededSampler(requests))
+        gen_config = transformers.GenerationConfig(
+            do_sample=False, max_new_tokens=params.max_tokens, eos_token_id=self._eos,
+            pad_token_id=self._tokenizer.pad_token_id, num_beams=1,
+        )
+        with torch.inference_mode():
+            sequences = self._model.generate(
+                input_ids=input_ids, attention_mask=attention, generation_config=gen_config,
+                logits_processor=processors,
+            )
+        generated = sequences[:, input_ids.shape[1]:].cpu()
+        if recorder is not None:
+            recorder.finish(generated[:, -1].to(self._device))
+        out: list[GenerationResult] = []
+        for row, request in enumerate(requests):
+            tokens = generated[row].tolist()
+            length, stopped = len(tokens), False
+            for pos, token in enumerate(tokens):
+                if token in self._eos:
+                    length, stopped = pos + 1, True
+                    break
+            text_ids = tokens[: length - 1] if stopped else tokens[:length]
+            out.append(Completion(
+                request_id=request.id,
+                text=self._tokenizer.decode(text_ids, skip_special_tokens=True),
+                finish_reason="stop" if stopped else "length",
+                prompt_tokens=len(prompts[row]),
+                completion_tokens=length,
+                logprobs=self._logprobs(recorder, row, tokens[:length]) if recorder else None,
+            ))
+        return out
+
+    def _logprobs(self, recorder: _LogprobRecorder, row: int, tokens: list[int]
+                  ) -> tuple[TokenLogprob, ...]:
+        steps = []
+        for step, token in enumerate(tokens):
+            top: tuple[TopLogprob, ...] = ()
+            if recorder.top_k:
+                values, indices = recorder.top[step]
+                top = tuple(TopLogprob(token=self._text(int(t)), logprob=float(v))
+                            for v, t in zip(values[row], indices[row], strict=True))
+            steps.append(TokenLogprob(token=self._text(token),
+                                      logprob=float(recorder.chosen[step][row]), top=top))
+        return tuple(steps)
+
+    def _text(self, token_id: int) -> str:
+        if token_id not in self._token_text:
+            self._token_text[token_id] = self._tokenizer.decode([token_id])
+        return self._token_text[token_id]
+
+    def close(self) -> None:
+        if getattr(self, "_model", None) is not None:
+            self._model = None
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def _pick_dtype(name: str, device: str) -> Any:
+    if name != "auto":
+        return getattr(torch, name)
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)

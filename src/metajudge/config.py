@@ -1,0 +1,208 @@
+"""The run config: one YAML file, validated, with every SPEC default and CLI overrides.
+
+Defaults are the paper's (Wu et al. 2024) unless noted; ``configs/tiny.yaml`` shrinks them for the
+embedded model on a CPU. ``--set generation.samples_per_prompt=4`` overrides any field; the value
+is read as YAML (``--set pairs.rho=[0,0.3]``). The resolved config is saved in the run directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from metajudge.models import EMBEDDED_MODEL
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransformersOptions(Section):
+    batch_size: int = Field(16, ge=1, description="sequences per forward pass")
+    device: str = Field("auto", description="'auto' (cuda if present), 'cpu', 'cuda:0', ...")
+
+
+class OpenAIOptions(Section):
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="server root ending in /v1")
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="environment variable holding the key; never saved"
+    )
+    served_model: str | None = Field(None, description="model name sent to the server")
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0, description="per attempt")
+    max_retries: int = Field(4, ge=0, description="retries after the first attempt")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry")
+    max_backoff_s: float = Field(30.0, ge=0)
+
+
+class VLLMOptions(Section):
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="on CPU vLLM reserves this share of RAM; use ~0.3 there"
+    )
+    enable_prefix_caching: bool = True
+    max_model_len: int | None = 4096
+    tensor_parallel_size: int = Field(1, ge=1)
+
+
+class BackendConfig(Section):
+    kind: Literal["transformers", "openai", "vllm"] = "transformers"
+    model: str = Field(EMBEDDED_MODEL, description="alias, local directory or hub id")
+    revision: str | None = None
+    trust_remote_code: bool = Field(False, description="run code shipped with the model")
+    dtype: str = Field("auto", description="auto: bf16 where supported, else float32")
+    transformers: TransformersOptions = TransformersOptions()
+    openai: OpenAIOptions = OpenAIOptions()
+    vllm: VLLMOptions = VLLMOptions()
+
+
+class PromptsConfig(Section):
+    source: str = Field("bundled", description="'bundled' pool or a JSONL file with instruction")
+    pool_size: int = Field(20_000, ge=1, description="first N prompts of the source form the pool")
+    per_iteration: int = Field(5_000, ge=1, description="drawn without replacement per iteration")
+
+
+class GenerationConfig(Section):
+    """The actor."""
+
+    samples_per_prompt: int = Field(7, ge=1, description="K")
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1)
+
+
+class JudgeConfig(Section):
+    judgments_per_response: int = Field(11, ge=1, description="N")
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    template: str | None = Field(None, description="path to a template file; None = built-in")
+    forced_readout: bool = Field(False, description="SPEC §3: read a score when none parsed")
+    probability_weighted: bool = Field(True, description="SPEC §3: needs backend logprobs")
+
+
+class MetaJudgeConfig(Section):
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    template: str | None = None
+    consistent_only: bool = False
+    hide_scores: bool = False
+
+
+class PairsConfig(Section):
+    rho: list[float] = Field([0.0, 0.32, 0.32, 0.4], description="length-control ρ per iteration")
+    first_iteration_max_chosen_chars: int | None = 2500
+    judge_max_chosen_chars: list[int | None] = Field([1100, 1000], description="per iteration")
+    pair_types: list[list[Literal["actor", "judge"]]] = Field(
+        [["actor", "judge"], ["actor", "judge"], ["actor"], ["actor"]],
+        description="which pairs train each iteration",
+    )
+
+
+class TrainingConfig(Section):
+    beta: float = Field(0.1, gt=0)
+    learning_rate: float = Field(5e-6, gt=0)
+    lr_scheduler: str = "cosine"
+    global_batch_size: int = Field(32, ge=1, description="reached by gradient accumulation")
+    per_device_batch_size: int = Field(2, ge=1)
+    epochs: float = Field(1.0, gt=0)
+
+
+class RunConfig(Section):
+    """Everything one run needs; saved resolved as ``config.yaml`` in the run directory."""
+
+    seed: int = Field(0, ge=0)
+    iterations: int = Field(4, ge=1)
+    backend: BackendConfig = BackendConfig()
+    prompts: PromptsConfig = PromptsConfig()
+    generation: GenerationConfig = GenerationConfig()
+    judge: JudgeConfig = JudgeConfig()
+    meta_judge: MetaJudgeConfig = MetaJudgeConfig()
+    pairs: PairsConfig = PairsConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if self.prompts.per_iteration > self.prompts.pool_size:
+            raise ValueError(
+                f"prompts.per_iteration ({self.prompts.per_iteration}) exceeds prompts.pool_size "
+                f"({self.prompts.pool_size})"
+            )
+        if not all(0.0 <= r <= 1.0 for r in self.pairs.rho):
+            raise ValueError(f"pairs.rho values must lie in [0, 1], got {self.pairs.rho}")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'a.b=3'`` -> (['a', 'b'], 3); the value is read as YAML.
+
+    >>> parse_override("generation.temperature=0.7")
+    (['generation', 'temperature'], 0.7)
+    >>> parse_override("pairs.rho=[0, 0.5]")
+    (['pairs', 'rho'], [0, 0.5])
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(_known_keys(ann, prefix + name + "."))
+    return keys
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``key=value`` override set."""
+    data = yaml.safe_load(yaml.safe_dump(data)) or {}
+    known = _known_keys(RunConfig)
+    for text in overrides:
+        path, value = parse_override(text)
+        dotted = ".".join(path)
+        if dotted not in known:
+            close = difflib.get_close_matches(dotted, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"--set {text!r}: unknown config key {dotted!r}.{hint}")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config must be a mapping of sections")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"{where}: invalid config:\n{exc}") from exc
+
+
+def scheduled(values: list[Any], iteration: int) -> Any:
+    """The value for a 1-based iteration from a per-iteration list; the last one repeats."""
+    if not values:
+        return None
+    return values[min(iteration, len(values)) - 1]

@@ -1,0 +1,183 @@
+"""Typed, frozen records that cross stages and live on disk as JSONL.
+
+Backend-level records (:class:`GenerationRequest`, :class:`Completion`, :class:`Failure`) describe
+one call to a model; stage records (:class:`Prompt`, :class:`Response`) are what a run directory
+stores, each carrying its provenance.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Record(BaseModel):
+    """Base of every record: immutable, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- backend level
+
+
+class Message(Record):
+    """One chat message. ``content`` is data: it is never evaluated as a template."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class SamplingParams(Record):
+    """How to sample one completion."""
+
+    temperature: float = Field(0.8, ge=0.0, description="0 means greedy decoding")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1, description="cap on generated tokens")
+    logprobs: bool = Field(False, description="return log-probabilities of generated tokens")
+    top_logprobs: int = Field(0, ge=0, le=20, description="alternatives per step, with logprobs")
+
+
+class GenerationRequest(Record):
+    """One completion to produce: a chat, how to sample it, and its seed."""
+
+    id: str = Field(description="unique within a batch; results carry it back")
+    messages: tuple[Message, ...] = Field(min_length=1)
+    params: SamplingParams = SamplingParams()
+    seed: int = Field(0, ge=0, description="per-request seed, derived from config and content")
+    sample_index: int = Field(0, ge=0, description="which of the K samples of the same chat")
+
+
+class TopLogprob(Record):
+    token: str
+    logprob: float
+
+
+class TokenLogprob(Record):
+    """The log-probability of one generated token and of the best alternatives at that step."""
+
+    token: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+class Completion(Record):
+    """A finished generation."""
+
+    request_id: str
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+class FailureKind(str, Enum):
+    """Why a request produced no completion."""
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR = "server_error"
+    BAD_REQUEST = "bad_request"
+    MALFORMED_RESPONSE = "malformed_response"
+    CONTEXT_LENGTH = "context_length"
+    BACKEND_ERROR = "backend_error"
+
+
+RETRYABLE_KINDS = frozenset(
+    {
+        FailureKind.TIMEOUT,
+        FailureKind.CONNECTION,
+        FailureKind.RATE_LIMITED,
+        FailureKind.SERVER_ERROR,
+        FailureKind.MALFORMED_RESPONSE,
+    }
+)
+
+
+class Failure(Record):
+    """A request that ended without a completion: a value, never an exception."""
+
+    request_id: str
+    kind: FailureKind
+    message: str
+    retryable: bool
+    attempts: int = 1
+
+
+GenerationResult = Completion | Failure
+
+
+class BackendFingerprint(Record):
+    """Identifies what produced a record; stamped on every record a backend makes."""
+
+    kind: str
+    model: str
+    revision: str | None = None
+    dtype: str | None = None
+    chat_template_sha256: str | None = None
+    server_url: str | None = None
+
+
+class Capabilities(Record):
+    """What a backend can do."""
+
+    logprobs: bool
+    max_top_logprobs: int
+    seeds: bool
+    context_length: int | None = None
+
+
+# ---------------------------------------------------------------- stage level
+
+
+class Prompt(Record):
+    """One user instruction from a prompt file or the bundled pool."""
+
+    id: str = Field(min_length=1)
+    instruction: str
+    source: str | None = None
+
+    @field_validator("instruction")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("instruction is empty")
+        return value
+
+
+class Provenance(Record):
+    """Where a stage record came from."""
+
+    backend: BackendFingerprint
+    params: SamplingParams
+    seed: int
+    sample_index: int
+    template: str | None = Field(None, description="template name@version, when one was used")
+    swapped: bool | None = Field(None, description="pairwise prompts: was the order swapped")
+
+
+class Response(Record):
+    """One actor response to a prompt (stage ``generate``)."""
+
+    id: str = Field(description="<prompt_id>#<sample_index>")
+    prompt_id: str
+    instruction: str
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+    iteration: int = 1
+    provenance: Provenance
+
+
+class FailedRequest(Record):
+    """A stage request that ended in a backend failure; kept so reports can count it."""
+
+    id: str
+    stage: str
+    iteration: int = 1
+    failure: Failure
+    provenance: Provenance
