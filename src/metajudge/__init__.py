@@ -1,4 +1,4 @@
-"""metajudge: Meta-Rewarding self-improvement (actor, judge, meta-judge) and the evaluation around it.
+"""metajudge: Meta-Rewarding self-improvement (actor, judge, meta-judge) and its evaluation.
 
 Start with ``metajudge --help``; the library mirrors the CLI:
 ``metajudge.config`` (run configs), ``metajudge.store`` (run directories),

@@ -95,9 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "generate":
             from metajudge.backends import load_backend
             from metajudge.generate import run_generate
-            from metajudge.store import RunStore
+            from metajudge.loop import open_run
 
-            store = RunStore.open(args.out, config)
+            store = open_run(config, args.out)
             with load_backend(config.backend) as backend:
                 summary = run_generate(store, backend, args.iteration, progress=progress)
             print(summary.line())

@@ -114,8 +114,9 @@ def run_generate(store: RunStore, backend: Backend, iteration: int = 1,
     todo = [r for r in requests if r.id not in done]
     counts = {"completed": 0, "failed": 0, "prompt_tokens": 0, "generated_tokens": 0}
     started = time.perf_counter()
-    bar = tqdm(total=len(requests), initial=len(requests) - len(todo), desc=f"{STAGE} it{iteration}",
-               unit="resp", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(requests), initial=len(requests) - len(todo),
+               desc=f"{STAGE} it{iteration}", unit="resp", disable=not progress,
+               dynamic_ncols=True)
 
     with store.appender(iteration, RESPONSES) as ok_out, \
             store.appender(iteration, FAILURES) as fail_out:

@@ -87,7 +87,7 @@ def iter_lines(path: str | Path, *, repair_tail: bool = False) -> Iterator[tuple
 
 
 def read_records(path: str | Path, model: type[R], *, repair_tail: bool = False) -> list[R]:
-    """Read and validate every line of a JSONL file; raise :class:`InputError` on the first bad one."""
+    """Read and validate every line of a JSONL file; :class:`InputError` on the first bad one."""
     return [parse_line(path, n, raw, model) for n, raw in iter_lines(path, repair_tail=repair_tail)]
 
 

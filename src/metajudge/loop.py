@@ -15,6 +15,7 @@ from pathlib import Path
 from metajudge.backends import load_backend
 from metajudge.config import RunConfig
 from metajudge.generate import StageSummary, run_generate
+from metajudge.prompts import load_prompts
 from metajudge.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -23,9 +24,18 @@ log = logging.getLogger(__name__)
 AVAILABLE_STAGES = ("generate",)
 
 
+def open_run(config: RunConfig, out: str | Path) -> RunStore:
+    """Validate the inputs a run reads, then create or reopen its directory.
+
+    Bad input stops here, before anything is written.
+    """
+    load_prompts(config.prompts.source)
+    return RunStore.open(out, config)
+
+
 def run_loop(config: RunConfig, out: str | Path, *, progress: bool = True) -> list[StageSummary]:
     """Run (or resume) a run directory with this config; returns one summary per stage pass."""
-    store = RunStore.open(out, config)
+    store = open_run(config, out)
     summaries = []
     with load_backend(config.backend) as backend:
         summaries.append(run_generate(store, backend, 1, progress=progress))

@@ -50,7 +50,8 @@ def load_prompts(source: str | Path) -> list[Prompt]:
         line = parse_line(path, number, raw, _PromptLine)
         pid = str(line.id) if line.id is not None else _text_id(line.instruction)
         if pid in seen:
-            raise InputError(path, number, "id", f"duplicate id {pid!r} (first on line {seen[pid]})")
+            raise InputError(path, number, "id",
+                             f"duplicate id {pid!r} (first on line {seen[pid]})")
         seen[pid] = number
         prompts.append(Prompt(id=pid, instruction=line.instruction, source=line.source))
     if not prompts:

@@ -48,6 +48,7 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Free the model, connections and memory. Safe to call twice."""
+        return None
 
     def __enter__(self) -> Backend:
         return self

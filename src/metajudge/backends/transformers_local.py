@@ -36,7 +36,7 @@ torch = require("torch", "transformers")
 transformers = require("transformers", "transformers")
 
 
-class _SeededSampler(transformers.LogitsProcessor):  # type: ignore[misc]
+class _SeededSampler(transformers.LogitsProcessor):  # type: ignore[misc,name-defined]
     """Turns greedy decoding into exact per-row seeded sampling (Gumbel-max trick)."""
 
     def __init__(self, requests: Sequence[GenerationRequest]):
@@ -62,7 +62,7 @@ class _SeededSampler(transformers.LogitsProcessor):  # type: ignore[misc]
         return torch.where(greedy.to(scores.device)[:, None], scores, noisy)
 
 
-class _LogprobRecorder(transformers.LogitsProcessor):  # type: ignore[misc]
+class _LogprobRecorder(transformers.LogitsProcessor):  # type: ignore[misc,name-defined]
     """Keeps, per step, the raw log-probability of the chosen token and the top-k alternatives."""
 
     def __init__(self, top_k: int):
@@ -107,18 +107,23 @@ class TransformersBackend(Backend):
         self._tokenizer.padding_side = "left"
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
-        self._model = transformers.AutoModelForCausalLM.from_pretrained(
-            resolved.path, revision=resolved.revision if not resolved.local else None,
-            dtype=dtype, use_safetensors=True, trust_remote_code=config.trust_remote_code,
-        ).to(device)
-        self._model.eval()
+        self._model: Any = None  # loaded on first use: a run with nothing left to do skips it
+        self._load_args = dict(
+            path=resolved.path, revision=None if resolved.local else resolved.revision,
+            dtype=dtype, trust_remote_code=config.trust_remote_code,
+        )
         self._device = device
         self._batch_size = opts.batch_size
-        self._eos = _eos_ids(self._model, self._tokenizer)
-        self._context = getattr(self._model.config, "max_position_embeddings", None)
+        model_config = transformers.AutoConfig.from_pretrained(
+            resolved.path, revision=self._load_args["revision"],
+            trust_remote_code=config.trust_remote_code,
+        )
+        self._eos = _eos_ids(model_config, self._tokenizer, resolved.path)
+        self._context = getattr(model_config, "max_position_embeddings", None)
         self._token_text: dict[int, str] = {}
         self._fingerprint = BackendFingerprint(
-            kind=self.kind, model=config.model, revision=resolved.revision, dtype=str(dtype).removeprefix("torch."),
+            kind=self.kind, model=config.model, revision=resolved.revision,
+            dtype=str(dtype).removeprefix("torch."),
             chat_template_sha256=sha256_text(self._tokenizer.chat_template),
         )
 
@@ -141,6 +146,14 @@ class TransformersBackend(Backend):
 
     @property
     def model(self) -> Any:
+        """The loaded model (loads it on first access)."""
+        if self._model is None:
+            args = self._load_args
+            self._model = transformers.AutoModelForCausalLM.from_pretrained(
+                args["path"], revision=args["revision"], dtype=args["dtype"],
+                use_safetensors=True, trust_remote_code=args["trust_remote_code"],
+            ).to(self._device)
+            self._model.eval()
         return self._model
 
     def render(self, request: GenerationRequest) -> list[int]:
@@ -212,7 +225,7 @@ class TransformersBackend(Backend):
             pad_token_id=self._tokenizer.pad_token_id, num_beams=1,
         )
         with torch.inference_mode():
-            sequences = self._model.generate(
+            sequences = self.model.generate(
                 input_ids=input_ids, attention_mask=attention, generation_config=gen_config,
                 logits_processor=processors,
             )
@@ -271,8 +284,11 @@ def _pick_dtype(name: str, device: str) -> Any:
     return torch.float32
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    eos = model.generation_config.eos_token_id
+def _eos_ids(model_config: Any, tokenizer: Any, path: str) -> list[int]:
+    try:
+        eos = transformers.GenerationConfig.from_pretrained(path).eos_token_id
+    except OSError:  # no generation_config.json
+        eos = model_config.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)

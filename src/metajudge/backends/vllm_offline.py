@@ -81,17 +81,33 @@ class VLLMBackend(Backend):
         self, requests: Sequence[GenerationRequest], on_result: ResultCallback | None = None
     ) -> list[GenerationResult]:
         check_unique_ids(requests)
-        results: list[GenerationResult] = []
-        for start in range(0, len(requests), CHUNK):
-            chunk = list(requests[start : start + CHUNK])
+        results: list[GenerationResult | None] = [None] * len(requests)
+
+        def emit(index: int, result: GenerationResult) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
+        runnable = []
+        for i, request in enumerate(requests):
+            too_long = self._context_problem(request)
+            if too_long:
+                emit(i, Failure(request_id=request.id, kind=FailureKind.CONTEXT_LENGTH,
+                                retryable=False, message=too_long))
+            else:
+                runnable.append(i)
+        for start in range(0, len(runnable), CHUNK):
+            indices = runnable[start : start + CHUNK]
+            chunk = [requests[i] for i in indices]
             try:
                 outputs = self._llm.chat(
                     [[m.model_dump() for m in r.messages] for r in chunk],
                     sampling_params=[self._params(r) for r in chunk],
                     use_tqdm=False,
                 )
-                chunk_results = [self._completion(r, o) for r, o in zip(chunk, outputs,
-                                                                         strict=True)]
+                chunk_results: list[GenerationResult] = [
+                    self._completion(r, o) for r, o in zip(chunk, outputs, strict=True)
+                ]
             except (RuntimeError, ValueError) as exc:
                 log.warning("vLLM chunk of %d failed: %s", len(chunk), exc)
                 kind = (FailureKind.CONTEXT_LENGTH if "longer than" in str(exc)
@@ -99,11 +115,20 @@ class VLLMBackend(Backend):
                 chunk_results = [Failure(request_id=r.id, kind=kind, message=str(exc)[:500],
                                          retryable=kind is FailureKind.BACKEND_ERROR)
                                  for r in chunk]
-            for offset, result in enumerate(chunk_results):
-                if on_result is not None:
-                    on_result(start + offset, result)
-            results.extend(chunk_results)
-        return results
+            for i, result in zip(indices, chunk_results, strict=True):
+                emit(i, result)
+        return [r for r in results if r is not None]
+
+    def _context_problem(self, request: GenerationRequest) -> str | None:
+        ids = self._tokenizer.apply_chat_template(
+            [m.model_dump() for m in request.messages], add_generation_prompt=True, tokenize=True
+        )
+        if hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding
+            ids = ids["input_ids"]
+        if len(ids) + request.params.max_tokens > self._context:
+            return (f"prompt of {len(ids)} tokens + max_tokens {request.params.max_tokens} > "
+                    f"{self._context}")
+        return None
 
     @staticmethod
     def _params(request: GenerationRequest) -> Any:

@@ -1,0 +1,70 @@
+"""The transformers backend on the real embedded model (SmolLM2-135M-Instruct)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from metajudge.records import Completion, Failure, FailureKind, GenerationRequest, Message
+from metajudge.records import SamplingParams as SP
+
+QUESTIONS = ["What is a polygon?", "Name three fruits.", "Why is the sky blue? Be brief.",
+             "Say hi", "Write one sentence about the sea, please, in a calm tone."]
+
+
+def _req(i: int, text: str, **params: object) -> GenerationRequest:
+    return GenerationRequest(id=f"r{i}", messages=(Message(role="user", content=text),),
+                             params=SP(**{"max_tokens": 16, **params}), seed=100 + i)
+
+
+def test_results_in_input_order_with_seeded_batch_independent_samples(transformers_backend
+                                                                       ) -> None:
+    requests = [_req(i, q) for i, q in enumerate(QUESTIONS)]
+    reported: dict[int, object] = {}
+    results = transformers_backend.generate(requests, on_result=reported.__setitem__)
+    assert [r.request_id for r in results] == [r.id for r in requests]
+    assert sorted(reported) == list(range(len(requests)))
+    assert all(isinstance(r, Completion) and r.completion_tokens > 0 for r in results)
+    # the same request alone, in a batch of different company, gives the same sample
+    alone = transformers_backend.generate([requests[2]])[0]
+    assert alone.text == results[2].text
+    # another seed gives (almost surely) another sample
+    other = transformers_backend.generate([requests[2].model_copy(update={"seed": 7})])[0]
+    assert other.text != results[2].text
+
+
+def test_greedy_matches_plain_hf_generate(transformers_backend) -> None:
+    request = _req(0, QUESTIONS[0], temperature=0.0, max_tokens=12)
+    ours = transformers_backend.generate([request])[0]
+    ids = torch.tensor([transformers_backend.render(request)])
+    with torch.inference_mode():
+        out = transformers_backend.model.generate(ids, max_new_tokens=12, do_sample=False)
+    expected = transformers_backend.tokenizer.decode(out[0, ids.shape[1]:],
+                                                     skip_special_tokens=True)
+    assert ours.text == expected
+
+
+def test_logprobs_of_generated_tokens_and_alternatives(transformers_backend) -> None:
+    greedy = transformers_backend.generate(
+        [_req(0, QUESTIONS[1], temperature=0.0, logprobs=True, top_logprobs=5)])[0]
+    assert greedy.logprobs is not None and len(greedy.logprobs) == greedy.completion_tokens
+    for step in greedy.logprobs:
+        assert step.logprob <= 0 and len(step.top) == 5
+        assert math.isclose(step.logprob, step.top[0].logprob, abs_tol=1e-5)  # greedy = argmax
+        assert [t.logprob for t in step.top] == sorted((t.logprob for t in step.top),
+                                                       reverse=True)
+        assert sum(math.exp(t.logprob) for t in step.top) <= 1 + 1e-5
+    sampled = transformers_backend.generate(
+        [_req(1, QUESTIONS[2], temperature=1.0, logprobs=True, top_logprobs=0)])[0]
+    assert sampled.logprobs is not None and all(s.top == () for s in sampled.logprobs)
+    assert "".join(s.token for s in sampled.logprobs).startswith(sampled.text[:5])
+
+
+def test_too_long_prompt_is_a_typed_failure_not_an_exception(transformers_backend) -> None:
+    long = _req(0, "word " * 9000)
+    ok = _req(1, "Say hi")
+    results = transformers_backend.generate([long, ok])
+    assert isinstance(results[0], Failure) and results[0].kind is FailureKind.CONTEXT_LENGTH
+    assert not results[0].retryable
+    assert isinstance(results[1], Completion)

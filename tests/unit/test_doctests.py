@@ -1,0 +1,17 @@
+"""Run the doctests of the modules that have them."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["metajudge.config", "metajudge.extras", "metajudge.seeds",
+           "metajudge.backends.openai_server"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
