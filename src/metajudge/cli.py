@@ -54,11 +54,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--limit", type=int, help="number of prompts to draw")
     gen.add_argument("-k", "--samples", type=int, help="responses per prompt (K)")
     gen.add_argument("--iteration", type=int, default=1, help="iteration number (default 1)")
+
+    for name, text in STAGE_HELP.items():
+        stage = sub.add_parser(name, help=text, description=text + " Resumable: a rerun "
+                               "skips every record already in RUN_DIR.")
+        stage.add_argument("run_dir", help="run directory made by `run` or `generate`")
+        stage.add_argument("--iteration", type=int, default=1, help="iteration (default 1)")
+        stage.add_argument("--set", dest="overrides", action="append", default=[],
+                           metavar="KEY=VALUE", help="override a saved config field")
+        stage.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
+
+
+STAGE_HELP = {
+    "judge": "Score every response of an iteration N times with the judge template.",
+    "meta-judge": "Compare judgments pairwise, in both orders, with the meta-judge template.",
+    "pairs": "Build actor and judge preference pairs and the TRL dataset of an iteration.",
+}
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
     overrides = list(args.overrides)
+    if args.command in STAGE_HELP:
+        from pathlib import Path
+
+        saved = Path(args.run_dir) / "config.yaml"
+        if not saved.is_file():
+            raise FileNotFoundError(f"{args.run_dir} is not a run directory (no config.yaml)")
+        return load_config(saved, overrides)
     path = getattr(args, "config", None)
     if args.command == "generate":
         if args.prompts:
@@ -101,11 +124,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             with load_backend(config.backend) as backend:
                 summary = run_generate(store, backend, args.iteration, progress=progress)
             print(summary.line())
+        elif args.command in STAGE_HELP:
+            _run_stage(args, config, progress)
     except (InputError, ConfigMismatchError, MissingExtraError, FileNotFoundError,
             ValueError) as exc:
         print(f"metajudge: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run_stage(args: argparse.Namespace, config: RunConfig, progress: bool) -> None:
+    from metajudge.store import RunStore
+
+    store = RunStore.open(args.run_dir, config)
+    if args.command == "pairs":
+        from metajudge.pairs.build import run_pairs
+
+        counts = run_pairs(store, args.iteration)
+        print(f"pairs iteration {args.iteration}: " + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                                                 for k, v in counts.items()))
+        return
+    from metajudge.backends import load_backend
+    from metajudge.judging.judge import run_judge
+    from metajudge.judging.meta_judge import run_meta_judge
+
+    stage = run_judge if args.command == "judge" else run_meta_judge
+    with load_backend(config.backend) as backend:
+        print(stage(store, backend, args.iteration, progress=progress).line())
 
 
 if __name__ == "__main__":

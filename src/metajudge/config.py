@@ -89,6 +89,7 @@ class MetaJudgeConfig(Section):
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=1)
     template: str | None = None
+    forced_readout: bool = Field(False, description="SPEC §3: read A/B when none parsed")
     consistent_only: bool = False
     hide_scores: bool = False
 

@@ -11,11 +11,7 @@ duplicate. Requests that failed in a retryable way are tried again on the next r
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-
-from tqdm.auto import tqdm
 
 from metajudge.backends.base import Backend
 from metajudge.prompts import draw_for_iteration, load_prompts
@@ -31,6 +27,7 @@ from metajudge.records import (
     SamplingParams,
 )
 from metajudge.seeds import derive_seed
+from metajudge.stage import StagePass, StageSummary
 from metajudge.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -38,36 +35,6 @@ log = logging.getLogger(__name__)
 STAGE = "generate"
 RESPONSES = "responses"
 FAILURES = "responses.failures"
-
-
-@dataclass
-class StageSummary:
-    """What one pass of a stage did; saved in the manifest and printed by the CLI."""
-
-    stage: str
-    iteration: int
-    prompts: int
-    requested: int
-    reused: int
-    completed: int
-    failed: int
-    backend_calls: int
-    prompt_tokens: int
-    generated_tokens: int
-    seconds: float
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        return (
-            f"{self.stage} iteration {self.iteration}: {self.prompts} prompts, "
-            f"{self.requested} requests: {self.completed} new, {self.reused} reused, "
-            f"{self.failed} failed; {self.generated_tokens} tokens generated in "
-            f"{self.seconds:.1f} s ({self.tokens_per_second:.1f} tokens/s, "
-            f"{self.backend_calls} backend call{'s' if self.backend_calls != 1 else ''})"
-        )
 
 
 def iteration_prompts(store: RunStore, iteration: int) -> list[Prompt]:
@@ -112,11 +79,8 @@ def run_generate(store: RunStore, backend: Backend, iteration: int = 1,
     done |= {f.id for f in store.read(iteration, FAILURES, FailedRequest)
              if not f.failure.retryable}
     todo = [r for r in requests if r.id not in done]
-    counts = {"completed": 0, "failed": 0, "prompt_tokens": 0, "generated_tokens": 0}
-    started = time.perf_counter()
-    bar = tqdm(total=len(requests), initial=len(requests) - len(todo),
-               desc=f"{STAGE} it{iteration}", unit="resp", disable=not progress,
-               dynamic_ncols=True)
+    run = StagePass(STAGE, iteration, len(prompts), len(requests), len(requests) - len(todo),
+                    progress=progress, unit="resp")
 
     with store.appender(iteration, RESPONSES) as ok_out, \
             store.appender(iteration, FAILURES) as fail_out:
@@ -125,6 +89,7 @@ def run_generate(store: RunStore, backend: Backend, iteration: int = 1,
             request = todo[index]
             provenance = Provenance(backend=backend.fingerprint, params=request.params,
                                     seed=request.seed, sample_index=request.sample_index)
+            run.tokens(result)
             if isinstance(result, Completion):
                 prompt = by_id[request.id.rsplit("#", 1)[0]]
                 ok_out.write(Response(
@@ -134,22 +99,12 @@ def run_generate(store: RunStore, backend: Backend, iteration: int = 1,
                     completion_tokens=result.completion_tokens, iteration=iteration,
                     provenance=provenance,
                 ))
-                counts["completed"] += 1
-                counts["prompt_tokens"] += result.prompt_tokens
-                counts["generated_tokens"] += result.completion_tokens
             else:
                 fail_out.write(FailedRequest(id=request.id, stage=STAGE, iteration=iteration,
                                              failure=result, provenance=provenance))
-                counts["failed"] += 1
-            bar.update(1)
+            run.finished(isinstance(result, Completion))
 
         if todo:
+            run.count_call()
             backend.generate(todo, on_result=on_result)
-    bar.close()
-    summary = StageSummary(
-        stage=STAGE, iteration=iteration, prompts=len(prompts), requested=len(requests),
-        reused=len(requests) - len(todo), backend_calls=1 if todo else 0,
-        seconds=time.perf_counter() - started, **counts,
-    )
-    store.record_stage(iteration, STAGE, asdict(summary))
-    return summary
+    return run.close(store)

@@ -47,6 +47,9 @@ class GenerationRequest(Record):
     params: SamplingParams = SamplingParams()
     seed: int = Field(0, ge=0, description="per-request seed, derived from config and content")
     sample_index: int = Field(0, ge=0, description="which of the K samples of the same chat")
+    prefill: str | None = Field(
+        None, description="assistant text the completion continues (forced read-outs)"
+    )
 
 
 class TopLogprob(Record):
@@ -127,6 +130,7 @@ class Capabilities(Record):
     logprobs: bool
     max_top_logprobs: int
     seeds: bool
+    prefill: bool = Field(False, description="can continue a given assistant prefix")
     context_length: int | None = None
 
 
@@ -181,3 +185,91 @@ class FailedRequest(Record):
     iteration: int = 1
     failure: Failure
     provenance: Provenance
+
+
+ValueSource = Literal["parsed", "forced", "failed"]
+
+
+class Judgment(Record):
+    """One judge evaluation of a response (stage ``judge``)."""
+
+    id: str = Field(description="<response_id>@j<index>")
+    response_id: str
+    prompt_id: str
+    iteration: int
+    index: int = Field(ge=0, description="which of the N judgments of this response")
+    text: str = Field(description="raw judge output, kept whether or not it parsed")
+    score: float | None = Field(description="parsed score, else forced read-out, else None")
+    score_source: ValueSource
+    parse_error: str | None = Field(None, description="why the text gave no score")
+    prob_score: float | None = Field(
+        None, description="expected score from log-probabilities (SPEC §3), beside `score`"
+    )
+    score_probs: tuple[float, ...] | None = Field(None, description="P(0..5) behind prob_score")
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+    provenance: Provenance
+
+
+class MetaJudgment(Record):
+    """One meta-judge comparison of two judgments of the same response (stage ``meta-judge``)."""
+
+    id: str = Field(description="<response_id>@m<first>-<second>")
+    response_id: str
+    prompt_id: str
+    iteration: int
+    first: int = Field(description="index of the judgment shown as A")
+    second: int = Field(description="index of the judgment shown as B")
+    winner: Literal["first", "second"] | None
+    winner_source: ValueSource
+    parse_error: str | None = None
+    choice_probs: tuple[float, float] | None = Field(
+        None, description="P(A), P(B) from a forced read-out, when one was made"
+    )
+    hide_scores: bool
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    provenance: Provenance
+
+
+class MetaSelection(Record):
+    """Which response of a prompt the meta-judge examines, and why (SPEC §5)."""
+
+    id: str = Field(description="the prompt id")
+    iteration: int
+    response_id: str | None
+    variance: float | None
+    scored_judgments: int
+    reason: str
+
+
+class PreferencePair(Record):
+    """A DPO pair: the prompt as chat messages and the chosen / rejected assistant texts."""
+
+    id: str = Field(description="actor:<prompt_id> or judge:<response_id>")
+    pair_type: Literal["actor", "judge"]
+    iteration: int
+    prompt_id: str
+    prompt: tuple[Message, ...]
+    chosen: str
+    rejected: str
+    chosen_id: str
+    rejected_id: str
+    chosen_score: float = Field(description="actor: mean judge score; judge: Elo rating")
+    rejected_score: float
+    rho: float | None = None
+    omega: tuple[float, float] | None = None
+    template: str | None = None
+
+
+class PairDecision(Record):
+    """Why a prompt did or did not yield a pair of a given type."""
+
+    id: str = Field(description="<pair_type>:<prompt_id>")
+    pair_type: Literal["actor", "judge"]
+    iteration: int
+    prompt_id: str
+    pair_id: str | None
+    reason: str

@@ -20,7 +20,7 @@ from tests.fault_server import FaultServer
 
 
 def _backend(url: str, **opts: object) -> OpenAIBackend:
-    options = OpenAIOptions(base_url=url, timeout_s=1.0, max_retries=2, backoff_s=0.01,
+    options = OpenAIOptions(base_url=url, timeout_s=3.0, max_retries=2, backoff_s=0.01,
                             concurrency=8, **opts)
     return OpenAIBackend(BackendConfig(kind="openai", model="fake-model", openai=options))
 
@@ -44,7 +44,7 @@ CASES = {
     "FAULT malformedx9": (Failure, FailureKind.MALFORMED_RESPONSE, 3),
     "FAULT resetx9": (Failure, FailureKind.CONNECTION, 3),
     "FAULT hang": (Failure, FailureKind.TIMEOUT, 3),
-    "FAULT delay:5": (Failure, FailureKind.TIMEOUT, 3),
+    "FAULT delay:10": (Failure, FailureKind.TIMEOUT, 3),
     "FAULT 400": (Failure, FailureKind.BAD_REQUEST, 1),
 }
 

@@ -169,13 +169,17 @@ class OpenAIBackend(Backend):
         p = request.params
         body: dict[str, Any] = {
             "model": self._model_name,
-            "messages": [m.model_dump() for m in request.messages],
+            "messages": [m.model_dump() for m in request.messages]
+            + ([{"role": "assistant", "content": request.prefill}] if request.prefill else []),
             "temperature": p.temperature,
             "top_p": p.top_p,
             "max_tokens": p.max_tokens,
             "seed": request.seed,
             "stream": False,
         }
+        if request.prefill:  # vLLM / SGLang extension: continue the last assistant message
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         if p.logprobs:
             body["logprobs"] = True
             if p.top_logprobs:

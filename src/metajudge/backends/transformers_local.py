@@ -137,7 +137,7 @@ class TransformersBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True,
+        return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True, prefill=True,
                             context_length=self._context)
 
     @property
@@ -161,6 +161,8 @@ class TransformersBackend(Backend):
         messages = [m.model_dump() for m in request.messages]
         text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                    tokenize=False)
+        if request.prefill:
+            text += request.prefill
         return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def generate(

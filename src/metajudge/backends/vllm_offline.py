@@ -74,7 +74,7 @@ class VLLMBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True,
+        return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True, prefill=True,
                             context_length=self._context)
 
     def generate(
@@ -96,14 +96,20 @@ class VLLMBackend(Backend):
                                 retryable=False, message=too_long))
             else:
                 runnable.append(i)
-        for start in range(0, len(runnable), CHUNK):
-            indices = runnable[start : start + CHUNK]
+        # requests that continue an assistant prefix go in their own calls
+        groups = [[i for i in runnable if not requests[i].prefill],
+                  [i for i in runnable if requests[i].prefill]]
+        chunks = [g[s : s + CHUNK] for g in groups for s in range(0, len(g), CHUNK)]
+        for indices in chunks:
             chunk = [requests[i] for i in indices]
+            prefill = chunk[0].prefill is not None
             try:
                 outputs = self._llm.chat(
-                    [[m.model_dump() for m in r.messages] for r in chunk],
+                    [_conversation(r) for r in chunk],
                     sampling_params=[self._params(r) for r in chunk],
                     use_tqdm=False,
+                    add_generation_prompt=not prefill,
+                    continue_final_message=prefill,
                 )
                 chunk_results: list[GenerationResult] = [
                     self._completion(r, o) for r, o in zip(chunk, outputs, strict=True)
@@ -123,6 +129,8 @@ class VLLMBackend(Backend):
         ids = self._tokenizer.apply_chat_template(
             [m.model_dump() for m in request.messages], add_generation_prompt=True, tokenize=True
         )
+        if request.prefill:
+            ids = list(ids) + self._tokenizer.encode(request.prefill, add_special_tokens=False)
         if hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding
             ids = ids["input_ids"]
         if len(ids) + request.params.max_tokens > self._context:
@@ -166,3 +174,10 @@ class VLLMBackend(Backend):
         if getattr(self, "_llm", None) is not None:
             self._llm = None
             gc.collect()
+
+
+def _conversation(request: GenerationRequest) -> list[dict[str, str]]:
+    messages = [m.model_dump() for m in request.messages]
+    if request.prefill:
+        messages.append({"role": "assistant", "content": request.prefill})
+    return messages
