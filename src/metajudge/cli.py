@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run or resume the loop described by a config",
                          description="Run or resume the Meta-Rewarding loop of a config.")
     _add_config_args(run, config_required=True)
+    run.add_argument("--iterations", type=int, help="iterations in all (extends a finished run)")
 
     gen = sub.add_parser(
         "generate", help="sample K responses per prompt (the actor stage)",
@@ -83,6 +84,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
             raise FileNotFoundError(f"{args.run_dir} is not a run directory (no config.yaml)")
         return load_config(saved, overrides)
     path = getattr(args, "config", None)
+    if args.command == "run" and args.iterations:
+        overrides.append(f"iterations={args.iterations}")
     if args.command == "generate":
         if args.prompts:
             overrides.append(f"prompts.source={args.prompts}")
@@ -111,10 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _config(args)
         progress = not args.no_progress
         if args.command == "run":
+            import pandas as pd
+
             from metajudge.loop import run_loop
 
-            for summary in run_loop(config, args.out, progress=progress):
-                print(summary.line())
+            table = run_loop(config, args.out, progress=progress)
+            with pd.option_context("display.max_rows", 200, "display.width", 120):
+                print(table.set_index("iteration").T.to_string())
+            print(f"summary written to {args.out}/summary.csv")
         elif args.command == "generate":
             from metajudge.backends import load_backend
             from metajudge.generate import run_generate

@@ -111,6 +111,7 @@ class TrainingConfig(Section):
     global_batch_size: int = Field(32, ge=1, description="reached by gradient accumulation")
     per_device_batch_size: int = Field(2, ge=1)
     epochs: float = Field(1.0, gt=0)
+    max_length: int = Field(2048, ge=16, description="prompt + completion tokens per example")
 
 
 class RunConfig(Section):

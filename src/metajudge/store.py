@@ -31,6 +31,11 @@ R = TypeVar("R", bound=BaseModel)
 _RECORD_SHAPING = ("seed", "backend", "prompts", "generation")
 
 
+#: stage-summary fields that add up over passes
+_ACCUMULATE = ("seconds", "completed", "failed", "backend_calls", "prompt_tokens",
+               "generated_tokens")
+
+
 class ConfigMismatchError(ValueError):
     """A run directory was created with a different config than the one given now."""
 
@@ -98,11 +103,16 @@ class RunStore:
         write_atomic(self.manifest_path, json.dumps(data, indent=2) + "\n")
 
     def record_stage(self, iteration: int, stage: str, summary: dict[str, Any]) -> None:
-        """Store a stage's counts and timings (the latest pass replaces the previous one)."""
+        """Store a stage pass's counts and timings. Work done (seconds, tokens, calls, records)
+        adds up over the passes that finished; everything else is the latest pass's."""
         data = self.manifest()
-        data.setdefault("stages", {})[f"iter_{iteration:02d}/{stage}"] = {
-            **summary, "updated": _now()
-        }
+        key = f"iter_{iteration:02d}/{stage}"
+        previous = data.setdefault("stages", {}).get(key, {})
+        merged = {**summary, "updated": _now(), "passes": previous.get("passes", 0) + 1}
+        for name in _ACCUMULATE:
+            if name in summary and name in previous:
+                merged[name] = previous[name] + summary[name]
+        data["stages"][key] = merged
         self._write_manifest(data)
 
 
