@@ -68,3 +68,33 @@ def test_too_long_prompt_is_a_typed_failure_not_an_exception(transformers_backen
     assert isinstance(results[0], Failure) and results[0].kind is FailureKind.CONTEXT_LENGTH
     assert not results[0].retryable
     assert isinstance(results[1], Completion)
+
+
+def test_shared_prefix_batches_match_single_requests(transformers_backend) -> None:
+    rubric = ("Rate the answer below from 0 to 5 by the following rubric, one point for each "
+              "criterion it meets: relevance, coverage, usefulness, clarity and expertise. ") * 3
+    answers = ["Paris is the capital of France.", "I don't know.",
+               "The capital of France is Paris, a city on the Seine with about two million "
+               "inhabitants."]
+    requests = [_req(i, rubric + "Answer: " + a, temperature=0.0, max_tokens=12)
+                for i, a in enumerate(answers)]
+    prompts = [transformers_backend.render(r) for r in requests]
+    from metajudge.backends.transformers_local import PREFIX_SHARE_MIN, _common_prefix_length
+
+    assert _common_prefix_length(prompts) >= PREFIX_SHARE_MIN  # the shared path is taken
+    batched = transformers_backend.generate(requests)
+    for request, result in zip(requests, batched, strict=True):
+        alone = transformers_backend.generate([request])[0]
+        assert result.text == alone.text
+
+
+def test_repeated_prompts_computed_once_match_single_requests(transformers_backend) -> None:
+    # K samples of one prompt and N judgments of one response arrive as identical prompts
+    prompts = ["Name three fruits.", "Say hi", "Name three fruits.", "Say hi", "Say hi"]
+    requests = [_req(i, q, temperature=0.0, max_tokens=10) for i, q in enumerate(prompts)]
+    batched = transformers_backend.generate(requests)
+    assert batched[0].text == batched[2].text and batched[1].text == batched[4].text
+    for request, result in zip(requests, batched, strict=True):
+        assert result.text == transformers_backend.generate([request])[0].text
+    sampled = transformers_backend.generate([_req(i, q) for i, q in enumerate(prompts)])
+    assert sampled[1].text != sampled[3].text or sampled[3].text != sampled[4].text  # seeds

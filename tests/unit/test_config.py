@@ -76,3 +76,14 @@ def test_reopening_with_a_record_shaping_change_is_refused(tmp_path: Path) -> No
     with pytest.raises(ConfigMismatchError, match="generation"):
         RunStore.open(tmp_path, load_config(None, ["generation.temperature=0.1"]))
     assert RunStore.open(tmp_path).config.judge.judgments_per_response == 3
+
+
+def test_paper_config_is_the_spec() -> None:
+    c = load_config(ROOT / "configs" / "paper.yaml")
+    assert c.backend.kind == "vllm" and c.iterations == 4
+    assert (c.generation.samples_per_prompt, c.judge.judgments_per_response) == (7, 11)
+    assert (c.prompts.per_iteration, c.prompts.pool_size) == (5000, 20000)
+    assert c.judge.forced_readout is False and c.meta_judge.forced_readout is False
+    assert c.pairs == RunConfig().pairs
+    assert (c.training.beta, c.training.learning_rate, c.training.global_batch_size) == (
+        0.1, 5e-6, 32)

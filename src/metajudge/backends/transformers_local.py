@@ -12,6 +12,7 @@ alternatives, from the model's raw distribution.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,8 @@ from metajudge.records import (
 )
 
 log = logging.getLogger(__name__)
+#: shortest common prompt prefix worth computing once for a whole batch
+PREFIX_SHARE_MIN = 32
 torch = require("torch", "transformers")
 transformers = require("transformers", "transformers")
 
@@ -185,10 +188,11 @@ class TransformersBackend(Backend):
                                 f"max_tokens {request.params.max_tokens} > {self._context}"))
             else:
                 encoded[i] = ids
-        # one batch shape per (max_tokens, logprobs) group; longest prompts first within a group
-        def key(i: int) -> tuple[int, int, int, int]:
+        # one batch shape per (max_tokens, logprobs) group; within a group prompts are ordered by
+        # their tokens, so batches gather prompts that share long prefixes (computed once)
+        def key(i: int) -> tuple[int, int, int, list[int]]:
             p = requests[i].params
-            return (p.max_tokens, int(p.logprobs), p.top_logprobs, -len(encoded[i]))
+            return (p.max_tokens, int(p.logprobs), p.top_logprobs, encoded[i])
 
         order = sorted(encoded, key=key)
         start = 0
@@ -214,9 +218,6 @@ class TransformersBackend(Backend):
         self, requests: list[GenerationRequest], prompts: list[list[int]]
     ) -> list[GenerationResult]:
         params = requests[0].params
-        padded = self._tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
-        input_ids = padded["input_ids"].to(self._device)
-        attention = padded["attention_mask"].to(self._device)
         processors = transformers.LogitsProcessorList()
         recorder = _LogprobRecorder(params.top_logprobs) if params.logprobs else None
         if recorder is not None:
@@ -226,10 +227,12 @@ class TransformersBackend(Backend):
             do_sample=False, max_new_tokens=params.max_tokens, eos_token_id=self._eos,
             pad_token_id=self._tokenizer.pad_token_id, num_beams=1,
         )
-        with torch.inference_mode():
+        input_ids, attention, cache = self._prepare_inputs(prompts)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
             sequences = self.model.generate(
                 input_ids=input_ids, attention_mask=attention, generation_config=gen_config,
-                logits_processor=processors,
+                logits_processor=processors, past_key_values=cache,
             )
         generated = sequences[:, input_ids.shape[1]:].cpu()
         if recorder is not None:
@@ -252,6 +255,50 @@ class TransformersBackend(Backend):
                 logprobs=self._logprobs(recorder, row, tokens[:length]) if recorder else None,
             ))
         return out
+
+    def _prepare_inputs(self, prompts: list[list[int]]) -> tuple[Any, Any, Any]:
+        """Batch the prompts and pre-compute what rows have in common.
+
+        When the prompts share a long common prefix (a rubric), its key/value cache is computed
+        once for the batch and each row's remainder is padded in the middle (masked, positions
+        exact); identical prompts (the K samples or N judgments of one chat) are computed once
+        and their cache copied. Returns input ids, attention mask and the cache (or None)."""
+        pad = self._tokenizer.pad_token_id
+        shared = _common_prefix_length(prompts)
+        shared = shared if shared >= PREFIX_SHARE_MIN and len(prompts) > 1 else 0
+        shared = min(shared, min(len(p) for p in prompts) - 1)  # every row keeps a token
+        width = max(len(p) for p in prompts) - shared
+        prefix = prompts[0][:shared]
+        ids = [prefix + [pad] * (width - len(p) + shared) + p[shared:] for p in prompts]
+        mask = [[1] * shared + [0] * (width - len(p) + shared) + [1] * (len(p) - shared)
+                for p in prompts]
+        first_of: dict[tuple[int, ...], int] = {}
+        unique = [first_of.setdefault(tuple(p), i) for i, p in enumerate(prompts)]
+        rows = sorted(set(unique))
+        if not shared and len(rows) == len(prompts):
+            return (torch.tensor(ids, device=self._device),
+                    torch.tensor(mask, device=self._device), None)
+        cache = transformers.DynamicCache()
+        ids_t = torch.tensor(ids, device=self._device)
+        mask_t = torch.tensor(mask, device=self._device)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+            if shared:
+                self.model(input_ids=ids_t[:1, :shared], past_key_values=cache, use_cache=True)
+                cache.batch_repeat_interleave(len(rows))
+            # the rest of each distinct prompt but its last token (generate feeds that one)
+            sub_ids, sub_mask = ids_t[rows], mask_t[rows]
+            positions = (sub_mask.cumsum(-1) - 1).clamp(min=0)
+            end = sub_ids.shape[1] - 1
+            if end > shared:
+                self.model(input_ids=sub_ids[:, shared:end], attention_mask=sub_mask[:, :end],
+                           position_ids=positions[:, shared:end], past_key_values=cache,
+                           use_cache=True)
+        if len(rows) < len(prompts):
+            index = {row: k for k, row in enumerate(rows)}
+            cache.batch_select_indices(torch.tensor([index[u] for u in unique],
+                                                    device=self._device))
+        return ids_t, mask_t, cache
 
     def _logprobs(self, recorder: _LogprobRecorder, row: int, tokens: list[int]
                   ) -> tuple[TokenLogprob, ...]:
@@ -276,6 +323,20 @@ class TransformersBackend(Backend):
             self._model = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def _common_prefix_length(prompts: list[list[int]]) -> int:
+    """Length of the token prefix that every prompt starts with.
+
+    >>> _common_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    2
+    """
+    first = prompts[0]
+    length = min(len(p) for p in prompts)
+    for i in range(length):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return length
 
 
 def _pick_dtype(name: str, device: str) -> Any:

@@ -17,7 +17,8 @@ from metajudge.records import Completion, TokenLogprob, TopLogprob
 SCORE_LABELS = ("0", "1", "2", "3", "4", "5")
 CHOICE_LABELS = ("A", "B")
 SCORE_PREFILL = "\nScore: "
-WINNER_PREFILL = "\nWinner: Judgment "
+# no trailing space: tokenizers usually merge " A" into one token
+WINNER_PREFILL = "\nWinner: Judgment"
 #: alternatives requested per step when a read-out is wanted
 TOP_K = 20
 

@@ -125,3 +125,37 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return TrainResult(target, len(rows), steps, seconds, final)
+
+
+def sequence_logprob(model: Any, tokenizer: Any, prompt: list[dict[str, str]],
+                     completion: str) -> float:
+    """Sum of log-probabilities of an assistant completion after a chat prompt."""
+    torch = require("torch", "transformers")
+    prefix = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(
+        prompt + [{"role": "assistant", "content": completion}], tokenize=False)
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+    logprobs = torch.log_softmax(logits, -1)
+    targets = torch.tensor(ids[1:])
+    picked = logprobs[torch.arange(len(targets)), targets]
+    return float(picked[len(prefix_ids) - 1:].sum())
+
+
+def reward_margins(policy: str, reference: str, rows: list[dict[str, Any]], beta: float
+                   ) -> list[float]:
+    """DPO's implicit reward margin per pair, β·[(log π(c) − log π_ref(c)) − (log π(r) −
+    log π_ref(r))], for a policy checkpoint against its reference; 0 when they are equal."""
+    transformers = require("transformers", "transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_model(reference).path)
+    models = [transformers.AutoModelForCausalLM.from_pretrained(
+        resolve_model(path).path, use_safetensors=True).eval() for path in (policy, reference)]
+    margins = []
+    for row in rows:
+        prompt = row["prompt"]
+        lp = [[sequence_logprob(m, tokenizer, prompt, row[side][0]["content"])
+               for side in ("chosen", "rejected")] for m in models]
+        margins.append(beta * ((lp[0][0] - lp[1][0]) - (lp[0][1] - lp[1][1])))
+    return margins
