@@ -75,10 +75,7 @@ def run_generate(store: RunStore, backend: Backend, iteration: int = 1,
     prompts = iteration_prompts(store, iteration)
     by_id = {p.id: p for p in prompts}
     requests = actor_requests(store, iteration, prompts)
-    done = store.done_ids(iteration, RESPONSES, Response)
-    done |= {f.id for f in store.read(iteration, FAILURES, FailedRequest)
-             if not f.failure.retryable}
-    todo = [r for r in requests if r.id not in done]
+    todo = store.pending(iteration, RESPONSES, Response, requests)
     run = StagePass(STAGE, iteration, len(prompts), len(requests), len(requests) - len(todo),
                     progress=progress, unit="resp")
 

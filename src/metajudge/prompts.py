@@ -12,10 +12,10 @@ import importlib.resources
 import random
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from metajudge.jsonl import InputError, iter_lines, parse_line
-from metajudge.records import Prompt
+from metajudge.records import NonBlankText, Prompt
 
 BUNDLED = "bundled"
 
@@ -23,15 +23,8 @@ BUNDLED = "bundled"
 class _PromptLine(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str | int | None = None
-    instruction: str
+    instruction: NonBlankText
     source: str | None = None
-
-    @field_validator("instruction")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("instruction is empty")
-        return value
 
 
 def bundled_pool_path() -> Path:

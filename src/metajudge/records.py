@@ -8,9 +8,19 @@ stores, each carrying its provenance.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("instruction is empty")
+    return value
+
+
+#: a string with some non-whitespace text (instructions)
+NonBlankText = Annotated[str, AfterValidator(_not_blank)]
 
 
 class Record(BaseModel):
@@ -141,15 +151,8 @@ class Prompt(Record):
     """One user instruction from a prompt file or the bundled pool."""
 
     id: str = Field(min_length=1)
-    instruction: str
+    instruction: NonBlankText
     source: str | None = None
-
-    @field_validator("instruction")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("instruction is empty")
-        return value
 
 
 class Provenance(Record):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 import metajudge
 from metajudge.config import RunConfig
 from metajudge.jsonl import Appender, read_records, write_atomic
+from metajudge.records import FailedRequest, GenerationRequest
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -87,6 +89,15 @@ class RunStore:
 
     def done_ids(self, iteration: int, name: str, model: type[BaseModel]) -> set[str]:
         return {r.id for r in self.read(iteration, name, model)}  # type: ignore[attr-defined]
+
+    def pending(self, iteration: int, name: str, model: type[BaseModel],
+                requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
+        """The requests of a stage still to run: neither finished in ``<name>.jsonl`` nor failed
+        for good in ``<name>.failures.jsonl`` (retryable failures are tried again)."""
+        done = self.done_ids(iteration, name, model)
+        done |= {f.id for f in self.read(iteration, f"{name}.failures", FailedRequest)
+                 if not f.failure.retryable}
+        return [r for r in requests if r.id not in done]
 
     def appender(self, iteration: int, name: str) -> Appender:
         return Appender(self.path(iteration, name))

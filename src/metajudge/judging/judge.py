@@ -93,10 +93,7 @@ def run_judge(store: RunStore, backend: Backend, iteration: int = 1,
             )
             requests.append(request)
             meta[request.id] = response
-    done = store.done_ids(iteration, JUDGMENTS, Judgment)
-    done |= {f.id for f in store.read(iteration, FAILURES, FailedRequest)
-             if not f.failure.retryable}
-    todo = [r for r in requests if r.id not in done]
+    todo = store.pending(iteration, JUDGMENTS, Judgment, requests)
     run = StagePass(STAGE, iteration, len({r.prompt_id for r in responses}), len(requests),
                     len(requests) - len(todo), progress=progress, unit="judgment")
     forced_on = cfg.forced_readout and caps.prefill and caps.logprobs
@@ -153,35 +150,40 @@ def run_judge(store: RunStore, backend: Backend, iteration: int = 1,
             run.count_call()
             backend.generate(todo, on_result=on_result)
         if deferred:
-            _forced_readout(backend, run, list(deferred.values()), write)
+            items = list(deferred.values())
+
+            def on_readout(index: int, dist: tuple[float, ...] | None, note: str | None) -> None:
+                request, completion, error = items[index]
+                if dist is None:
+                    return write(request, completion, None, "failed",
+                                 f"{error}; forced read-out: {note}", None, None)
+                best = max(range(len(dist)), key=lambda k: (dist[k], -k))
+                return write(request, completion, float(SCORE_LABELS[best]), "forced", error,
+                             expected_score(dist), dist)
+
+            forced_readouts(backend, run, items, SCORE_PREFILL, SCORE_LABELS, on_readout)
     run.summary.extra = {f"{k}": v for k, v in sources.items()}
     return run.close(store)
 
 
-#: writes one judgment: (request, completion, score, source, error, prob score, P(0..5))
-JudgmentWriter = Callable[
-    [GenerationRequest, Completion, float | None, str, str | None, float | None,
-     tuple[float, ...] | None], None]
+#: called per forced read-out with (index, label distribution or None, failure note or None)
+ReadoutHandler = Callable[[int, "tuple[float, ...] | None", "str | None"], None]
 
 
-def _forced_readout(backend: Backend, run: StagePass,
-                    items: Sequence[tuple[GenerationRequest, Completion, str]],
-                    write: JudgmentWriter) -> None:
-    forced = [forced_request(req, comp.text, SCORE_PREFILL) for req, comp, _ in items]
+def forced_readouts(backend: Backend, run: StagePass,
+                    items: Sequence[tuple[GenerationRequest, Completion, str]], prefill: str,
+                    labels: Sequence[str], handle: ReadoutHandler) -> None:
+    """One batch call of one-token read-outs continuing each completion with ``prefill``;
+    ``handle`` gets each item's distribution over ``labels`` (SPEC §3, forced read-out)."""
+    forced = [forced_request(req, comp.text, prefill) for req, comp, _ in items]
 
     def on_forced(index: int, result: GenerationResult) -> None:
-        request, completion, error = items[index]
         if isinstance(result, Completion):
             run.summary.prompt_tokens += result.prompt_tokens
-            dist = first_step_distribution(result, SCORE_LABELS)
-            if dist is not None:
-                best = max(range(len(dist)), key=lambda k: (dist[k], -k))
-                return write(request, completion, float(SCORE_LABELS[best]), "forced",
-                             error, expected_score(dist), dist)
-            error += "; forced read-out: no score token among the alternatives"
+            dist = first_step_distribution(result, labels)
+            handle(index, dist, None if dist else "no label token among the alternatives")
         else:
-            error += f"; forced read-out failed: {result.kind.value}"
-        return write(request, completion, None, "failed", error, None, None)
+            handle(index, None, f"failed: {result.kind.value}")
 
     run.count_call()
     backend.generate(forced, on_result=on_forced)

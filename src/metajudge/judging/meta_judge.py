@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from metajudge.backends.base import Backend
-from metajudge.judging.judge import forced_request, judge_template
+from metajudge.judging.judge import forced_readouts, judge_template
 from metajudge.judging.parse import parse_winner
-from metajudge.judging.readout import CHOICE_LABELS, WINNER_PREFILL, first_step_distribution
+from metajudge.judging.readout import CHOICE_LABELS, WINNER_PREFILL
 from metajudge.records import (
     Completion,
     FailedRequest,
@@ -135,10 +135,7 @@ def run_meta_judge(store: RunStore, backend: Backend, iteration: int = 1,
             requests.append(request)
             pair_of[request.id] = (response, first, second)
 
-    done = store.done_ids(iteration, META, MetaJudgment)
-    done |= {f.id for f in store.read(iteration, FAILURES, FailedRequest)
-             if not f.failure.retryable}
-    todo = [r for r in requests if r.id not in done]
+    todo = store.pending(iteration, META, MetaJudgment, requests)
     run = StagePass(STAGE, iteration, len(selections), len(requests), len(requests) - len(todo),
                     progress=progress, unit="comparison")
     caps = backend.capabilities
@@ -190,24 +187,17 @@ def run_meta_judge(store: RunStore, backend: Backend, iteration: int = 1,
             run.count_call()
             backend.generate(todo, on_result=on_result)
         if deferred:
-            forced = [forced_request(req, comp.text, WINNER_PREFILL) for req, comp, _ in deferred]
 
-            def on_forced(index: int, result: GenerationResult) -> None:
+            def on_readout(index: int, dist: tuple[float, ...] | None, note: str | None) -> None:
                 request, completion, error = deferred[index]
-                if isinstance(result, Completion):
-                    run.summary.prompt_tokens += result.prompt_tokens
-                    dist = first_step_distribution(result, CHOICE_LABELS)
-                    if dist is not None and dist[0] != dist[1]:
-                        choice = "A" if dist[0] > dist[1] else "B"
-                        return write(request, completion, choice, "forced", error,
-                                     (dist[0], dist[1]))
-                    error += "; forced read-out: no A/B preference"
-                else:
-                    error += f"; forced read-out failed: {result.kind.value}"
-                return write(request, completion, None, "failed", error)
+                if dist is not None and dist[0] != dist[1]:
+                    return write(request, completion, "A" if dist[0] > dist[1] else "B",
+                                 "forced", error, (dist[0], dist[1]))
+                note = note or "A and B equally likely"
+                return write(request, completion, None, "failed",
+                             f"{error}; forced read-out: {note}")
 
-            run.count_call()
-            backend.generate(forced, on_result=on_forced)
+            forced_readouts(backend, run, deferred, WINNER_PREFILL, CHOICE_LABELS, on_readout)
     metas = store.read(iteration, META, MetaJudgment)
     first_share = (sum(m.winner == "first" for m in metas)
                    / max(1, sum(m.winner is not None for m in metas)))
