@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from metajudge import __version__
 from metajudge.config import RunConfig, load_config
@@ -77,8 +78,6 @@ STAGE_HELP = {
 def _config(args: argparse.Namespace) -> RunConfig:
     overrides = list(args.overrides)
     if args.command in STAGE_HELP:
-        from pathlib import Path
-
         saved = Path(args.run_dir) / "config.yaml"
         if not saved.is_file():
             raise FileNotFoundError(f"{args.run_dir} is not a run directory (no config.yaml)")
@@ -94,14 +93,9 @@ def _config(args: argparse.Namespace) -> RunConfig:
         if args.samples:
             overrides.append(f"generation.samples_per_prompt={args.samples}")
         if path is None:
-            from pathlib import Path
-
             saved = Path(args.out) / "config.yaml"
             path = saved if saved.is_file() else None
-    config = load_config(path, overrides)
-    if config.prompts.per_iteration > config.prompts.pool_size:
-        raise ValueError("prompts.per_iteration exceeds prompts.pool_size")
-    return config
+    return load_config(path, overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
