@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/tiny
 
-.PHONY: install run test test-slow test-vllm lint clean
+.PHONY: install run test test-slow test-vllm bench-analysis lint clean
 
 $(BIN)/metajudge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: install
 	$(BIN)/metajudge run configs/tiny.yaml --out $(RUN_DIR)
 
 test: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
@@ -45,8 +45,23 @@ $(VLLM_VENV)/bin/vllm: pyproject.toml
 test-vllm: $(VLLM_VENV)/bin/vllm
 	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/vllm
 
+# the analysis benchmarks: alpaca-eval 0.6.6 as the reference, in its own environment
+SHARED ?= ../shared/data
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/bin/alpaca_eval: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -e . alpaca-eval==0.6.6 scikit-learn==1.9.1
+	touch $@
+
+bench-analysis: install $(BENCH_VENV)/bin/alpaca_eval
+	$(BENCH_VENV)/bin/python benchmarks/lc_winrate_alpaca_eval.py --data $(SHARED)/alpaca_eval \
+		--out results/benchmarks
+	$(BIN)/python benchmarks/published_checks.py --data $(SHARED) \
+		--out results/analysis/published_checks.md
+
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) $(BENCH_VENV) runs

@@ -103,8 +103,9 @@ def main() -> None:
     out = ROOT / "results" / "benchmarks" / "generate_backends.md"
     out.write_text(
         "# generate throughput by backend\n\n16 prompts x 4 responses from the bundled pool "
-        "(configs/tiny.yaml with prompts.per_iteration=16, seed 0), max_tokens 128, SmolLM2-135M-Instruct, one run on "
-        "a 2-core CPU machine. Stage seconds exclude model loading.\n\n"
+        "(configs/tiny.yaml with prompts.per_iteration=16, seed 0), max_tokens 128, "
+        "SmolLM2-135M-Instruct, one run on a 2-core CPU machine. Stage seconds exclude model "
+        "loading.\n\n"
         f"Command: `python benchmarks/generate_backends.py {' '.join(sys.argv[1:])}`\n\n"
         + table + "\n")
 

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-k", "--samples", type=int, help="responses per prompt (K)")
     gen.add_argument("--iteration", type=int, default=1, help="iteration number (default 1)")
 
+    from metajudge.analysis.cli import add_parser as add_analyze_parser
+
+    add_analyze_parser(sub)
+
     for name, text in STAGE_HELP.items():
         stage = sub.add_parser(name, help=text, description=text + " Resumable: a rerun "
                                "skips every record already in RUN_DIR.")
@@ -105,6 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if args.command == "analyze":
+            from metajudge.analysis.cli import run as run_analysis
+
+            run_analysis(args)
+            return 0
         config = _config(args)
         progress = not args.no_progress
         if args.command == "run":

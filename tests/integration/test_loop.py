@@ -86,3 +86,17 @@ def test_summary_and_rerun_of_a_finished_run(run_dir: Path, capsys: pytest.Captu
     args = ["run", str(run_dir / "config.yaml"), "--no-progress", "--out", str(run_dir)]
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing rewritten
+
+
+def test_analyze_bias_reads_the_run(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    out = run_dir.parent / "bias.csv"
+    assert main(["analyze", "bias", str(run_dir), "--out", str(out)]) == 0
+    table = pd.read_csv(out).set_index("iteration")
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("iteration")
+    row = table.loc[1]
+    assert row["judgments"] == summary.loc[1, "judgments"] == 24
+    scored = row[[f"score_{k}" for k in range(6)]].sum() + row["score_non_integer"]
+    assert scored + row["parse_failures"] == row["judgments"]
+    assert 0 <= row["meta_first_share"] <= 1
+    assert row["meta_first_share"] == pytest.approx(summary.loc[1, "meta_first_position_share"])
+    assert row["mean_response_chars"] > 0

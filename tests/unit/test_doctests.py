@@ -8,6 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["metajudge.config", "metajudge.extras", "metajudge.seeds",
+           "metajudge.analysis.logistic", "metajudge.analysis.bradley_terry",
+           "metajudge.analysis.style", "metajudge.analysis.agreement", "metajudge.analysis.bias",
            "metajudge.backends.openai_server"]
 
 
