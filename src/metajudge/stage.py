@@ -69,8 +69,13 @@ class StagePass:
             self.summary.failed += 1
         self._bar.update(1)
 
-    def close(self, store: RunStore) -> StageSummary:
+    def finish(self) -> StageSummary:
+        """Stop the clock and the progress bar."""
         self._bar.close()
         self.summary.seconds = time.perf_counter() - self._started
-        store.record_stage(self.summary.iteration, self.summary.stage, asdict(self.summary))
+        return self.summary
+
+    def close(self, store: RunStore) -> StageSummary:
+        """Finish and record the pass in the run's manifest."""
+        store.record_stage(self.summary.iteration, self.summary.stage, asdict(self.finish()))
         return self.summary

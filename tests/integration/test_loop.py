@@ -100,3 +100,16 @@ def test_analyze_bias_reads_the_run(run_dir: Path, capsys: pytest.CaptureFixture
     assert 0 <= row["meta_first_share"] <= 1
     assert row["meta_first_share"] == pytest.approx(summary.loc[1, "meta_first_position_share"])
     assert row["mean_response_chars"] > 0
+
+
+def test_report_writes_tables_and_figures(run_dir: Path) -> None:
+    out = run_dir.parent / "report"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    for name in ("iteration_curves", "score_distributions", "judge_behaviour",
+                 "judge_agreement"):
+        assert (out / f"{name}.png").stat().st_size > 10_000
+        assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
+    loop = pd.read_csv(out / "loop.csv").set_index("iteration")
+    assert loop.loc[1, "judgments"] == 24
+    assert len(pd.read_csv(out / "judgment_scores.csv")) == 24
+    assert "score_distributions.png" in (out / "README.md").read_text()

@@ -98,3 +98,16 @@ def test_repeated_prompts_computed_once_match_single_requests(transformers_backe
         assert result.text == transformers_backend.generate([request])[0].text
     sampled = transformers_backend.generate([_req(i, q) for i, q in enumerate(prompts)])
     assert sampled[1].text != sampled[3].text or sampled[3].text != sampled[4].text  # seeds
+
+
+def test_prefix_sharing_off_gives_the_same_outputs(transformers_backend) -> None:
+    from metajudge.backends.transformers_local import TransformersBackend
+    from metajudge.config import BackendConfig, TransformersOptions
+
+    prompts = ["Rate this answer from 0 to 5. Answer: Paris.",
+               "Rate this answer from 0 to 5. Answer: I don't know.", "Say hi", "Say hi"]
+    requests = [_req(i, q, temperature=0.0, max_tokens=10) for i, q in enumerate(prompts)]
+    plain = BackendConfig(transformers=TransformersOptions(batch_size=8, share_prefixes=False))
+    with TransformersBackend(plain) as backend:
+        unshared = [r.text for r in backend.generate(requests)]
+    assert unshared == [r.text for r in transformers_backend.generate(requests)]

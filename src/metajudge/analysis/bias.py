@@ -2,9 +2,10 @@
 
 Position, for any pairwise judge run in both orders. ``verdicts`` has one row per shown order:
 ``pair_id`` (the unordered pair), ``swapped`` (bool: the second order) and ``winner`` in
-{``first``, ``second``} or None/NaN (tie or no verdict). Over pairs judged in both orders:
+{``first``, ``second``, ``tie``} or None/NaN (no verdict). Over pairs with a verdict in both
+orders:
 
-* consistency: share of pairs whose two verdicts name the same item;
+* consistency: share of pairs whose two verdicts agree (the same item twice, or a tie twice);
 * primacy / recency: pairs where the judge chose the first-shown (second-shown) item both times;
 * preference fairness = (recency − primacy) / pairs, in [−1, 1], positive favouring the second
   position;
@@ -40,7 +41,8 @@ def position_bias(verdicts: pd.DataFrame) -> dict[str, float | int]:
     pairs = len(both)
     original, swapped = both[False], both[True]
     consistent = int(((original == "first") & (swapped == "second")
-                      | (original == "second") & (swapped == "first")).sum())
+                      | (original == "second") & (swapped == "first")
+                      | (original == "tie") & (swapped == "tie")).sum())
     primacy = int(((original == "first") & (swapped == "first")).sum())
     recency = int(((original == "second") & (swapped == "second")).sum())
     return {

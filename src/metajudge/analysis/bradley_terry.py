@@ -103,11 +103,21 @@ def win_probability(rating: np.ndarray | pd.Series) -> np.ndarray:
 def fit_ratings(data: _Battles, baseline: str) -> np.ndarray:
     """Maximum-likelihood Elo ratings, baseline at 1000 (models that never met the baseline's
     component, or won or lost every game, get ±inf-like ratings limited by a 1e-9 ridge)."""
+    n_models = len(data.models)
     anchor = data.models.index(baseline)
-    free = [k for k in range(len(data.models)) if k != anchor]
-    X = _design(data, len(data.models))[:, free]
-    theta = np.zeros(len(data.models))
-    theta[free] = fit_logistic(X, data.outcome, data.weight, l2_C=1e9)
+    free = [k for k in range(n_models) if k != anchor]
+    # the likelihood depends on the battles only through, per ordered pair (a, b), the total
+    # weight and the weighted wins of a: fit on those (at most n_models² rows)
+    pair = data.a * n_models + data.b
+    total = np.bincount(pair, weights=data.weight, minlength=n_models * n_models)
+    wins = np.bincount(pair, weights=data.weight * data.outcome,
+                       minlength=n_models * n_models)
+    seen = np.flatnonzero(total > 0)
+    pairs = _Battles(data.models, seen // n_models, seen % n_models,
+                     wins[seen] / total[seen], total[seen])
+    X = _design(pairs, n_models)[:, free]
+    theta = np.zeros(n_models)
+    theta[free] = fit_logistic(X, pairs.outcome, pairs.weight, l2_C=1e9)
     return SCALE * theta + INIT_RATING
 
 

@@ -106,6 +106,8 @@ def length_controlled_winrate(
     give a percentile interval that includes parameter uncertainty.
     """
     design = _design(annotations)
+    if np.isnan(design.y).all():
+        raise ValueError("no annotation has a preference: nothing to compute a win rate from")
     raw = _raw_winrate(design.y)
     avg_length = int(_lengths(annotations, 2).mean())
     if _is_baseline_against_itself(annotations):
@@ -161,7 +163,8 @@ def _training_rows(design: _Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """Gamed baselines first, then the model's rows with a preference (AlpacaEval's order)."""
     gamed = gamed_baselines()
     std = design.delta_length.std(ddof=1)
-    model_s = design.delta_length / std
+    # no spread in length (a degenerate bootstrap sample): the length feature carries nothing
+    model_s = design.delta_length / std if std > 0 else np.zeros_like(design.delta_length)
     X = np.column_stack([
         np.tanh(np.concatenate([gamed["std_delta_len"].to_numpy(), model_s])),
         np.concatenate([gamed["instruction_difficulty"].to_numpy(), design.difficulty]),

@@ -117,6 +117,7 @@ class TransformersBackend(Backend):
         )
         self._device = device
         self._batch_size = opts.batch_size
+        self._share = opts.share_prefixes
         model_config = transformers.AutoConfig.from_pretrained(
             resolved.path, revision=self._load_args["revision"],
             trust_remote_code=config.trust_remote_code,
@@ -194,7 +195,7 @@ class TransformersBackend(Backend):
             p = requests[i].params
             return (p.max_tokens, int(p.logprobs), p.top_logprobs, encoded[i])
 
-        order = sorted(encoded, key=key)
+        order = sorted(encoded, key=key if self._share else lambda i: key(i)[:3])
         start = 0
         while start < len(order):
             group = key(order[start])[:3]
@@ -264,6 +265,12 @@ class TransformersBackend(Backend):
         exact); identical prompts (the K samples or N judgments of one chat) are computed once
         and their cache copied. Returns input ids, attention mask and the cache (or None)."""
         pad = self._tokenizer.pad_token_id
+        if not self._share:
+            width = max(len(p) for p in prompts)
+            return (torch.tensor([[pad] * (width - len(p)) + p for p in prompts],
+                                 device=self._device),
+                    torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
+                                 device=self._device), None)
         shared = _common_prefix_length(prompts)
         shared = shared if shared >= PREFIX_SHARE_MIN and len(prompts) > 1 else 0
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every row keeps a token

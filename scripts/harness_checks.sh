@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The harness checks of results/harness, for the seed model and the last checkpoint of the tiny
+# run (make run first): AlpacaEval --limit 40 (answers and judgments up to 256 tokens),
+# Arena-Hard --limit 20 and the judge evaluation --limit 10 prompts (judgments up to 128 tokens:
+# on 2 CPU cores the judge's long prompts cost about 10 generated tokens per second).
+# Each harness resumes, so an interrupted run continues where it stopped.
+#   usage: scripts/harness_checks.sh [RUN_DIR]        (default runs/tiny)
+set -euo pipefail
+RUN_DIR=${1:-runs/tiny}
+BIN=${BIN:-.venv/bin}
+OUT=${OUT:-results/harness}
+LAST=$(ls -d "$RUN_DIR"/iter_*/checkpoint | sort | tail -1)
+COMMON=(--no-progress --set generation.max_tokens=256)
+mkdir -p "$OUT"
+timed() {  # name, command...: runs it and records its wall time in timings.tsv
+  local name=$1; shift
+  local start
+  start=$(date +%s)
+  "$@"
+  grep -v "^$name	" "$OUT/timings.tsv" 2>/dev/null > "$OUT/timings.tmp" || true
+  echo -e "$name\t$(( $(date +%s) - start ))\t$*" >> "$OUT/timings.tmp"
+  mv "$OUT/timings.tmp" "$OUT/timings.tsv"
+}
+for model in smollm2-135m-instruct "$LAST"; do
+  name=$($BIN/python -c "from metajudge.evaluation.config import default_name as d; print(d('$model'))")
+  timed "alpaca-eval $name" $BIN/metajudge eval alpaca-eval --model "$model" --limit 40 \
+    --out "$OUT/alpaca_eval/$name" "${COMMON[@]}" --set judging.max_tokens=256
+  timed "arena-hard $name" $BIN/metajudge eval arena-hard --model "$model" --limit 20 \
+    --out "$OUT/arena_hard/$name" "${COMMON[@]}" --set judging.max_tokens=128
+  timed "judge $name" $BIN/metajudge eval judge --model "$model" --limit 10 \
+    --out "$OUT/judge/$name" "${COMMON[@]}" --set judging.max_tokens=128
+done

@@ -1,0 +1,74 @@
+"""The bundled benchmark data: AlpacaEval's 805 instructions with the gpt4_1106_preview reference
+outputs, Arena-Hard v0.1's 500 questions with the gpt-4-0314 answers, and the Open Assistant
+first-turn prompts with human-ranked replies. Provenance and licences:
+``metajudge/data/PROVENANCE.md``."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+ALPACA_EVAL_BASELINE = "gpt4_1106_preview"
+ARENA_HARD_BASELINE = "gpt-4-0314"
+
+
+@dataclass(frozen=True)
+class AlpacaEvalItem:
+    index: int            # position among the 805 (AlpacaEval's instruction-difficulty key)
+    instruction: str
+    dataset: str
+    reference: str        # the gpt4_1106_preview output
+
+
+@dataclass(frozen=True)
+class ArenaHardQuestion:
+    uid: str
+    category: str
+    cluster: str
+    prompt: str
+    baseline_answer: str  # gpt-4-0314
+
+
+@dataclass(frozen=True)
+class RankedReply:
+    message_id: str
+    text: str
+    rank: int             # 0 = best among the prompt's replies
+
+
+@dataclass(frozen=True)
+class RankedPrompt:
+    prompt_id: str
+    prompt: str
+    replies: tuple[RankedReply, ...]
+
+
+def _rows(name: str) -> list[dict]:
+    data = (resources.files("metajudge") / "data" / "benchmarks" / name).read_bytes()
+    return [json.loads(line) for line in gzip.decompress(data).decode("utf-8").splitlines()
+            if line.strip()]
+
+
+@cache
+def alpaca_eval_items() -> tuple[AlpacaEvalItem, ...]:
+    return tuple(AlpacaEvalItem(row["id"], row["instruction"], row["dataset"], row["output"])
+                 for row in _rows("alpaca_eval_805.jsonl.gz"))
+
+
+@cache
+def arena_hard_questions() -> tuple[ArenaHardQuestion, ...]:
+    answers = {row["uid"]: row["messages"][1]["content"]["answer"]
+               for row in _rows("arena_hard_v0.1_gpt-4-0314_answers.jsonl.gz")}
+    return tuple(ArenaHardQuestion(row["uid"], row["category"], row["cluster"], row["prompt"],
+                                   answers[row["uid"]])
+                 for row in _rows("arena_hard_v0.1_questions.jsonl.gz"))
+
+
+@cache
+def oasst_ranked_prompts() -> tuple[RankedPrompt, ...]:
+    return tuple(RankedPrompt(row["prompt_id"], row["prompt"], tuple(
+        RankedReply(r["message_id"], r["text"], r["rank"]) for r in row["replies"]))
+        for row in _rows("oasst1_en_val_first_turn_ranked.jsonl.gz"))

@@ -1,0 +1,160 @@
+"""``metajudge eval …``: the harnesses on the command line.
+
+    metajudge eval alpaca-eval --model smollm2-135m-instruct --limit 40 --out results/ae/seed
+    metajudge eval alpaca-eval --annotations annotations.json      # annotations made elsewhere
+    metajudge eval arena-hard --model runs/tiny/iter_02/checkpoint --limit 20 --out results/ah/t2
+    metajudge eval judge --model runs/tiny/iter_02/checkpoint --limit 30 --out results/je/t2
+
+The judge defaults to the model itself; ``--judge`` names another model, and ``--judge-backend
+openai --judge-url URL`` any OpenAI-compatible server (``--model-backend``/``--model-url``
+likewise for the model). ``--set`` overrides any field of the evaluation config, e.g.
+``--set generation.max_tokens=256`` or ``--set model.transformers.batch_size=32``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from metajudge.config import BackendConfig, apply_overrides
+from metajudge.evaluation.config import EvalConfig, default_name
+
+HARNESSES = {
+    "alpaca-eval": "AlpacaEval 2: answers to the 805 instructions, pairwise annotation against "
+                   "gpt4_1106_preview, win rate and length-controlled win rate with interval.",
+    "arena-hard": "Arena-Hard v0.1: answers to the 500 questions, two games per question "
+                  "against gpt-4-0314, Bradley-Terry score, interval and style-controlled score.",
+    "judge": "Judge evaluation: the model as judge on the human-ranked Open Assistant replies "
+             "(agreement with and without ties, Spearman) and on reply pairs in both orders "
+             "(position consistency).",
+}
+DEFAULT_BOOTSTRAP = {"alpaca-eval": 1000, "arena-hard": 100, "judge": 1000}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    evaluate = sub.add_parser("eval", help="evaluation harnesses (AlpacaEval 2, Arena-Hard, "
+                              "judge-human agreement)", description="Evaluation harnesses; "
+                              "see `metajudge eval HARNESS --help`.")
+    harnesses = evaluate.add_subparsers(dest="harness", required=True)
+    for name, text in HARNESSES.items():
+        parser = harnesses.add_parser(name, help=text.split(":")[0], description=text
+                                      + " Resumable: rerun with the same --out to continue.")
+        parser.add_argument("--model", help="alias, local directory or hub id (the judge "
+                            "itself for `eval judge`)")
+        parser.add_argument("--model-backend", default="transformers",
+                            choices=["transformers", "openai", "vllm"])
+        parser.add_argument("--model-url", help="server root ending in /v1 (openai backend)")
+        if name != "judge":
+            parser.add_argument("--judge", help="judge model (default: the model itself)")
+            parser.add_argument("--judge-backend", choices=["transformers", "openai", "vllm"])
+            parser.add_argument("--judge-url", help="judge server root ending in /v1")
+        parser.add_argument("--name", help="the model's name in outputs and leaderboards")
+        parser.add_argument("--limit", type=int, help="only the first N items (quick checks)")
+        parser.add_argument("--out", help="output directory (created or resumed)")
+        parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP[name],
+                            help="bootstrap rounds for intervals")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--set", dest="overrides", action="append", default=[],
+                            metavar="KEY=VALUE", help="override an evaluation config field")
+        parser.add_argument("--no-progress", action="store_true")
+        if name != "judge":
+            parser.add_argument("--leaderboard", help="CSV to add the result row to "
+                                "(default: leaderboard.csv beside --out)")
+        if name == "alpaca-eval":
+            parser.add_argument("--annotations", help="compute the metrics from annotations "
+                                "made elsewhere (AlpacaEval layout) instead of running a judge")
+        if name == "judge":
+            parser.add_argument("--no-pairs", action="store_true",
+                                help="skip the pairwise position-consistency games")
+
+
+def _backend(kind: str, model: str, url: str | None) -> BackendConfig:
+    data: dict[str, Any] = {"kind": kind, "model": model}
+    if kind == "openai":
+        data["openai"] = {"served_model": model, **({"base_url": url} if url else {})}
+    return BackendConfig.model_validate(data)
+
+
+def build_config(args: argparse.Namespace) -> EvalConfig:
+    if not args.model:
+        raise ValueError("--model is required (or --annotations for alpaca-eval)")
+    model = _backend(args.model_backend, args.model, args.model_url)
+    judge = None
+    if getattr(args, "judge", None) or getattr(args, "judge_backend", None):
+        judge = _backend(args.judge_backend or "transformers", args.judge or args.model,
+                         args.judge_url)
+    data = {"harness": args.harness, "name": args.name or default_name(args.model),
+            "model": model.model_dump(), "judge": judge.model_dump() if judge else None,
+            "seed": args.seed}
+    return EvalConfig.model_validate(apply_overrides(data, args.overrides, EvalConfig))
+
+
+def run(args: argparse.Namespace) -> None:
+    from metajudge.evaluation.workdir import EvalDir
+
+    if args.harness == "alpaca-eval" and args.annotations:
+        _external_annotations(args)
+        return
+    config = build_config(args)
+    if not args.out:
+        raise ValueError("--out is required")
+    workdir = EvalDir.open(args.out, config)
+    progress = not args.no_progress
+    with _backends(config) as (model, judge):
+        if args.harness == "alpaca-eval":
+            from metajudge.evaluation import alpaca_eval
+
+            metrics = alpaca_eval.run_alpaca_eval(workdir, model, judge, limit=args.limit,
+                                                  bootstrap_rounds=args.bootstrap,
+                                                  progress=progress)
+            board = alpaca_eval.append_leaderboard_row(_leaderboard(args), config.name, metrics)
+        elif args.harness == "arena-hard":
+            from metajudge.evaluation import arena_hard
+
+            metrics = arena_hard.run_arena_hard(workdir, model, judge, limit=args.limit,
+                                                bootstrap_rounds=args.bootstrap,
+                                                progress=progress)
+            board = arena_hard.append_leaderboard_row(_leaderboard(args), config.name, metrics)
+        else:
+            from metajudge.evaluation.judge_eval import run_judge_eval
+
+            metrics = run_judge_eval(workdir, judge, limit=args.limit, pairs=not args.no_pairs,
+                                     bootstrap_rounds=args.bootstrap, progress=progress)
+            board = None
+    print(json.dumps(metrics, indent=2, default=str))
+    if board is not None:
+        print(f"leaderboard: {_leaderboard(args)} ({len(board)} rows)")
+
+
+@contextlib.contextmanager
+def _backends(config: EvalConfig):  # type: ignore[no-untyped-def]
+    from metajudge.backends import load_backend
+
+    with load_backend(config.model) as model:
+        if config.judge is None or config.judge == config.model:
+            yield model, model
+        else:
+            with load_backend(config.judge) as judge:
+                yield model, judge
+
+
+def _leaderboard(args: argparse.Namespace) -> Path:
+    if args.leaderboard:
+        return Path(args.leaderboard)
+    return Path(args.out).resolve().parent / "leaderboard.csv"
+
+
+def _external_annotations(args: argparse.Namespace) -> None:
+    from metajudge.analysis.tables import read_table
+    from metajudge.evaluation.alpaca_eval import append_leaderboard_row, metrics_from_file
+
+    frame = read_table(args.annotations, required=("preference",))
+    results = metrics_from_file(frame, bootstrap_rounds=args.bootstrap, seed=args.seed)
+    for name, metrics in results.items():
+        name = args.name or name
+        print(json.dumps({"model": name, **metrics}, indent=2, default=str))
+        if args.leaderboard or args.out:
+            append_leaderboard_row(_leaderboard(args), name, metrics)

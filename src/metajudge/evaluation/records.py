@@ -1,0 +1,65 @@
+"""Records the harnesses write, one JSONL line each, with their provenance."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from metajudge.records import Provenance, Record
+
+VerdictSource = Literal["parsed", "follow_up", "forced", "failed"]
+
+
+class EvalOutput(Record):
+    """The evaluated model's answer to one benchmark item."""
+
+    id: str
+    instruction: str
+    output: str
+    generator: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+    provenance: Provenance
+
+
+class PairwiseGame(Record):
+    """One pairwise judgment of the model's answer against the baseline's, in one order."""
+
+    id: str = Field(description="<item id>@<game>")
+    item_id: str
+    model: str
+    baseline: str
+    model_position: Literal["A", "B"] = Field(description="where the model's answer was shown")
+    verdict: str | None = Field(description="A>>B, A>B, A=B, B>A, B>>A, or None")
+    verdict_source: VerdictSource
+    parse_error: str | None = None
+    judgment: str = Field(description="the judge's text (and its follow-up, if one was asked)")
+    prompt_tokens: int
+    completion_tokens: int
+    provenance: Provenance
+
+    def model_outcome(self) -> float | None:
+        """1 if the model won, 0 if it lost, 0.5 for a tie, None without a verdict."""
+        if self.verdict is None:
+            return None
+        if self.verdict == "A=B":
+            return 0.5
+        a_won = self.verdict.startswith("A>")
+        return float(a_won == (self.model_position == "A"))
+
+
+class ReplyScore(Record):
+    """The judge's score of one human-ranked reply."""
+
+    id: str = Field(description="the reply's message id")
+    prompt_id: str
+    rank: int
+    score: float | None
+    score_source: Literal["parsed", "forced", "failed"]
+    parse_error: str | None = None
+    judgment: str
+    prompt_tokens: int
+    completion_tokens: int
+    provenance: Provenance

@@ -1,0 +1,191 @@
+"""Figures from frames: every function takes frames and returns a matplotlib Figure.
+
+The frames are the ones :mod:`metajudge.report.tables` builds (or any with the same columns), so
+notebooks and ``metajudge report`` draw the same pictures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from metajudge.extras import require
+
+plt = require("matplotlib.pyplot", "report")
+
+OURS = "#1f5aa6"
+PAPER = "#b04a26"
+PAPER_SR = "#d9a441"
+
+
+def _iterations_axis(ax, iterations) -> None:  # type: ignore[no-untyped-def]
+    ax.set_xlabel("iteration (0 = seed model)")
+    ax.set_xticks(sorted(set(int(i) for i in iterations)))
+    ax.grid(alpha=0.3)
+
+
+def iteration_curves(ours: pd.DataFrame, reference: pd.DataFrame, run_label: str = "this run"):  # type: ignore[no-untyped-def]
+    """LC win rate, win rate, mean length and Arena-Hard score per iteration: the run's
+    (with 95% intervals where it has them) beside the paper's Meta-Rewarding and Self-Rewarding
+    + LC curves (SPEC §11)."""
+    panels = [("lc_winrate", "length_controlled_winrate", "AlpacaEval 2 LC win rate (%)",
+               ("lc_lower", "lc_upper")),
+              ("win_rate", "win_rate", "AlpacaEval 2 win rate (%)", None),
+              ("avg_length", "avg_length", "mean response length (chars)", None),
+              ("arena_hard_score", "arena_hard_score", "Arena-Hard score (%)",
+               ("arena_hard_lower", "arena_hard_upper"))]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    meta = reference[reference["method"] == "Meta-Rewarding"]
+    self_rewarding = reference[reference["method"] == "Self-Rewarding + LC"]
+    sft = reference[reference["method"] == "SFT on EFT"]
+    for ax, (column, ref_column, title, interval) in zip(axes, panels, strict=True):
+        ax.plot(meta["iteration"], meta[ref_column], "o-", color=PAPER,
+                label="paper: Meta-Rewarding (Llama-3-8B)")
+        if self_rewarding[ref_column].notna().any():
+            ax.plot(self_rewarding["iteration"], self_rewarding[ref_column], "s--",
+                    color=PAPER_SR, label="paper: Self-Rewarding + LC")
+        ax.plot(sft["iteration"], sft[ref_column], "D", color="grey",
+                label="paper: SFT on EFT")
+        if column in ours.columns and ours[column].notna().any():
+            rows = ours[ours[column].notna()]
+            x = rows.index.to_numpy(dtype=float)
+            y = rows[column].to_numpy(dtype=float)
+            if interval and set(interval) <= set(rows.columns) and rows[list(interval)].notna(
+                    ).all().all():
+                low = y - rows[interval[0]].to_numpy(dtype=float)
+                high = rows[interval[1]].to_numpy(dtype=float) - y
+                ax.errorbar(x, y, yerr=[low, high], fmt="o-", color=OURS, capsize=4,
+                            label=f"{run_label} (95% CI)")
+            else:
+                ax.plot(x, y, "o-", color=OURS, label=run_label)
+        ax.set_title(title, fontsize=10)
+        _iterations_axis(ax, list(reference["iteration"]) + list(ours.index))
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def score_distributions(judgments: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """Share of each judge score (0–5, non-integer apart) per iteration, and the density of the
+    scored values."""
+    scored = judgments.dropna(subset=["score"])
+    iterations = sorted(judgments["iteration"].unique())
+    fig, (bars, density) = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / max(len(iterations), 1)
+    labels = [str(k) for k in range(6)] + ["non-int."]
+    for k, iteration in enumerate(iterations):
+        values = scored.loc[scored["iteration"] == iteration, "score"].to_numpy(dtype=float)
+        integer = np.isclose(values, np.round(values))
+        counts = [np.sum(integer & (np.round(values) == point)) for point in range(6)]
+        counts.append(np.sum(~integer))
+        share = np.asarray(counts, dtype=float) / max(len(values), 1)
+        bars.bar(np.arange(7) + k * width, share, width, label=f"iteration {iteration}")
+        if len(values) > 1 and np.ptp(values) > 0:
+            grid = np.linspace(0, 5, 200)
+            bandwidth = 1.06 * values.std() * len(values) ** -0.2
+            kernel = np.exp(-0.5 * ((grid[:, None] - values[None, :]) / bandwidth) ** 2)
+            density.plot(grid, kernel.sum(1) / (len(values) * bandwidth * np.sqrt(2 * np.pi)),
+                         label=f"iteration {iteration}")
+        elif len(values):
+            density.axvline(values[0], label=f"iteration {iteration} (all {values[0]:g})")
+    bars.set_xticks(np.arange(7) + 0.4 - width / 2, labels)
+    bars.set_ylabel("share of scored judgments")
+    bars.set_title("judge score distribution", fontsize=10)
+    bars.legend(fontsize=8)
+    density.set_xlabel("score")
+    density.set_title("score density (Gaussian kernel)", fontsize=10)
+    density.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def judge_behaviour(loop: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """Per iteration: parse-failure rate and forced share; meta-judge first-position share,
+    position consistency and preference for the higher score; judge length bias."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    x = loop.index.to_numpy()
+
+    def line(ax, column: str, label: str, style: str = "o-") -> None:  # type: ignore[no-untyped-def]
+        if column in loop.columns and loop[column].notna().any():
+            ax.plot(x, loop[column].to_numpy(dtype=float), style, label=label)
+
+    line(axes[0], "parse_failure_rate", "parse failures")
+    if {"scores_forced", "judgments"} <= set(loop.columns):
+        axes[0].plot(x, (loop["scores_forced"] / loop["judgments"]).to_numpy(dtype=float),
+                     "s--", label="forced read-outs")
+    axes[0].set_title("judge: share of judgments", fontsize=10)
+    line(axes[1], "meta_first_share", "verdicts for the first-shown judgment")
+    line(axes[1], "meta_position_consistency", "same verdict in both orders", "s-")
+    line(axes[1], "meta_prefers_higher_score", "prefers the higher-scored judgment", "^-")
+    axes[1].axhline(0.5, color="grey", lw=0.8, ls=":")
+    axes[1].set_title("meta-judge position and score bias", fontsize=10)
+    line(axes[2], "score_length_spearman", "Spearman(score, length)")
+    axes[2].axhline(0.0, color="grey", lw=0.8, ls=":")
+    axes[2].set_title("judge length bias", fontsize=10)
+    for ax in axes:
+        ax.set_ylim(-1.05 if ax is axes[2] else -0.02, 1.05)
+        _iterations_axis(ax, x)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def judge_agreement(harness: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """Judge–human agreement on Open Assistant per iteration, with its 95% interval."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = harness[harness.get("judge_agreement", pd.Series(dtype=float)).notna()] \
+        if "judge_agreement" in harness.columns else harness.iloc[0:0]
+    if len(rows):
+        x = rows.index.to_numpy(dtype=float)
+        y = rows["judge_agreement"].to_numpy(dtype=float)
+        low = y - rows["judge_agreement_lower"].to_numpy(dtype=float)
+        high = rows["judge_agreement_upper"].to_numpy(dtype=float) - y
+        ax.errorbar(x, y, yerr=[low, high], fmt="o-", capsize=4, color=OURS,
+                    label="agreement (judge ties = disagreement)")
+        for column, style, label in (("judge_agreement_without_ties", "s--", "without ties"),
+                                     ("judge_position_consistency", "^:",
+                                      "pairwise position consistency")):
+            if column in rows.columns and rows[column].notna().any():
+                ax.plot(x, rows[column].to_numpy(dtype=float), style, label=label)
+        _iterations_axis(ax, x)
+    else:
+        ax.text(0.5, 0.5, "no judge evaluation for this run", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set_ylim(0, 1)
+    ax.set_title("judge–human agreement (Open Assistant ranks)", fontsize=10)
+    if len(rows):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def alpaca_eval_length_bias(models: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """AlpacaEval models: raw and LC win rate against mean output length, and how LC re-ranks
+    them. ``models`` has ``model``, ``win_rate``, ``length_controlled_winrate``, ``avg_length``."""
+    fig, (scatter, ranks) = plt.subplots(1, 2, figsize=(13, 5))
+    scatter.scatter(models["avg_length"], models["win_rate"], color=PAPER, label="win rate")
+    scatter.scatter(models["avg_length"], models["length_controlled_winrate"], color=OURS,
+                    label="length-controlled win rate")
+    for _, row in models.iterrows():
+        scatter.plot([row["avg_length"]] * 2, [row["win_rate"],
+                                               row["length_controlled_winrate"]],
+                     color="grey", lw=0.6)
+    scatter.set_xscale("log")
+    scatter.set_xlabel("mean output length (chars, log scale)")
+    scatter.set_ylabel("% against gpt4_1106_preview")
+    scatter.legend(fontsize=8)
+    scatter.set_title("length buys raw win rate; LC takes it back", fontsize=10)
+    raw_rank = models["win_rate"].rank(ascending=False)
+    lc_rank = models["length_controlled_winrate"].rank(ascending=False)
+    shift = raw_rank - lc_rank
+    colors = np.where(shift > 0, OURS, PAPER)
+    ranks.scatter(np.log10(models["avg_length"]), shift, c=colors)
+    ranks.axhline(0, color="grey", lw=0.8)
+    ranks.set_xlabel("log10 mean output length")
+    ranks.set_ylabel("rank gained by length control")
+    ranks.set_title("re-ranking under length control", fontsize=10)
+    for _, row in models.loc[shift.abs().nlargest(6).index].iterrows():
+        ranks.annotate(row["model"], (np.log10(row["avg_length"]),
+                                      (raw_rank - lc_rank)[row.name]), fontsize=7)
+    fig.tight_layout()
+    return fig

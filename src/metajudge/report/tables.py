@@ -1,0 +1,76 @@
+"""Frames for a run's report: per-iteration loop figures and harness results by iteration.
+
+Harness outputs (``metajudge eval …``) are found under one directory laid out as
+``<harness dir>/{alpaca_eval,arena_hard,judge}/<model name>/metrics.json``; a model name maps to
+an iteration when it is the run's seed model (iteration 0) or ``<run name>-iter_NN`` (the name
+``metajudge eval`` gives the checkpoint ``<run>/iter_NN/checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from metajudge.analysis.run_tables import bias_table, run_frame
+from metajudge.config import load_config
+from metajudge.evaluation.config import default_name
+from metajudge.records import Judgment
+
+HARNESS_FIELDS = {
+    "alpaca_eval": {"length_controlled_winrate": "lc_winrate", "lc_lower": "lc_lower",
+                    "lc_upper": "lc_upper", "win_rate": "win_rate",
+                    "standard_error": "win_rate_se", "avg_length": "avg_length",
+                    "n_total": "alpaca_eval_annotations", "no_verdict": "alpaca_eval_no_verdict"},
+    "arena_hard": {"score": "arena_hard_score", "lower": "arena_hard_lower",
+                   "upper": "arena_hard_upper", "style_score": "arena_hard_style_score",
+                   "avg_tokens": "arena_hard_avg_tokens", "no_verdict": "arena_hard_no_verdict"},
+    "judge": {"agreement": "judge_agreement", "agreement_lower": "judge_agreement_lower",
+              "agreement_upper": "judge_agreement_upper",
+              "agreement_without_ties": "judge_agreement_without_ties",
+              "spearman": "judge_spearman", "position_consistency": "judge_position_consistency",
+              "first_share": "judge_first_share", "pairwise_agreement": "judge_pairwise_agreement",
+              "forced_scores": "judge_forced_scores", "scored": "judge_scored"},
+}
+
+
+def iteration_of(name: str, run_dir: Path) -> int | None:
+    """0 for the run's seed model, N for ``<run>-iter_N`` checkpoints, else None."""
+    config = load_config(run_dir / "config.yaml")
+    if name == default_name(config.backend.model):
+        return 0
+    match = re.fullmatch(rf"{re.escape(run_dir.resolve().name)}-iter_(\d+)", name)
+    return int(match.group(1)) if match else None
+
+
+def harness_table(harness_dir: Path, run_dir: Path) -> pd.DataFrame:
+    """One row per iteration with the harness metrics found for it (empty when none)."""
+    rows: dict[int, dict[str, object]] = {}
+    for harness, fields in HARNESS_FIELDS.items():
+        for metrics_path in sorted((harness_dir / harness).glob("*/metrics.json")):
+            iteration = iteration_of(metrics_path.parent.name, run_dir)
+            if iteration is None:
+                continue
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+            row = rows.setdefault(iteration, {"iteration": iteration,
+                                              "model": metrics_path.parent.name})
+            row.update({ours: metrics.get(theirs) for theirs, ours in fields.items()})
+    if not rows:
+        return pd.DataFrame(columns=["iteration"])
+    return pd.DataFrame([rows[i] for i in sorted(rows)]).set_index("iteration")
+
+
+def judgment_scores(run_dir: Path) -> pd.DataFrame:
+    """Every judge score of the run: ``iteration``, ``score`` (NaN where none), ``score_source``."""
+    frame = run_frame(run_dir, "judgments", Judgment)
+    return frame[["iteration", "score", "score_source"]] if not frame.empty else frame
+
+
+def loop_table(run_dir: Path) -> pd.DataFrame:
+    """The run's summary (``summary.csv``) joined with the per-iteration bias diagnostics."""
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("iteration")
+    bias = bias_table(run_dir)
+    extra = [c for c in bias.columns if c not in summary.columns]
+    return summary.join(bias[extra], how="outer")
