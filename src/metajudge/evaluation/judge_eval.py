@@ -22,7 +22,13 @@ from metajudge.evaluation.records import ReplyScore
 from metajudge.evaluation.workdir import EvalDir
 from metajudge.judging.judge import forced_readouts
 from metajudge.judging.parse import parse_score
-from metajudge.judging.readout import SCORE_LABELS, SCORE_PREFILL
+from metajudge.judging.readout import (
+    SCORE_LABELS,
+    SCORE_PREFILL,
+    TOP_K,
+    expected_score,
+    probability_weighted_score,
+)
 from metajudge.records import (
     Completion,
     FailedRequest,
@@ -46,7 +52,9 @@ def run_judge_eval(
     prompts = oasst_ranked_prompts()[:limit]
     scores = score_replies(workdir, judge, prompts, progress=progress)
     frame = pd.DataFrame([{"prompt_id": s.prompt_id, "rank": s.rank, "score": s.score,
-                           "source": s.score_source} for s in scores.values()])
+                           "weighted_score": s.weighted_score, "source": s.score_source}
+                          for s in scores.values()],
+                         columns=["prompt_id", "rank", "score", "weighted_score", "source"])
     metrics: dict[str, object] = {"judge": workdir.config.name,
                                   "prompts_requested": len(prompts),
                                   "replies": sum(len(p.replies) for p in prompts),
@@ -55,6 +63,13 @@ def run_judge_eval(
                                   "unparsed_scores": int(frame["score"].isna().sum())}
     metrics.update(ranked_agreement(frame, bootstrap_rounds=bootstrap_rounds,
                                     seed=workdir.config.seed))
+    weighted = frame.assign(weighted_score=frame["weighted_score"].astype(float))
+    metrics["weighted_scored"] = int(weighted["weighted_score"].notna().sum())
+    if metrics["weighted_scored"]:  # SPEC §3: beside the sampled score, never instead of it
+        agreement = ranked_agreement(weighted, score="weighted_score",
+                                     bootstrap_rounds=bootstrap_rounds, seed=workdir.config.seed)
+        metrics.update({f"weighted_{k}": v for k, v in agreement.items()
+                        if k.startswith(("agreement", "spearman", "judge_ties"))})
     if pairs:
         metrics.update(pairwise_checks(workdir, judge, prompts, progress=progress))
     workdir.write_json("metrics.json", metrics)
@@ -66,11 +81,15 @@ def score_replies(workdir: EvalDir, judge: Backend, prompts: tuple[RankedPrompt,
     """One judgment per reply with the scoring template. A judgment without a parseable score gets
     the loop's forced read-out where the backend allows it (prefill and log-probabilities): its
     own text plus ``Score: `` is continued by one token and the most probable of 0–5 is the
-    score (``score_source="forced"``); otherwise it is ``failed``, with the reason."""
+    score (``score_source="forced"``); otherwise it is ``failed``, with the reason. Where the
+    backend gives log-probabilities, each record also carries the probability-weighted score
+    (SPEC §3), read where the score is written, or at the read-out step when forced."""
     config = workdir.config
     template = load_template(config.score_template)
+    logprobs = judge.capabilities.logprobs
     params = SamplingParams(temperature=config.judging.temperature, top_p=config.judging.top_p,
-                            max_tokens=config.judging.max_tokens)
+                            max_tokens=config.judging.max_tokens, logprobs=logprobs,
+                            top_logprobs=TOP_K if logprobs else 0)
     done = {s.id: s for s in workdir.read(SCORES, ReplyScore)}
     replies = {r.message_id: (p, r) for p in prompts for r in p.replies}
 
@@ -89,11 +108,12 @@ def score_replies(workdir: EvalDir, judge: Backend, prompts: tuple[RankedPrompt,
     with workdir.appender(SCORES) as out, workdir.appender(f"{SCORES}.failures") as failed:
 
         def write(req: GenerationRequest, completion: Completion, value: float | None,
-                  source: str, error: str | None) -> None:
+                  source: str, error: str | None, weighted: float | None) -> None:
             prompt, reply = replies[req.id]
             record = ReplyScore(
                 id=req.id, prompt_id=prompt.prompt_id, rank=reply.rank, score=value,
                 score_source=source if value is not None else "failed",  # type: ignore[arg-type]
+                weighted_score=weighted,
                 parse_error=error, judgment=completion.text,
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
@@ -122,7 +142,8 @@ def score_replies(workdir: EvalDir, judge: Backend, prompts: tuple[RankedPrompt,
             if value is None and can_force:
                 unparsed.append((req, result, error or ""))
             else:
-                write(req, result, value, "parsed", error)
+                readout = probability_weighted_score(result)
+                write(req, result, value, "parsed", error, readout[0] if readout else None)
 
         if todo:
             run.count_call()
@@ -131,10 +152,11 @@ def score_replies(workdir: EvalDir, judge: Backend, prompts: tuple[RankedPrompt,
         def on_readout(index: int, dist: tuple[float, ...] | None, note: str | None) -> None:
             req, completion, error = unparsed[index]
             if dist is None:
-                write(req, completion, None, "failed", f"{error}; forced read-out: {note}")
+                write(req, completion, None, "failed", f"{error}; forced read-out: {note}", None)
             else:
                 best = max(range(len(dist)), key=dist.__getitem__)
-                write(req, completion, float(SCORE_LABELS[best]), "forced", error)
+                write(req, completion, float(SCORE_LABELS[best]), "forced", error,
+                      expected_score(dist))
 
         if unparsed:
             forced_readouts(judge, run, unparsed, SCORE_PREFILL, SCORE_LABELS, on_readout)

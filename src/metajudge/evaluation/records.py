@@ -58,6 +58,10 @@ class ReplyScore(Record):
     rank: int
     score: float | None
     score_source: Literal["parsed", "forced", "failed"]
+    weighted_score: float | None = Field(
+        None, description="SPEC §3 probability-weighted score: the expected 0-5 score under the "
+        "judge's distribution where the score is written (the read-out step when forced); None "
+        "without log-probabilities or without a score token among the alternatives")
     parse_error: str | None = None
     judgment: str
     prompt_tokens: int

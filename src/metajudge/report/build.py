@@ -94,7 +94,11 @@ def _readme(run_dir: Path, harness_dir: Path | None, loop: pd.DataFrame,
         lines.append(
             "| `judge_agreement.png` | judge–human agreement on Open Assistant: "
             + ", ".join(f"{_fmt(v, 2)} (it. {i})"
-                        for i, v in harness["judge_agreement"].dropna().items()) + " |")
+                        for i, v in harness["judge_agreement"].dropna().items())
+            + ("; with the probability-weighted score: " + ", ".join(
+                f"{_fmt(v, 2)} (it. {i})"
+                for i, v in harness["judge_weighted_agreement"].dropna().items())
+               if "judge_weighted_agreement" in harness.columns else "") + " |")
     lines += ["", "Tables: `loop.csv` (per iteration: summary and bias diagnostics), "
               "`harness.csv` (harness metrics per iteration), `judgment_scores.csv` (every judge "
               "score), `reference.csv` (the paper's numbers, SPEC §11). Every figure is also a "

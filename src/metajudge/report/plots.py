@@ -142,11 +142,14 @@ def judge_agreement(harness: pd.DataFrame):  # type: ignore[no-untyped-def]
         high = rows["judge_agreement_upper"].to_numpy(dtype=float) - y
         ax.errorbar(x, y, yerr=[low, high], fmt="o-", capsize=4, color=OURS,
                     label="agreement (judge ties = disagreement)")
-        for column, style, label in (("judge_agreement_without_ties", "s--", "without ties"),
-                                     ("judge_position_consistency", "^:",
-                                      "pairwise position consistency")):
+        for column, style, color, label in (
+                ("judge_agreement_without_ties", "s--", OURS, "without ties"),
+                ("judge_weighted_agreement", "D-.", PAPER,
+                 "probability-weighted score (judge ties = disagreement)"),
+                ("judge_position_consistency", "^:", PAPER_SR,
+                 "pairwise position consistency")):
             if column in rows.columns and rows[column].notna().any():
-                ax.plot(x, rows[column].to_numpy(dtype=float), style, label=label)
+                ax.plot(x, rows[column].to_numpy(dtype=float), style, color=color, label=label)
         _iterations_axis(ax, x)
     else:
         ax.text(0.5, 0.5, "no judge evaluation for this run", ha="center", va="center",

@@ -32,7 +32,10 @@ HARNESS_FIELDS = {
               "agreement_without_ties": "judge_agreement_without_ties",
               "spearman": "judge_spearman", "position_consistency": "judge_position_consistency",
               "first_share": "judge_first_share", "pairwise_agreement": "judge_pairwise_agreement",
-              "forced_scores": "judge_forced_scores", "scored": "judge_scored"},
+              "forced_scores": "judge_forced_scores", "scored": "judge_scored",
+              "weighted_agreement": "judge_weighted_agreement",
+              "weighted_agreement_without_ties": "judge_weighted_agreement_without_ties",
+              "weighted_spearman": "judge_weighted_spearman"},
 }
 
 
