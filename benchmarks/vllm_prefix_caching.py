@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from stage_costs import SETTINGS, Recorder, rate  # noqa: E402
+from stage_costs import timed_generate as replay  # noqa: E402
 
 VLLM = ["backend.kind=vllm", "backend.dtype=bfloat16", "backend.vllm.gpu_memory_utilization=0.3",
         "backend.vllm.max_model_len=4096"]
@@ -64,16 +65,6 @@ def raw_chat(backend, calls) -> tuple[float, int]:  # type: ignore[no-untyped-de
                                     continue_final_message=prefill)
         if not prefill:
             generated += sum(len(o.outputs[0].token_ids) for o in outputs)
-    return time.perf_counter() - start, generated
-
-
-def replay(backend, calls) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-    generated = 0
-    for requests in calls:
-        results = backend.generate(requests)
-        if not requests[0].prefill:
-            generated += sum(getattr(r, "completion_tokens", 0) for r in results)
     return time.perf_counter() - start, generated
 
 

@@ -92,10 +92,10 @@ def test_judge_evaluation_scores_and_pairs(tmp_path: Path, transformers_backend)
     scores = [json.loads(line) for line in (wd.root / "scores.jsonl").read_text().splitlines()]
     for s in scores:
         if s["score_source"] == "forced":  # the read-out's distribution gives both
-            assert 0 <= s["weighted_score"] <= 5
-        if s["weighted_score"] is not None:
-            assert 0 <= s["weighted_score"] <= 5 and s["score"] is not None
-    assert metrics["weighted_scored"] == sum(s["weighted_score"] is not None for s in scores)
+            assert 0 <= s["prob_score"] <= 5
+        if s["prob_score"] is not None:
+            assert 0 <= s["prob_score"] <= 5 and s["score"] is not None
+    assert metrics["weighted_scored"] == sum(s["prob_score"] is not None for s in scores)
     assert metrics["weighted_scored"] > 0 and "weighted_agreement" in metrics
     assert metrics["pair_games"] == 2 * metrics["pairs"]  # every ranked pair in both orders
     assert 0 <= metrics["position_consistency"] <= 1

@@ -27,6 +27,7 @@ from metajudge.judging.readout import (
     SCORE_PREFILL,
     TOP_K,
     expected_score,
+    most_probable_score,
     probability_weighted_score,
 )
 from metajudge.records import (
@@ -52,9 +53,9 @@ def run_judge_eval(
     prompts = oasst_ranked_prompts()[:limit]
     scores = score_replies(workdir, judge, prompts, progress=progress)
     frame = pd.DataFrame([{"prompt_id": s.prompt_id, "rank": s.rank, "score": s.score,
-                           "weighted_score": s.weighted_score, "source": s.score_source}
+                           "prob_score": s.prob_score, "source": s.score_source}
                           for s in scores.values()],
-                         columns=["prompt_id", "rank", "score", "weighted_score", "source"])
+                         columns=["prompt_id", "rank", "score", "prob_score", "source"])
     metrics: dict[str, object] = {"judge": workdir.config.name,
                                   "prompts_requested": len(prompts),
                                   "replies": sum(len(p.replies) for p in prompts),
@@ -63,10 +64,10 @@ def run_judge_eval(
                                   "unparsed_scores": int(frame["score"].isna().sum())}
     metrics.update(ranked_agreement(frame, bootstrap_rounds=bootstrap_rounds,
                                     seed=workdir.config.seed))
-    weighted = frame.assign(weighted_score=frame["weighted_score"].astype(float))
-    metrics["weighted_scored"] = int(weighted["weighted_score"].notna().sum())
+    weighted = frame.assign(prob_score=frame["prob_score"].astype(float))
+    metrics["weighted_scored"] = int(weighted["prob_score"].notna().sum())
     if metrics["weighted_scored"]:  # SPEC §3: beside the sampled score, never instead of it
-        agreement = ranked_agreement(weighted, score="weighted_score",
+        agreement = ranked_agreement(weighted, score="prob_score",
                                      bootstrap_rounds=bootstrap_rounds, seed=workdir.config.seed)
         metrics.update({f"weighted_{k}": v for k, v in agreement.items()
                         if k.startswith(("agreement", "spearman", "judge_ties"))})
@@ -113,7 +114,7 @@ def score_replies(workdir: EvalDir, judge: Backend, prompts: tuple[RankedPrompt,
             record = ReplyScore(
                 id=req.id, prompt_id=prompt.prompt_id, rank=reply.rank, score=value,
                 score_source=source if value is not None else "failed",  # type: ignore[arg-type]
-                weighted_score=weighted,
+                prob_score=weighted,
                 parse_error=error, judgment=completion.text,
                 prompt_tokens=completion.prompt_tokens,
                 completion_tokens=completion.completion_tokens,
@@ -154,8 +155,7 @@ def score_replies(workdir: EvalDir, judge: Backend, prompts: tuple[RankedPrompt,
             if dist is None:
                 write(req, completion, None, "failed", f"{error}; forced read-out: {note}", None)
             else:
-                best = max(range(len(dist)), key=dist.__getitem__)
-                write(req, completion, float(SCORE_LABELS[best]), "forced", error,
+                write(req, completion, most_probable_score(dist), "forced", error,
                       expected_score(dist))
 
         if unparsed:

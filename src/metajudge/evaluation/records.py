@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from metajudge.records import Provenance, Record
+from metajudge.records import Provenance, Record, ValueSource
 
 VerdictSource = Literal["parsed", "follow_up", "forced", "failed"]
 
@@ -57,11 +57,10 @@ class ReplyScore(Record):
     prompt_id: str
     rank: int
     score: float | None
-    score_source: Literal["parsed", "forced", "failed"]
-    weighted_score: float | None = Field(
-        None, description="SPEC §3 probability-weighted score: the expected 0-5 score under the "
-        "judge's distribution where the score is written (the read-out step when forced); None "
-        "without log-probabilities or without a score token among the alternatives")
+    score_source: ValueSource
+    prob_score: float | None = Field(
+        None, description="expected score from log-probabilities (SPEC §3), beside `score`; "
+        "at the read-out step when forced")
     parse_error: str | None = None
     judgment: str
     prompt_tokens: int

@@ -22,6 +22,7 @@ from metajudge.judging.readout import (
     TOP_K,
     expected_score,
     first_step_distribution,
+    most_probable_score,
     probability_weighted_score,
 )
 from metajudge.records import (
@@ -157,8 +158,7 @@ def run_judge(store: RunStore, backend: Backend, iteration: int = 1,
                 if dist is None:
                     return write(request, completion, None, "failed",
                                  f"{error}; forced read-out: {note}", None, None)
-                best = max(range(len(dist)), key=lambda k: (dist[k], -k))
-                return write(request, completion, float(SCORE_LABELS[best]), "forced", error,
+                return write(request, completion, most_probable_score(dist), "forced", error,
                              expected_score(dist), dist)
 
             forced_readouts(backend, run, items, SCORE_PREFILL, SCORE_LABELS, on_readout)

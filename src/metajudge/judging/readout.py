@@ -54,6 +54,16 @@ def expected_score(distribution: Sequence[float]) -> float:
                                                        strict=True)))
 
 
+def most_probable_score(distribution: Sequence[float]) -> float:
+    """The forced read-out's score: the most probable of 0..5, the lower one on a tie.
+
+    >>> most_probable_score((0, 0.4, 0, 0, 0.4, 0.2))
+    1.0
+    """
+    best = max(range(len(distribution)), key=lambda k: (distribution[k], -k))
+    return float(SCORE_LABELS[best])
+
+
 def score_step(logprobs: Sequence[TokenLogprob]) -> TokenLogprob | None:
     """The generated step whose token starts the number after the last ``Score:``."""
     text = "".join(step.token for step in logprobs)
