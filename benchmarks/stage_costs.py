@@ -103,10 +103,11 @@ def rate(tokens: int, seconds: float) -> float:
 
 
 def stage_rows(store, backend, iteration: int) -> tuple[list[str], dict, dict]:  # type: ignore[no-untyped-def]
-    from metajudge.backends.transformers_local import TransformersBackend
-    from metajudge.config import BackendConfig, TransformersOptions
     from metajudge.judging.judge import run_judge
     from metajudge.judging.meta_judge import run_meta_judge
+
+    from metajudge.backends.transformers_local import TransformersBackend
+    from metajudge.config import BackendConfig, TransformersOptions
 
     lines, recorded, summaries = [], {}, {}
     plain = TransformersBackend(BackendConfig(transformers=TransformersOptions(
@@ -161,6 +162,7 @@ def probability_weighted_vs_sampled(store, backend, sampled_summary, tmp: Path  
     import shutil
 
     from metajudge.judging.judge import run_judge
+
     from metajudge.loop import open_run
     from metajudge.records import Judgment
 
@@ -228,9 +230,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config overrides (a quick check: prompts.per_iteration=2)")
     args = parser.parse_args()
+    from metajudge.generate import run_generate
+
     from metajudge.backends import load_backend
     from metajudge.config import load_config
-    from metajudge.generate import run_generate
     from metajudge.loop import open_run
 
     config = load_config(ROOT / "configs" / "tiny.yaml", [*SETTINGS, *args.set])

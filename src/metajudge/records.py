@@ -86,6 +86,29 @@ class Completion(Record):
     logprobs: tuple[TokenLogprob, ...] | None = None
 
 
+class ScoreRequest(Record):
+    """A label-scoring request: the next-token distribution over ``labels`` after the chat and
+    the assistant text ``prefill`` (lm-evaluation-harness's idea of a scoring request, not a
+    generation). Labels are told apart by their first token, compared without surrounding
+    whitespace ("4" and " 4" are the same label)."""
+
+    id: str = Field(description="unique within a batch; results carry it back")
+    messages: tuple[Message, ...] = Field(min_length=1)
+    prefill: str = Field(description="assistant text after which the next token is read")
+    labels: tuple[str, ...] = Field(min_length=2)
+
+
+class LabelScores(Record):
+    """The answer to a :class:`ScoreRequest`: P(label), renormalised over the labels."""
+
+    request_id: str
+    probs: tuple[float, ...] | None = Field(
+        description="one probability per label, summing to 1; None when no label had mass")
+    note: str | None = Field(None, description="why probs is None")
+    prompt_tokens: int = 0
+    logprobs_returned: int = Field(0, description="log-probability objects the backend sent")
+
+
 class FailureKind(str, Enum):
     """Why a request produced no completion."""
 
@@ -121,6 +144,7 @@ class Failure(Record):
 
 
 GenerationResult = Completion | Failure
+LabelResult = LabelScores | Failure
 
 
 class BackendFingerprint(Record):
@@ -133,6 +157,14 @@ class BackendFingerprint(Record):
     chat_template_sha256: str | None = None
     server_url: str | None = None
 
+    def identity(self) -> dict[str, str | None]:
+        """What decides whether two records come from the same model: everything but where it
+        was served (a server's URL changes between runs; the weights do not). A known
+        revision (a content hash) stands for the model's path."""
+        return {"kind": self.kind, "model": None if self.revision else self.model,
+                "revision": self.revision, "dtype": self.dtype,
+                "chat_template_sha256": self.chat_template_sha256}
+
 
 class Capabilities(Record):
     """What a backend can do."""
@@ -141,6 +173,7 @@ class Capabilities(Record):
     max_top_logprobs: int
     seeds: bool
     prefill: bool = Field(False, description="can continue a given assistant prefix")
+    label_scores: bool = Field(False, description="answers ScoreRequests (Backend.score_labels)")
     context_length: int | None = None
 
 
@@ -260,11 +293,29 @@ class PreferencePair(Record):
     rejected: str
     chosen_id: str
     rejected_id: str
-    chosen_score: float = Field(description="actor: mean judge score; judge: Elo rating")
+    chosen_score: float = Field(description="actor: mean judge score; judge: rating on the Elo "
+                                "scale (400/ln 10 per logit unit, centred at 0)")
     rejected_score: float
     rho: float | None = None
     omega: tuple[float, float] | None = None
     template: str | None = None
+
+
+class DPORow(Record):
+    """One row of ``dpo_pairs.jsonl``: TRL's conversational preference format (``prompt``,
+    ``chosen``, ``rejected`` as message lists) plus provenance columns."""
+
+    prompt: tuple[Message, ...]
+    chosen: tuple[Message, ...]
+    rejected: tuple[Message, ...]
+    pair_type: Literal["actor", "judge"]
+    id: str
+    iteration: int
+    prompt_id: str
+    chosen_id: str
+    rejected_id: str
+    chosen_score: float
+    rejected_score: float
 
 
 class PairDecision(Record):

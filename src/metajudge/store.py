@@ -1,123 +1,313 @@
-"""The run directory: resolved config, manifest, and one append-only JSONL file per stage.
+"""The one store for run directories and evaluation folders: stage files, settings, manifest, lock.
 
-Layout::
+A run directory::
 
-    RUN/config.yaml                 the resolved config (no secrets)
-    RUN/manifest.json               version, creation time, per-stage counts and timings
-    RUN/iter_01/prompts.jsonl       this iteration's prompt sample
-    RUN/iter_01/responses.jsonl     stage `generate`: one Response per (prompt, sample)
+    RUN/config.yaml                        the resolved config (no secrets)
+    RUN/manifest.json                      version, per-stage counts, tokens and timings
+    RUN/iter_01/prompts.jsonl              this iteration's prompt sample
+    RUN/iter_01/responses.jsonl            stage `generate`: one Response per (prompt, sample)
     RUN/iter_01/responses.failures.jsonl   requests that ended in a backend failure
+    RUN/iter_01/responses.settings.json    the settings the records were made under
 
-Every stage file is append-only. Reopening a run repairs a partial last line left by a kill, and
-:meth:`RunStore.done_ids` tells a stage which records already exist so it never redoes them.
+An evaluation folder has the same files without ``iter_NN/``. The store owns every stage file's
+name and record type (:data:`STAGE_FILES`). Stage files are append-only; reopening repairs a
+partial last line left by a kill. One process at a time writes a store: :meth:`Store.open`
+takes a lock that a second writer is refused, and child processes the holder starts (training,
+launched ranks) inherit it through ``METAJUDGE_LOCKED``.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
+import logging
+import os
+import re
+import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any
 
+import yaml
 from pydantic import BaseModel
 
 import metajudge
-from metajudge.config import RunConfig
-from metajudge.jsonl import Appender, read_records, write_atomic
-from metajudge.records import FailedRequest, GenerationRequest
+from metajudge.jsonl import (
+    Appender,
+    iter_lines,
+    iter_lines_at,
+    parse_line,
+    read_records,
+    write_atomic,
+)
+from metajudge.records import (
+    DPORow,
+    FailedRequest,
+    Judgment,
+    MetaJudgment,
+    MetaSelection,
+    PairDecision,
+    PreferencePair,
+    Prompt,
+    Response,
+)
 
-R = TypeVar("R", bound=BaseModel)
+log = logging.getLogger(__name__)
 
+#: set for child processes that work under their parent's lock
+LOCK_ENV = "METAJUDGE_LOCKED"
 #: config sections whose change would make existing records inconsistent with new ones
 _RECORD_SHAPING = ("seed", "backend", "prompts", "generation")
-
-
+#: the backend fields that shape records (where a server is and how it is fed do not; each
+#: stage file also checks the fingerprint of the backend that made its records)
+_BACKEND_SHAPING = ("kind", "model", "revision", "dtype", "trust_remote_code")
+#: config sections that never shape records (how the work is fed, not what it is)
+_HARMLESS = ("runner",)
 #: stage-summary fields that add up over passes
 _ACCUMULATE = ("seconds", "completed", "failed", "backend_calls", "prompt_tokens",
-               "generated_tokens")
+               "generated_tokens", "label_requests")
+_ID = re.compile(rb'^\{"id":"((?:[^"\\]|\\.)*)"')
 
 
 class ConfigMismatchError(ValueError):
-    """A run directory was created with a different config than the one given now."""
+    """A store was created with different settings than the ones given now."""
 
 
-class RunStore:
-    """One run directory."""
+class LockedError(RuntimeError):
+    """Another process is writing the same store."""
 
-    def __init__(self, root: str | Path, config: RunConfig):
+
+@dataclass(frozen=True)
+class StageFile:
+    """One JSONL file of a store and the record type of its lines."""
+
+    name: str
+    record: type[BaseModel]
+
+    @property
+    def failures(self) -> StageFile:
+        return StageFile(f"{self.name}.failures", FailedRequest)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.jsonl"
+
+
+PROMPTS = StageFile("prompts", Prompt)
+RESPONSES = StageFile("responses", Response)
+JUDGMENTS = StageFile("judgments", Judgment)
+META_SELECTION = StageFile("meta_selection", MetaSelection)
+META_JUDGMENTS = StageFile("meta_judgments", MetaJudgment)
+PAIRS = StageFile("pairs", PreferencePair)
+PAIR_DECISIONS = StageFile("pair_decisions", PairDecision)
+DPO_PAIRS = StageFile("dpo_pairs", DPORow)
+
+
+def _evaluation_files() -> dict[str, StageFile]:
+    from metajudge.evaluation import records as ev
+
+    return {f.name: f for f in (
+        StageFile("outputs", ev.EvalOutput), StageFile("annotations", ev.PairwiseGame),
+        StageFile("games", ev.PairwiseGame), StageFile("pair_games", ev.PairwiseGame),
+        StageFile("scores", ev.ReplyScore), StageFile("mt_answers", ev.MTBenchAnswer),
+        StageFile("mt_judgments", ev.MTBenchJudgment), StageFile("eft_judgments", Judgment),
+        StageFile("eft_decisions", ev.EFTDecision))}
+
+
+#: every stage file of a run directory by name
+STAGE_FILES = {f.name: f for f in (PROMPTS, RESPONSES, JUDGMENTS, META_SELECTION,
+                                   META_JUDGMENTS, PAIRS, PAIR_DECISIONS, DPO_PAIRS)}
+
+
+def evaluation_file(name: str) -> StageFile:
+    """An evaluation folder's stage file by name."""
+    return _evaluation_files()[name]
+
+
+class Store:
+    """A run directory or an evaluation folder."""
+
+    def __init__(self, root: str | Path, config: Any, *, lock: IO[str] | None = None):
         self.root = Path(root)
         self.config = config
+        self._lock = lock
 
+    # -------------------------------------------------------------- opening
     @classmethod
-    def open(cls, root: str | Path, config: RunConfig | None = None) -> RunStore:
-        """Create a run directory, or reopen one; a given config must agree with the saved one
-        on everything that shapes records (seed, backend, prompts, generation)."""
+    def open(cls, root: str | Path, config: Any | None = None, *, lock: bool = True) -> Store:
+        """Create a store, or reopen one. A given config must agree with the saved one on what
+        shapes records (for a run: seed, backend, prompts, generation; for an evaluation:
+        everything but ``runner``). With ``lock`` the store is this process's to write until
+        :meth:`close` or exit; a second writer gets :class:`LockedError`."""
+        from metajudge.config import RunConfig
+
         root = Path(root)
         saved_path = root / "config.yaml"
+        handle = None
         if saved_path.is_file():
-            from metajudge.config import load_config
-
-            saved = load_config(saved_path)
+            handle = _take_lock(root) if lock else None
+            saved = _load_saved(saved_path, type(config) if config is not None else None)
             if config is not None:
                 _check_compatible(saved, config, root)
-                write_atomic(saved_path, config.to_yaml())  # later stages' settings may change
-            store = cls(root, config or saved)
-        else:
-            if config is None:
-                raise FileNotFoundError(f"{root} is not a run directory (no config.yaml)")
-            root.mkdir(parents=True, exist_ok=True)
-            write_atomic(saved_path, config.to_yaml())
-            store = cls(root, config)
-            store._write_manifest({"metajudge_version": metajudge.__version__,
-                                   "created": _now(), "stages": {}})
+                if isinstance(config, RunConfig):  # later stages' settings may change
+                    write_atomic(saved_path, _to_yaml(config))
+            return cls(root, config if config is not None else saved, lock=handle)
+        if config is None:
+            raise FileNotFoundError(f"{root} is not a run directory (no config.yaml)")
+        root.mkdir(parents=True, exist_ok=True)
+        handle = _take_lock(root) if lock else None
+        write_atomic(saved_path, _to_yaml(config))
+        store = cls(root, config, lock=handle)
+        store._write_manifest({"metajudge_version": metajudge.__version__, "created": _now(),
+                               "stages": {}})
         return store
 
-    # ------------------------------------------------------------------ files
+    def close(self) -> None:
+        """Release the lock (the files stay)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # ---------------------------------------------------------------- files
     def iteration_dir(self, iteration: int) -> Path:
         return self.root / f"iter_{iteration:02d}"
 
-    def path(self, iteration: int, name: str) -> Path:
-        return self.iteration_dir(iteration) / f"{name}.jsonl"
+    def folder(self, iteration: int | None) -> Path:
+        return self.root if iteration is None else self.iteration_dir(iteration)
 
-    def read(self, iteration: int, name: str, model: type[R]) -> list[R]:
-        """All records of a stage file (none if it does not exist); repairs a partial tail."""
-        path = self.path(iteration, name)
+    def path(self, file: StageFile, iteration: int | None = None) -> Path:
+        return self.folder(iteration) / file.filename
+
+    def read(self, file: StageFile, iteration: int | None = None) -> list[Any]:
+        """All records of a small stage file (none if it does not exist)."""
+        path = self.path(file, iteration)
+        return read_records(path, file.record, repair_tail=self.writable) if path.is_file() \
+            else []
+
+    def iter_records(self, file: StageFile, iteration: int | None = None) -> Iterator[Any]:
+        """The records of a stage file one at a time (memory does not grow with the file)."""
+        for _, record in self.iter_with_offsets(file, iteration):
+            yield record
+
+    def iter_with_offsets(self, file: StageFile, iteration: int | None = None
+                          ) -> Iterator[tuple[int, Any]]:
+        """(byte offset, record) of each line; :meth:`read_at` reads one back."""
+        path = self.path(file, iteration)
         if not path.is_file():
-            return []
-        return read_records(path, model, repair_tail=True)
+            return
+        for number, offset, raw in iter_lines_at(path, repair_tail=self.writable):
+            yield offset, parse_line(path, number, raw, file.record)
 
-    def done_ids(self, iteration: int, name: str, model: type[BaseModel]) -> set[str]:
-        return {r.id for r in self.read(iteration, name, model)}  # type: ignore[attr-defined]
+    def read_at(self, file: StageFile, offset: int, iteration: int | None = None) -> Any:
+        """The record of the line starting at ``offset``."""
+        path = self.path(file, iteration)
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return parse_line(path, None, fh.readline().rstrip(b"\n"), file.record)
 
-    def pending(self, iteration: int, name: str, model: type[BaseModel],
-                requests: Sequence[GenerationRequest]) -> list[GenerationRequest]:
-        """The requests of a stage still to run: neither finished in ``<name>.jsonl`` nor failed
-        for good in ``<name>.failures.jsonl`` (retryable failures are tried again)."""
-        done = self.done_ids(iteration, name, model)
-        done |= {f.id for f in self.read(iteration, f"{name}.failures", FailedRequest)
-                 if not f.failure.retryable}
-        return [r for r in requests if r.id not in done]
+    def ids(self, file: StageFile, iteration: int | None = None) -> set[str]:
+        """The ids in a stage file, read without building records."""
+        path = self.path(file, iteration)
+        if not path.is_file():
+            return set()
+        found = set()
+        for _, raw in iter_lines(path, repair_tail=self.writable):
+            match = _ID.match(raw)
+            if match and b"\\" not in match.group(1):
+                found.add(match.group(1).decode("utf-8"))
+            else:
+                found.add(str(json.loads(raw)["id"]))
+        return found
 
-    def appender(self, iteration: int, name: str) -> Appender:
-        return Appender(self.path(iteration, name))
+    def final_failures(self, file: StageFile, iteration: int | None = None) -> set[str]:
+        """Ids that failed for good (not retryable) in ``<name>.failures.jsonl``."""
+        return {f.id for f in self.iter_records(file.failures, iteration)
+                if not f.failure.retryable}
 
-    # --------------------------------------------------------------- manifest
+    def appender(self, file: StageFile, iteration: int | None = None) -> Appender:
+        return Appender(self.path(file, iteration))
+
+    def write_all(self, file: StageFile, records: Iterable[BaseModel],
+                  iteration: int | None = None) -> int:
+        """Replace a stage file atomically with ``records`` (streamed, so it may be large)."""
+        path = self.path(file, iteration)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        count = 0
+        with Appender(tmp) as out:
+            for record in records:
+                out.write(record)
+                count += 1
+        os.replace(tmp, path)
+        return count
+
+    @property
+    def writable(self) -> bool:
+        return self._lock is not None or os.environ.get(LOCK_ENV) == str(self.root.resolve())
+
+    # ------------------------------------------------------------- settings
+    def check_settings(self, file: StageFile, settings: dict[str, Any],
+                       iteration: int | None = None, *, redo: bool = False) -> str:
+        """Compare a stage's settings with those its records were made under; returns the
+        settings digest. Changed settings are refused naming each one, unless ``redo``, which
+        moves the old records aside (``replaced/``) so the stage starts afresh."""
+        path = self.folder(iteration) / f"{file.name}.settings.json"
+        text = json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n"
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            changed = _differences(saved, json.loads(text))
+            if changed and not redo:
+                raise ConfigMismatchError(
+                    f"{self.path(file, iteration)} was made with other settings: "
+                    + "; ".join(changed) + ". Resume with the old settings, or pass --redo to "
+                    "move the old records aside and make them again")
+            if changed:
+                self.move_aside(file, iteration)
+        elif self.path(file, iteration).is_file() and redo:
+            self.move_aside(file, iteration)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
+        return digest(text)
+
+    def settings(self, file: StageFile, iteration: int | None = None) -> dict[str, Any] | None:
+        path = self.folder(iteration) / f"{file.name}.settings.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def move_aside(self, file: StageFile, iteration: int | None = None) -> Path:
+        """Move a stage file, its failures and settings into ``replaced/<name>-<time>/``."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.folder(iteration) / "replaced" / f"{file.name}-{stamp}"
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (file.filename, file.failures.filename, f"{file.name}.settings.json"):
+            source = self.folder(iteration) / name
+            if source.exists():
+                shutil.move(str(source), target / name)
+        log.warning("moved %s aside to %s", file.filename, target)
+        return target
+
+    # ------------------------------------------------------------- manifest
     @property
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        if not self.manifest_path.is_file():
+            return {"stages": {}}
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
 
     def _write_manifest(self, data: dict[str, Any]) -> None:
-        write_atomic(self.manifest_path, json.dumps(data, indent=2) + "\n")
+        write_atomic(self.manifest_path, json.dumps(data, indent=2, default=str) + "\n")
 
-    def record_stage(self, iteration: int, stage: str, summary: dict[str, Any]) -> None:
-        """Store a stage pass's counts and timings. Work done (seconds, tokens, calls, records)
-        adds up over the passes that finished; everything else is the latest pass's."""
+    def record_stage(self, key: str, summary: dict[str, Any]) -> None:
+        """Store a stage pass's counts and timings under ``key`` (``iter_01/judge``, or a
+        harness stage's name). Work done (seconds, tokens, calls, records) adds up over the
+        passes that finished; everything else is the latest pass's."""
         data = self.manifest()
-        key = f"iter_{iteration:02d}/{stage}"
         previous = data.setdefault("stages", {}).get(key, {})
         merged = {**summary, "updated": _now(), "passes": previous.get("passes", 0) + 1}
         for name in _ACCUMULATE:
@@ -126,15 +316,84 @@ class RunStore:
         data["stages"][key] = merged
         self._write_manifest(data)
 
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.root / name
+        write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+        return path
 
-def _check_compatible(saved: RunConfig, given: RunConfig, root: Path) -> None:
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if old != new:
+        return [f"{prefix.rstrip('.')}: {old!r:.80} -> {new!r:.80}"]
+    return []
+
+
+def _take_lock(root: Path) -> IO[str] | None:
+    if os.environ.get(LOCK_ENV) == str(root.resolve()):
+        return None  # our parent holds it for us
+    handle = (root / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise LockedError(
+                f"{root} is being written by {holder}; wait for it to finish, or use another "
+                "--out") from None
+        raise
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} ({' '.join(sys.argv)[:200]})\n")
+    handle.flush()
+    return handle
+
+
+def _load_saved(path: Path, kind: type | None) -> Any:
+    from metajudge.config import RunConfig, load_config
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if kind is None:
+        kind = RunConfig if "harness" not in data else None
+    if kind is RunConfig:
+        return load_config(path)
+    from metajudge.evaluation.config import EvalConfig
+
+    return EvalConfig.model_validate(data)
+
+
+def _check_compatible(saved: Any, given: Any, root: Path) -> None:
+    from metajudge.config import RunConfig
+
+    if type(saved) is not type(given):
+        raise ConfigMismatchError(f"{root} holds a {type(saved).__name__}, not a "
+                                  f"{type(given).__name__}")
     old, new = saved.model_dump(mode="json"), given.model_dump(mode="json")
-    diffs = [key for key in _RECORD_SHAPING if old[key] != new[key]]
+    for data in (old, new):
+        for key in ("backend", "model", "judge"):
+            if isinstance(data.get(key), dict) and "kind" in data[key]:
+                data[key] = {k: data[key][k] for k in _BACKEND_SHAPING}
+    keys = _RECORD_SHAPING if isinstance(given, RunConfig) else [
+        k for k in new if k not in _HARMLESS]
+    diffs = [key for key in keys if old.get(key) != new.get(key)]
     if diffs:
         raise ConfigMismatchError(
-            f"{root} was created with different settings for {', '.join(diffs)}; "
-            "resume with the same config (omit --config to reuse the saved one) or use a new --out"
-        )
+            f"{root} was created with different settings for {', '.join(diffs)}; resume with "
+            "the same config (omit --config to reuse the saved one) or use a new --out")
+
+
+def _to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
 def _now() -> str:

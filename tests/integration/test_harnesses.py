@@ -18,20 +18,20 @@ from metajudge.config import BackendConfig
 from metajudge.evaluation.alpaca_eval import run_alpaca_eval
 from metajudge.evaluation.arena_hard import run_arena_hard
 from metajudge.evaluation.benchmarks import alpaca_eval_items
-from metajudge.evaluation.config import EvalConfig, EvalSampling
+from metajudge.evaluation.config import EvalConfig, EvalJudging, EvalSampling
 from metajudge.evaluation.judge_eval import run_judge_eval
 from metajudge.evaluation.pairwise import hashed_position
-from metajudge.evaluation.workdir import EvalDir
+from metajudge.store import Store
 
-SHORT = {"generation": EvalSampling(max_tokens=16), "judging": EvalSampling(max_tokens=24)}
+SHORT = {"generation": EvalSampling(max_tokens=16), "judging": EvalJudging(max_tokens=24)}
 #: the columns alpaca_eval reads from annotations (alpaca_eval.metrics.glm_winrate)
 ALPACA_EVAL_COLUMNS = {"instruction", "output_1", "generator_1", "output_2", "generator_2",
                        "annotator", "preference"}
 
 
-def workdir(path: Path, harness: str) -> EvalDir:
+def workdir(path: Path, harness: str) -> Store:
     config = EvalConfig(harness=harness, name="smollm2", model=BackendConfig(), **SHORT)
-    return EvalDir.open(path, config)
+    return Store.open(path, config)
 
 
 @pytest.mark.timeout(600)
@@ -53,7 +53,7 @@ def test_alpaca_eval_files_are_in_alpaca_eval_layout(tmp_path: Path,
         assert row.model_position == hashed_position(item.instruction, row.output_2,
                                                      item.reference)
     assert metrics["n_total"] + metrics["no_verdict"] == 3
-    stages = json.loads((wd.root / "stages.json").read_text())
+    stages = json.loads((wd.root / "manifest.json").read_text())["stages"]
     assert stages["alpaca-eval judge"]["generated_tokens"] > 0
 
 

@@ -79,7 +79,8 @@ def test_summary_and_rerun_of_a_finished_run(run_dir: Path, capsys: pytest.Captu
     assert row["prompts"] == 4 and row["responses"] == 12 and row["judgments"] == 24
     assert row["actor_pairs"] + row["judge_pairs"] == row["dpo_pairs"] > 0
     for column in ("generate_seconds", "judge_seconds", "train_seconds",
-                   "judge_generated_tokens", "meta_first_position_share", "dpo_loss"):
+                   "judge_generated_tokens", "meta_first_share", "dpo_loss",
+                   "judge_failed", "dpo_world_size"):
         assert column in table.columns
     files = {p: p.stat().st_mtime_ns for p in (run_dir / "iter_01").glob("*.jsonl")}
     capsys.readouterr()
@@ -98,7 +99,7 @@ def test_analyze_bias_reads_the_run(run_dir: Path, capsys: pytest.CaptureFixture
     scored = row[[f"score_{k}" for k in range(6)]].sum() + row["score_non_integer"]
     assert scored + row["parse_failures"] == row["judgments"]
     assert 0 <= row["meta_first_share"] <= 1
-    assert row["meta_first_share"] == pytest.approx(summary.loc[1, "meta_first_position_share"])
+    assert row["meta_first_share"] == pytest.approx(summary.loc[1, "meta_first_share"])
     assert row["mean_response_chars"] > 0
 
 

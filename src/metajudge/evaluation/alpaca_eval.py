@@ -24,8 +24,8 @@ from metajudge.backends.base import Backend
 from metajudge.evaluation.benchmarks import ALPACA_EVAL_BASELINE, alpaca_eval_items
 from metajudge.evaluation.generation import generate_outputs
 from metajudge.evaluation.pairwise import Game, hashed_position, judge_games
-from metajudge.evaluation.workdir import EvalDir
 from metajudge.jsonl import write_atomic
+from metajudge.store import Store
 
 #: AlpacaEval's leaderboard columns, in its order
 LEADERBOARD_COLUMNS = ["length_controlled_winrate", "win_rate", "standard_error", "n_wins",
@@ -38,16 +38,16 @@ def item_id(index: int) -> str:
 
 
 def run_alpaca_eval(
-    workdir: EvalDir, model: Backend, judge: Backend, *, limit: int | None = None,
+    store: Store, model: Backend, judge: Backend, *, limit: int | None = None,
     bootstrap_rounds: int = 1000, progress: bool = True,
 ) -> dict[str, object]:
     """Answer, annotate and score; returns the metrics (also in ``metrics.json``)."""
-    config = workdir.config
+    config = store.config
     items = alpaca_eval_items()[:limit]
-    outputs = generate_outputs(workdir, model, [(item_id(i.index), i.instruction)
+    outputs = generate_outputs(store, model, [(item_id(i.index), i.instruction)
                                                 for i in items], progress=progress)
     answered = [i for i in items if item_id(i.index) in outputs]
-    workdir.write_json("model_outputs.json", [
+    store.write_json("model_outputs.json", [
         {"instruction": i.instruction, "output": outputs[item_id(i.index)].output,
          "generator": config.name, "dataset": i.dataset} for i in answered])
     games = [Game(id=item_id(i.index), item_id=item_id(i.index), instruction=i.instruction,
@@ -55,7 +55,7 @@ def run_alpaca_eval(
                   model_position=hashed_position(i.instruction, outputs[item_id(i.index)].output,
                                                  i.reference),
                   model=config.name, baseline=ALPACA_EVAL_BASELINE) for i in answered]
-    judged = judge_games(workdir, judge, games, name="annotations", progress=progress)
+    judged = judge_games(store, judge, games, name="annotations", progress=progress)
     annotator = f"{judge.fingerprint.model}/{_template_ref(judged)}"
     rows = []
     for i in answered:
@@ -73,12 +73,12 @@ def run_alpaca_eval(
             "verdict": game.verdict if game else None,
             "verdict_source": game.verdict_source if game else "missing",
         })
-    workdir.write_json("annotations.json", rows)
+    store.write_json("annotations.json", rows)
     metrics = annotation_metrics(pd.DataFrame(rows), bootstrap_rounds=bootstrap_rounds,
                                  seed=config.seed)
     metrics.update(annotator=annotator, items=len(items), answered=len(answered),
                    judged=len(judged))
-    workdir.write_json("metrics.json", metrics)
+    store.write_json("metrics.json", metrics)
     return metrics
 
 

@@ -30,8 +30,8 @@ from metajudge.backends.base import Backend
 from metajudge.evaluation.benchmarks import ARENA_HARD_BASELINE, arena_hard_questions
 from metajudge.evaluation.generation import generate_outputs
 from metajudge.evaluation.pairwise import Game, judge_games
-from metajudge.evaluation.workdir import EvalDir
 from metajudge.jsonl import write_atomic
+from metajudge.store import Store
 
 WEIGHTS = {"A>>B": ("model_a", 3), "A>B": ("model_a", 1), "A=B": ("tie", 1),
            "B>A": ("model_b", 1), "B>>A": ("model_b", 3)}
@@ -50,16 +50,16 @@ def style_metadata(text: str) -> dict[str, int]:
 
 
 def run_arena_hard(
-    workdir: EvalDir, model: Backend, judge: Backend, *, limit: int | None = None,
+    store: Store, model: Backend, judge: Backend, *, limit: int | None = None,
     bootstrap_rounds: int = 100, progress: bool = True,
 ) -> dict[str, object]:
-    config = workdir.config
+    config = store.config
     questions = arena_hard_questions()[:limit]
-    outputs = generate_outputs(workdir, model, [(q.uid, q.prompt) for q in questions],
+    outputs = generate_outputs(store, model, [(q.uid, q.prompt) for q in questions],
                                progress=progress)
     answered = [q for q in questions if q.uid in outputs]
     stamp = dt.datetime.now(dt.timezone.utc).timestamp()
-    _write_jsonl(workdir.path("model_answer") / f"{config.name}.jsonl", [
+    _write_jsonl((store.root / "model_answer") / f"{config.name}.jsonl", [
         {"uid": q.uid, "ans_id": f"{config.name}:{q.uid}", "model": config.name,
          "messages": [{"role": "user", "content": q.prompt},
                       {"role": "assistant", "content": {"answer": outputs[q.uid].output}}],
@@ -73,9 +73,9 @@ def run_arena_hard(
                               model_answer=answer, baseline_answer=q.baseline_answer,
                               model_position=position, model=config.name,  # type: ignore[arg-type]
                               baseline=ARENA_HARD_BASELINE))
-    judged = judge_games(workdir, judge, games, name="games", progress=progress)
+    judged = judge_games(store, judge, games, name="games", progress=progress)
     judge_name = judge.fingerprint.model.rstrip("/").split("/")[-1]
-    _write_jsonl(workdir.path("model_judgment") / judge_name / f"{config.name}.jsonl", [
+    _write_jsonl((store.root / "model_judgment") / judge_name / f"{config.name}.jsonl", [
         {"uid": q.uid, "category": q.category, "judge": judge_name, "model": config.name,
          "baseline": ARENA_HARD_BASELINE,
          "games": [{"score": g.verdict, "judgment": {"answer": g.judgment},
@@ -84,14 +84,14 @@ def run_arena_hard(
         for q in answered])
     battles = games_to_battles(judged.values(), {q.uid: q.baseline_answer for q in answered},
                                {q.uid: outputs[q.uid].output for q in answered})
-    _write_jsonl(workdir.path("battles.jsonl"), battles.to_dict(orient="records"))
+    _write_jsonl((store.root / "battles.jsonl"), battles.to_dict(orient="records"))
     metrics = battle_metrics(battles, config.name, bootstrap_rounds=bootstrap_rounds,
                              seed=config.seed)
     metrics.update(judge=judge_name, questions=len(questions), answered=len(answered),
                    games=len(judged), no_verdict=sum(g.verdict is None for g in judged.values()),
                    avg_tokens=int(sum(count_tokens(outputs[q.uid].output) for q in answered)
                                   / max(len(answered), 1)))
-    workdir.write_json("metrics.json", metrics)
+    store.write_json("metrics.json", metrics)
     return metrics
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from metajudge.config import BackendConfig, Section
+from metajudge.config import BackendConfig, RunnerConfig, Section
 
 
 class EvalSampling(Section):
@@ -15,18 +15,29 @@ class EvalSampling(Section):
     max_tokens: int = Field(512, ge=1)
 
 
+class EvalJudging(EvalSampling):
+    """How the judge samples, and its read-outs (SPEC §3) where the backend scores labels."""
+
+    forced_readout: bool = Field(True, description="a score or verdict read out when none "
+                                 "parsed (after the follow-up turn, for pairwise verdicts)")
+    probability_weighted: bool = Field(True, description="judge evaluation: the expected "
+                                       "score at the written score, beside it")
+
+
 class EvalConfig(Section):
-    """Saved as ``eval_config.yaml`` in the output directory; a rerun must match it."""
+    """Saved as ``config.yaml`` in the output directory; a rerun must match it."""
 
     harness: str
     name: str = Field(description="the model's name in outputs and leaderboards")
     model: BackendConfig
     judge: BackendConfig | None = Field(None, description="None: the model judges itself")
     generation: EvalSampling = EvalSampling()
-    judging: EvalSampling = EvalSampling()
+    judging: EvalJudging = EvalJudging()
     template: str = Field("pairwise", description="pairwise template: built-in role or YAML")
-    score_template: str = Field("judge", description="scoring template (judge evaluation)")
+    score_template: str = Field("judge", description="scoring template (judge evaluation, "
+                                "MT-Bench: mt_bench_single)")
     seed: int = 0
+    runner: RunnerConfig = RunnerConfig()
 
     @property
     def judge_backend(self) -> BackendConfig:

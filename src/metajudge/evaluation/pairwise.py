@@ -1,42 +1,32 @@
-"""Pairwise judging of the model's answers against a baseline's, with one follow-up request.
+"""Pairwise judging of the model's answers against a baseline's, on the stage runner.
 
-Every game is one request: the pairwise template with the two answers in a given order. A reply
-without a verdict label gets one follow-up turn asking for it (as arena-hard-auto does). Where the
-backend can continue an assistant prefix (``capabilities.prefill``), a reply still without one
-gets a forced read-out: the follow-up answer is prefilled with ``Final verdict: [[`` and a few
-greedy tokens complete the label. ``verdict_source`` records which of ``parsed``, ``follow_up``
+Every game is one judgment by :class:`~metajudge.judging.scorers.PairwiseJudge`: the pairwise
+template with the two answers in a given order; a reply without a verdict label gets one
+follow-up turn asking for it (as arena-hard-auto does), and where the backend scores labels a
+follow-up still without one gets a read-out of A or B after ``Final verdict: [[``
+(``judging.forced_readout``). ``verdict_source`` records which of ``parsed``, ``follow_up``
 and ``forced`` gave the verdict; a game that still has none is recorded with ``verdict=None``
 and the reason (``failed``), and counted. Games finished in an earlier pass are reused; backend
-failures go to ``<name>.failures.jsonl`` and are tried again on the next run.
+failures go to ``<name>.failures.jsonl`` and are tried again.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 from metajudge.backends.base import Backend
-from metajudge.evaluation.records import PairwiseGame, VerdictSource
-from metajudge.evaluation.workdir import EvalDir
-from metajudge.judging.parse import parse_verdict
-from metajudge.records import (
-    Completion,
-    FailedRequest,
-    GenerationRequest,
-    GenerationResult,
-    Message,
-    Provenance,
-    SamplingParams,
-)
+from metajudge.evaluation.records import PairwiseGame
+from metajudge.judging.scorers import Outcome, PairwiseJudge
+from metajudge.records import GenerationRequest, Provenance, SamplingParams
 from metajudge.seeds import derive_seed
-from metajudge.stage import StagePass
+from metajudge.stages.judge import template_settings
+from metajudge.stages.runner import Item, StageRun, Step
+from metajudge.store import Store, evaluation_file
 from metajudge.templates import load_template
-
-FORCED_PREFILL = "Final verdict: [["
-FOLLOW_UP = ("Finish your judgment now: end your reply with exactly one final verdict label, "
-             "one of [[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]].")
 
 
 @dataclass(frozen=True)
@@ -67,121 +57,53 @@ def hashed_position(*content: str) -> Literal["A", "B"]:
 
 
 def judge_games(
-    workdir: EvalDir, backend: Backend, games: Sequence[Game], *, name: str = "games",
+    store: Store, backend: Backend, games: Sequence[Game], *, name: str = "games",
     progress: bool = True,
 ) -> dict[str, PairwiseGame]:
     """Judge the games not judged yet; returns every judged game by id."""
-    config = workdir.config
+    config = store.config
+    file = evaluation_file(name)
     template = load_template(config.template)
     sampling = config.judging
     params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
                             max_tokens=sampling.max_tokens)
-    done = {g.id: g for g in workdir.read(name, PairwiseGame)}
-    todo = [g for g in games if g.id not in done]
-    by_id = {g.id: g for g in todo}
-    run = StagePass(f"{config.harness} judge", 1, len(games), len(games),
-                    len(games) - len(todo), progress=progress, unit="game")
+    caps = backend.capabilities
+    if not sampling.forced_readout:
+        caps = caps.model_copy(update={"label_scores": False})
+    judge = PairwiseJudge(template, caps)
+    run = StageRun(store, file, backend, stage=f"{config.harness} judge", iteration=None,
+                   settings={**template_settings(template), "params": params.model_dump(),
+                             "forced_readout": sampling.forced_readout, "seed": config.seed},
+                   runner=config.runner, progress=progress, unit="game")
 
-    def request(game: Game, follow_up: str | None = None,
-                forced: bool = False) -> GenerationRequest:
-        a, b = game.answers
-        prompt = template.render(instruction=game.instruction, output_a=a, output_b=b)
-        messages = [Message(role="user", content=prompt)]
-        if follow_up is not None:
-            messages += [Message(role="assistant", content=follow_up),
-                         Message(role="user", content=FOLLOW_UP)]
-        return GenerationRequest(
-            id=game.id, messages=tuple(messages),
-            params=SamplingParams(temperature=0.0, max_tokens=8) if forced else params,
-            seed=derive_seed(config.seed, "pairwise", game.id, follow_up is not None),
-            prefill=FORCED_PREFILL if forced else None)
+    def start(game: Game) -> Step:
+        request = GenerationRequest(
+            id=game.id, messages=judge.messages(game.instruction, *game.answers), params=params,
+            seed=derive_seed(config.seed, "pairwise", game.id, False))
+        provenance = Provenance(backend=backend.fingerprint, params=params, seed=request.seed,
+                                sample_index=0, template=template.ref,
+                                swapped=game.model_position == "B")
 
-    def provenance(req: GenerationRequest, game: Game) -> Provenance:
-        return Provenance(backend=backend.fingerprint, params=params, seed=req.seed,
-                          sample_index=0, template=template.ref,
-                          swapped=game.model_position == "B")
-
-    first_texts: dict[str, Completion] = {}
-    with workdir.appender(name) as out, workdir.appender(f"{name}.failures") as failed:
-
-        def record(game: Game, req: GenerationRequest, text: str, source: VerdictSource,
-                   completions: Sequence[Completion]) -> None:
-            verdict, error = parse_verdict(text)
-            if verdict is None:
-                source = "failed"
-            game_record = PairwiseGame(
+        def finish(outcome: Outcome) -> PairwiseGame:
+            run.count(outcome.source)
+            return PairwiseGame(
                 id=game.id, item_id=game.item_id, model=game.model, baseline=game.baseline,
-                model_position=game.model_position, verdict=verdict, verdict_source=source,
-                parse_error=error, judgment=text,
-                prompt_tokens=sum(c.prompt_tokens for c in completions),
-                completion_tokens=sum(c.completion_tokens for c in completions),
-                provenance=provenance(req, game))
-            out.write(game_record)
-            done[game.id] = game_record
+                model_position=game.model_position, verdict=outcome.value,
+                verdict_source=outcome.source,  # type: ignore[arg-type]
+                parse_error=outcome.error, judgment=outcome.text,
+                prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+                provenance=provenance)
 
-        def fail(req: GenerationRequest, result: GenerationResult) -> None:
-            assert not isinstance(result, Completion)
-            failed.write(FailedRequest(id=req.id, stage="eval-judge", iteration=1,
-                                       failure=result, provenance=provenance(req,
-                                                                             by_id[req.id])))
-            run.finished(False)
+        return judge.start(request, finish, lambda failure: run.failed(
+            game.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
 
-        requests = [request(g) for g in todo]
+    def items() -> Iterator[Item]:
+        for game in games:
+            yield Item(game.id, partial(start, game))
 
-        def on_first(index: int, result: GenerationResult) -> None:
-            req = requests[index]
-            run.tokens(result)
-            if not isinstance(result, Completion):
-                fail(req, result)
-            elif parse_verdict(result.text).value is not None:
-                record(by_id[req.id], req, result.text, "parsed", [result])
-                run.finished(True)
-            else:
-                first_texts[req.id] = result
+    run.run(items, total=len(games), prompts=len({g.item_id for g in games}))
+    wanted = {g.id for g in games}
+    return {g.id: g for g in store.iter_records(file) if g.id in wanted}
 
-        if requests:
-            run.count_call()
-            backend.generate(requests, on_result=on_first)
-        follow_ups = [request(by_id[i], first.text) for i, first in first_texts.items()]
 
-        can_force = backend.capabilities.prefill
-        second_texts: dict[str, Completion] = {}
-
-        def on_follow_up(index: int, result: GenerationResult) -> None:
-            req = follow_ups[index]
-            run.tokens(result)
-            if not isinstance(result, Completion):
-                fail(req, result)
-                return
-            first = first_texts[req.id]
-            if parse_verdict(result.text).value is None and can_force:
-                second_texts[req.id] = result
-                return
-            record(by_id[req.id], req, first.text + "\n[follow-up]\n" + result.text,
-                   "follow_up", [first, result])
-            run.finished(True)
-
-        if follow_ups:
-            run.count_call()
-            backend.generate(follow_ups, on_result=on_follow_up)
-        forced = [request(by_id[i], first_texts[i].text, forced=True) for i in second_texts]
-
-        def on_forced(index: int, result: GenerationResult) -> None:
-            req = forced[index]
-            run.tokens(result)
-            if not isinstance(result, Completion):
-                fail(req, result)
-                return
-            first, second = first_texts[req.id], second_texts[req.id]
-            text = (first.text + "\n[follow-up]\n" + second.text + "\n[forced]\n"
-                    + FORCED_PREFILL + result.text)
-            record(by_id[req.id], req, text, "forced", [first, second, result])
-            run.finished(True)
-
-        if forced:
-            run.count_call()
-            backend.generate(forced, on_result=on_forced)
-    summary = run.finish()
-    summary.extra.update(follow_ups=len(follow_ups), forced=len(forced))
-    workdir.record_stage(summary)
-    return done
+__all__ = ["Game", "hashed_position", "judge_games"]

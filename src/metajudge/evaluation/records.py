@@ -66,3 +66,50 @@ class ReplyScore(Record):
     prompt_tokens: int
     completion_tokens: int
     provenance: Provenance
+
+
+class MTBenchAnswer(Record):
+    """The evaluated model's two-turn answer to one MT-Bench question."""
+
+    id: str = Field(description="the question id, as text")
+    question_id: int
+    category: str
+    turns: tuple[str, ...] = Field(description="the model's answer to each turn")
+    finish_reasons: tuple[Literal["stop", "length"], ...]
+    prompt_tokens: int
+    completion_tokens: int
+    provenance: Provenance
+
+
+class MTBenchJudgment(Record):
+    """Single-answer grading of one turn (FastChat's ``single-v1`` / ``single-math-v1`` and
+    their multi-turn forms): a rating 1–10, or −1 when the judgment has none (FastChat's way)."""
+
+    id: str = Field(description="<question id>@t<turn>")
+    question_id: int
+    turn: int = Field(ge=1, le=2)
+    category: str
+    model: str
+    judge: str
+    reference: bool = Field(description="graded against the GPT-4 reference answer")
+    score: float = Field(description="1–10, or −1 without a parseable [[rating]]")
+    score_source: Literal["parsed", "failed"]
+    parse_error: str | None = None
+    user_prompt: str = Field(description="the judge prompt, as FastChat records it")
+    judgment: str
+    prompt_tokens: int
+    completion_tokens: int
+    provenance: Provenance
+
+
+class EFTDecision(Record):
+    """Whether one human-ranked prompt's judgments are kept as EFT training examples."""
+
+    id: str = Field(description="the prompt id")
+    kept: bool
+    reason: str
+    replies: int
+    judged_replies: int = Field(description="replies with at least one parsed judgment")
+    human_ranks: tuple[int, ...] = Field(description="rank per reply (0 = best), reply order")
+    judge_means: tuple[float | None, ...] = Field(description="mean parsed score per reply")
+    examples: int = Field(0, description="judgments kept as training examples")

@@ -9,30 +9,23 @@ assistant message each), as TRL's ``DPOTrainer`` expects, plus provenance column
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from metajudge.records import PreferencePair
+from metajudge.records import DPORow, Message, PreferencePair
 
 
-def to_trl_row(pair: PreferencePair) -> dict[str, Any]:
+def to_trl_row(pair: PreferencePair) -> DPORow:
     """One TRL conversational preference row with provenance columns."""
-    return {
-        "prompt": [m.model_dump() for m in pair.prompt],
-        "chosen": [{"role": "assistant", "content": pair.chosen}],
-        "rejected": [{"role": "assistant", "content": pair.rejected}],
-        "pair_type": pair.pair_type,
-        "id": pair.id,
-        "iteration": pair.iteration,
-        "prompt_id": pair.prompt_id,
-        "chosen_id": pair.chosen_id,
-        "rejected_id": pair.rejected_id,
-        "chosen_score": pair.chosen_score,
-        "rejected_score": pair.rejected_score,
-    }
+    return DPORow(
+        prompt=pair.prompt,
+        chosen=(Message(role="assistant", content=pair.chosen),),
+        rejected=(Message(role="assistant", content=pair.rejected),),
+        pair_type=pair.pair_type, id=pair.id, iteration=pair.iteration,
+        prompt_id=pair.prompt_id, chosen_id=pair.chosen_id, rejected_id=pair.rejected_id,
+        chosen_score=pair.chosen_score, rejected_score=pair.rejected_score)
 
 
 def to_trl_rows(pairs: Iterable[PreferencePair], types: Iterable[str] = ("actor", "judge")
-                ) -> list[dict[str, Any]]:
+                ) -> list[DPORow]:
     """Rows for the pair types that train this iteration."""
     keep = set(types)
     return [to_trl_row(p) for p in pairs if p.pair_type in keep]

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from metajudge.analysis.logistic import fit_logistic
+
 #: ridge that keeps ratings finite when one judgment wins everything
 RIDGE = 1e-3
 #: logit units -> Elo points
@@ -80,32 +82,20 @@ def _consistent(comparisons: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_ratings(matrix: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
-    """Maximise Σ B[m,n]·log σ(ε_m − ε_n) − (ridge/2)·‖ε‖² by Newton's method (logit units)."""
+    """Maximise Σ B[m,n]·log σ(ε_m − ε_n) − (ridge/2)·‖ε‖² (logit units, centred).
+
+    This is a logistic regression without intercept: one row per ordered pair (m, n) with
+    B[m, n] > 0, design e_m − e_n, label 1, weight B[m, n], and an L2 penalty of strength
+    ``ridge`` (C = 1/ridge), so it is solved by the same Newton solver as the Arena-Hard
+    Bradley–Terry fit (:func:`metajudge.analysis.logistic.fit_logistic`)."""
     n = matrix.shape[0]
-    eps = np.zeros(n)
-
-    def objective(e: np.ndarray) -> float:
-        diff = e[:, None] - e[None, :]
-        return float(np.sum(matrix * -np.logaddexp(0.0, -diff)) - ridge / 2 * e @ e)
-
-    current = objective(eps)
-    for _ in range(100):
-        diff = eps[:, None] - eps[None, :]
-        p = 1.0 / (1.0 + np.exp(-diff))  # σ(ε_m − ε_n)
-        grad = (matrix * (1 - p)).sum(1) - (matrix.T * p).sum(1) - ridge * eps
-        weight = (matrix + matrix.T) * p * (1 - p)
-        hessian = weight - np.diag(weight.sum(1)) - ridge * np.eye(n)
-        step = np.linalg.solve(hessian, -grad)
-        scale = 1.0
-        while scale > 1e-8:
-            candidate = eps + scale * step
-            value = objective(candidate)
-            if value >= current - 1e-12:
-                break
-            scale /= 2
-        eps, previous, current = candidate, current, value
-        if np.max(np.abs(scale * step)) < 1e-10 or abs(current - previous) < 1e-14:
-            break
+    winners, losers = np.nonzero(matrix > 0)
+    if not len(winners):
+        return np.zeros(n)
+    design = np.zeros((len(winners), n))
+    design[np.arange(len(winners)), winners] = 1.0
+    design[np.arange(len(winners)), losers] = -1.0
+    eps = fit_logistic(design, np.ones(len(winners)), matrix[winners, losers], l2_C=1.0 / ridge)
     return eps - eps.mean()
 
 

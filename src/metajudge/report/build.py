@@ -19,7 +19,8 @@ from metajudge.report.reference import reference_curves
 from metajudge.report.tables import harness_table, judgment_scores, loop_table
 
 
-def write_report(run_dir: Path, out: Path, harness_dir: Path | None = None) -> list[Path]:
+def write_report(run_dir: Path, out: Path, harness_dir: Path | None = None,
+                 compare: list[Path] | None = None) -> list[Path]:
     """Write the tables and figures; returns the files written."""
     matplotlib = require("matplotlib", "report")
     matplotlib.use("Agg")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from metajudge.analysis.run_tables import bias_table, run_frame
 from metajudge.config import load_config
 from metajudge.evaluation.config import default_name
-from metajudge.records import Judgment
+from metajudge.stages.summary import frame, run_table
+from metajudge.store import JUDGMENTS, Store
 
 HARNESS_FIELDS = {
     "alpaca_eval": {"length_controlled_winrate": "lc_winrate", "lc_lower": "lc_lower",
@@ -67,13 +67,9 @@ def harness_table(harness_dir: Path, run_dir: Path) -> pd.DataFrame:
 
 def judgment_scores(run_dir: Path) -> pd.DataFrame:
     """Every judge score of the run: ``iteration``, ``score`` (NaN where none), ``score_source``."""
-    frame = run_frame(run_dir, "judgments", Judgment)
-    return frame[["iteration", "score", "score_source"]] if not frame.empty else frame
+    return frame(Store.open(run_dir, lock=False), JUDGMENTS, ("score", "score_source"))
 
 
 def loop_table(run_dir: Path) -> pd.DataFrame:
-    """The run's summary (``summary.csv``) joined with the per-iteration bias diagnostics."""
-    summary = pd.read_csv(run_dir / "summary.csv").set_index("iteration")
-    bias = bias_table(run_dir)
-    extra = [c for c in bias.columns if c not in summary.columns]
-    return summary.join(bias[extra], how="outer")
+    """The run's per-iteration table (the one ``summary.csv`` holds)."""
+    return run_table(run_dir)

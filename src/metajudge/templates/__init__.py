@@ -25,6 +25,7 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 
 #: built-in templates by role
 BUILTIN = {"judge": "judge_additive.yaml", "meta_judge": "meta_judge.yaml",
+           "meta_judge_hidden": "meta_judge_hidden.yaml",
            "pairwise": "pairwise.yaml"}
 
 

@@ -1,5 +1,7 @@
 """``metajudge analyze …``: the analyses on files, printed as tables and optionally written out.
 
+Files are read here; the analyses themselves (:mod:`metajudge.analysis`) are pure.
+
     metajudge analyze lc annotations.json            # AlpacaEval leaderboard row(s)
     metajudge analyze bt battles.jsonl --baseline gpt-4-0314
     metajudge analyze agreement-pairwise pandalm.jsonl --verdict gpt35_turbo
@@ -79,15 +81,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     bias = kinds.add_parser(
         "bias", help="judge and meta-judge bias diagnostics of a run",
-        description="Per iteration of a run directory: judge score distribution and "
-        "parse-failure rate, score–length Spearman, mean response length, meta-judge position "
-        "consistency, first-position share and score bias.")
+        description="The per-iteration table of a run directory (as in summary.csv): judge "
+        "score distribution and parse-failure rate, score–length Spearman, mean response "
+        "length, meta-judge position consistency, first-position share and score bias.")
     bias.add_argument("run_dir")
     bias.add_argument("--out", help="write the table here (CSV)")
 
 
 def run(args: argparse.Namespace) -> None:
-    from metajudge.analysis.tables import read_table
+    from metajudge.tables import read_table
 
     if args.analysis == "lc":
         _print_and_save(_lc_table(args, read_table), args.out)
@@ -120,9 +122,9 @@ def run(args: argparse.Namespace) -> None:
         _print_and_save(answer_style(_answer_texts(answers)).describe().T
                         if args.out is None else answer_style(_answer_texts(answers)), args.out)
     elif args.analysis == "bias":
-        from metajudge.analysis.run_tables import bias_table
+        from metajudge.stages.summary import run_table
 
-        _print_and_save(bias_table(Path(args.run_dir)), args.out)
+        _print_and_save(run_table(Path(args.run_dir)), args.out)
 
 
 def _lc_table(args: argparse.Namespace, read_table) -> pd.DataFrame:  # type: ignore[no-untyped-def]

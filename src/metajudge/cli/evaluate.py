@@ -93,7 +93,7 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def run(args: argparse.Namespace) -> None:
-    from metajudge.evaluation.workdir import EvalDir
+    from metajudge.store import Store
 
     if args.harness == "alpaca-eval" and args.annotations:
         _external_annotations(args)
@@ -101,27 +101,27 @@ def run(args: argparse.Namespace) -> None:
     config = build_config(args)
     if not args.out:
         raise ValueError("--out is required")
-    workdir = EvalDir.open(args.out, config)
+    store = Store.open(args.out, config)
     progress = not args.no_progress
     with _backends(config) as (model, judge):
         if args.harness == "alpaca-eval":
             from metajudge.evaluation import alpaca_eval
 
-            metrics = alpaca_eval.run_alpaca_eval(workdir, model, judge, limit=args.limit,
+            metrics = alpaca_eval.run_alpaca_eval(store, model, judge, limit=args.limit,
                                                   bootstrap_rounds=args.bootstrap,
                                                   progress=progress)
             board = alpaca_eval.append_leaderboard_row(_leaderboard(args), config.name, metrics)
         elif args.harness == "arena-hard":
             from metajudge.evaluation import arena_hard
 
-            metrics = arena_hard.run_arena_hard(workdir, model, judge, limit=args.limit,
+            metrics = arena_hard.run_arena_hard(store, model, judge, limit=args.limit,
                                                 bootstrap_rounds=args.bootstrap,
                                                 progress=progress)
             board = arena_hard.append_leaderboard_row(_leaderboard(args), config.name, metrics)
         else:
             from metajudge.evaluation.judge_eval import run_judge_eval
 
-            metrics = run_judge_eval(workdir, judge, limit=args.limit, pairs=not args.no_pairs,
+            metrics = run_judge_eval(store, judge, limit=args.limit, pairs=not args.no_pairs,
                                      bootstrap_rounds=args.bootstrap, progress=progress)
             board = None
     print(json.dumps(metrics, indent=2, default=str))
@@ -148,8 +148,8 @@ def _leaderboard(args: argparse.Namespace) -> Path:
 
 
 def _external_annotations(args: argparse.Namespace) -> None:
-    from metajudge.analysis.tables import read_table
     from metajudge.evaluation.alpaca_eval import append_leaderboard_row, metrics_from_file
+    from metajudge.tables import read_table
 
     frame = read_table(args.annotations, required=("preference",))
     results = metrics_from_file(frame, bootstrap_rounds=args.bootstrap, seed=args.seed)

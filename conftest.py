@@ -1,0 +1,12 @@
+"""Doctests run for every module of the package (``--doctest-modules``); modules whose optional
+dependency is missing here are left out of collection, not failed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+collect_ignore = ["src/metajudge/cli/__main__.py", "src/metajudge/processes.py"]
+if importlib.util.find_spec("vllm") is None:
+    collect_ignore.append("src/metajudge/backends/vllm_offline.py")
+if importlib.util.find_spec("matplotlib") is None:
+    collect_ignore.append("src/metajudge/report/plots.py")

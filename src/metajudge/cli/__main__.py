@@ -1,0 +1,7 @@
+"""``python -m metajudge.cli`` is the ``metajudge`` command."""
+
+import sys
+
+from metajudge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,240 @@
+"""Judges as objects: a template, a parser and a read-out policy give a value (inspect_ai's
+scorer pattern). The loop's judge stage and the judge evaluation share :class:`RubricJudge`;
+the meta-judge stage uses :class:`MetaJudge`; the pairwise harnesses :class:`PairwiseJudge`.
+
+Each ``start`` returns the first :class:`~metajudge.stages.runner.Step` of one judgment: the
+generation, then where the policy asks for it one label-scoring request (a probability-weighted
+score at the written score, or a forced read-out when nothing parsed), or a follow-up turn.
+The last step calls ``finish`` with the outcome; the stage turns it into its record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from metajudge.judging.parse import parse_score, parse_verdict, parse_winner
+from metajudge.judging.readout import (
+    CHOICE_LABELS,
+    SCORE_LABELS,
+    SCORE_PREFILL,
+    WINNER_PREFILL,
+    expected_score,
+    most_probable_score,
+    score_prefix,
+)
+from metajudge.records import (
+    Capabilities,
+    Completion,
+    Failure,
+    GenerationRequest,
+    LabelScores,
+    Message,
+    ScoreRequest,
+)
+from metajudge.stages.runner import Result, Step
+from metajudge.templates import Template
+
+#: what a stage does with a non-retryable failure of the first request
+OnFailure = Callable[[Failure], BaseModel]
+
+
+@dataclass(frozen=True)
+class ReadoutPolicy:
+    """When a judge asks for a label-scoring request (SPEC §3)."""
+
+    forced: bool = False
+    probability_weighted: bool = False
+
+
+@dataclass
+class Outcome:
+    """A finished judgment: its value, where the value came from, and the texts behind it."""
+
+    value: Any
+    source: str
+    error: str | None
+    text: str
+    completions: list[Completion] = field(default_factory=list)
+    prob_score: float | None = None
+    probs: tuple[float, ...] | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(c.prompt_tokens for c in self.completions)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for c in self.completions)
+
+    @property
+    def first(self) -> Completion:
+        return self.completions[0]
+
+
+def _readout(request: GenerationRequest, prefill: str, labels: tuple[str, ...]) -> ScoreRequest:
+    return ScoreRequest(id=request.id, messages=request.messages, prefill=prefill, labels=labels)
+
+
+def _note(result: Result) -> str:
+    if isinstance(result, LabelScores):
+        return result.note or "no label had probability mass"
+    if isinstance(result, Failure):
+        return f"failed: {result.kind.value}: {result.message[:120]}"
+    return "not a read-out"
+
+
+class RubricJudge:
+    """The additive 5-point rubric judge: ``Score: N`` parsed from the last ``Score:``; else,
+    with ``policy.forced``, the most probable score after ``\\nScore: ``; with
+    ``policy.probability_weighted``, the expected score at the written (or forced) position."""
+
+    def __init__(self, template: Template, policy: ReadoutPolicy, capabilities: Capabilities):
+        self.template = template
+        self.scoring = capabilities.label_scores
+        self.forced = policy.forced and self.scoring
+        self.weighted = policy.probability_weighted and self.scoring
+
+    def messages(self, instruction: str, response: str) -> tuple[Message, ...]:
+        """The judge's chat prompt for one response; also the DPO prompt of judge pairs."""
+        return (Message(role="user", content=self.template.render(instruction=instruction,
+                                                                  response=response)),)
+
+    def start(self, request: GenerationRequest, finish: Callable[[Outcome], BaseModel],
+              fail: OnFailure) -> Step:
+        def judged(result: Result) -> BaseModel | Step:
+            if not isinstance(result, Completion):
+                return fail(result)  # type: ignore[arg-type]
+            parsed = parse_score(result.text)
+            value = parsed.value
+            if value is not None:
+                prefix = score_prefix(result.text)
+                if self.weighted and prefix is not None:
+                    return Step(_readout(request, prefix, SCORE_LABELS),
+                                lambda r: finish(weighted(result, value, r)))
+                return finish(Outcome(value, "parsed", None, result.text, [result]))
+            if self.forced:
+                return Step(_readout(request, result.text + SCORE_PREFILL, SCORE_LABELS),
+                            lambda r: finish(forced(result, parsed.error or "", r)))
+            return finish(Outcome(None, "failed", parsed.error, result.text, [result]))
+
+        return Step(request, judged)
+
+
+def weighted(completion: Completion, value: float, result: Result) -> Outcome:
+    """A parsed score with its probability-weighted score beside it (when the read-out gave
+    one)."""
+    probs = result.probs if isinstance(result, LabelScores) else None
+    return Outcome(value, "parsed", None, completion.text, [completion],
+                   expected_score(probs) if probs else None, probs)
+
+
+def forced(completion: Completion, error: str, result: Result) -> Outcome:
+    """A forced read-out's score, or a failed judgment with both reasons."""
+    probs = result.probs if isinstance(result, LabelScores) else None
+    if probs is None:
+        return Outcome(None, "failed", f"{error}; forced read-out: {_note(result)}",
+                       completion.text, [completion])
+    return Outcome(most_probable_score(probs), "forced", error, completion.text, [completion],
+                   expected_score(probs), probs)
+
+
+class MetaJudge:
+    """The meta-judge: ``Winner: Judgment A|B`` parsed from the last such line; else, with
+    ``forced``, the likelier of A and B after ``\\nWinner: Judgment`` (equal: no verdict)."""
+
+    def __init__(self, template: Template, forced_readout: bool, capabilities: Capabilities):
+        self.template = template
+        self.forced = forced_readout and capabilities.label_scores
+
+    def start(self, request: GenerationRequest, finish: Callable[[Outcome], BaseModel],
+              fail: OnFailure) -> Step:
+        def judged(result: Result) -> BaseModel | Step:
+            if not isinstance(result, Completion):
+                return fail(result)  # type: ignore[arg-type]
+            parsed = parse_winner(result.text)
+            if parsed.value is not None:
+                return finish(Outcome(parsed.value, "parsed", None, result.text, [result]))
+            if self.forced:
+                return Step(_readout(request, result.text + WINNER_PREFILL, CHOICE_LABELS),
+                            lambda r: finish(self._read(result, parsed.error or "", r)))
+            return finish(Outcome(None, "failed", parsed.error, result.text, [result]))
+
+        return Step(request, judged)
+
+    @staticmethod
+    def _read(completion: Completion, error: str, result: Result) -> Outcome:
+        probs = result.probs if isinstance(result, LabelScores) else None
+        if probs is not None and probs[0] != probs[1]:
+            return Outcome("A" if probs[0] > probs[1] else "B", "forced", error,
+                           completion.text, [completion], probs=probs)
+        note = "A and B equally likely" if probs is not None else _note(result)
+        return Outcome(None, "failed", f"{error}; forced read-out: {note}", completion.text,
+                       [completion], probs=probs)
+
+
+FOLLOW_UP = ("Finish your judgment now: end your reply with exactly one final verdict label, "
+             "one of [[A>>B]], [[A>B]], [[A=B]], [[B>A]], [[B>>A]].")
+FORCED_PREFILL = "Final verdict: [["
+
+
+class PairwiseJudge:
+    """The pairwise judge of the harnesses: the last ``[[A>B]]``-style label; a reply without
+    one gets one follow-up turn asking for it (as arena-hard-auto does); a follow-up still
+    without one, where the backend scores labels, a read-out of A or B after ``Final verdict:
+    [[``, recorded as the slight preference ``A>B`` or ``B>A``."""
+
+    def __init__(self, template: Template, capabilities: Capabilities):
+        self.template = template
+        self.scoring = capabilities.label_scores
+
+    def messages(self, instruction: str, output_a: str, output_b: str) -> tuple[Message, ...]:
+        return (Message(role="user", content=self.template.render(
+            instruction=instruction, output_a=output_a, output_b=output_b)),)
+
+    def start(self, request: GenerationRequest, finish: Callable[[Outcome], BaseModel],
+              fail: OnFailure) -> Step:
+        def judged(result: Result) -> BaseModel | Step:
+            if not isinstance(result, Completion):
+                return fail(result)  # type: ignore[arg-type]
+            verdict = parse_verdict(result.text)
+            if verdict.value is not None:
+                return finish(Outcome(verdict.value, "parsed", None, result.text, [result]))
+            follow = request.model_copy(update={
+                "messages": request.messages + (Message(role="assistant", content=result.text),
+                                                Message(role="user", content=FOLLOW_UP)),
+                "seed": request.seed + 1})
+            return Step(follow, lambda r: followed(result, follow, r))
+
+        def followed(first: Completion, follow: GenerationRequest,
+                     result: Result) -> BaseModel | Step:
+            if not isinstance(result, Completion):
+                return fail(result)  # type: ignore[arg-type]
+            text = first.text + "\n[follow-up]\n" + result.text
+            verdict = parse_verdict(result.text)
+            if verdict.value is not None or not self.scoring:
+                return finish(Outcome(verdict.value, "follow_up" if verdict.value else "failed",
+                                      verdict.error, text, [first, result]))
+            # the follow-up answered again, this time starting with the label's opening
+            readout = ScoreRequest(id=request.id, messages=follow.messages,
+                                   prefill=FORCED_PREFILL, labels=CHOICE_LABELS)
+            return Step(readout, lambda r: read(text, [first, result], verdict.error or "", r))
+
+        def read(text: str, completions: list[Completion], error: str,
+                 result: Result) -> BaseModel:
+            probs = result.probs if isinstance(result, LabelScores) else None
+            if probs is not None and probs[0] != probs[1]:
+                label = "A>B" if probs[0] > probs[1] else "B>A"
+                return finish(Outcome(label, "forced", error, text + "\n[forced]\n"
+                                      + FORCED_PREFILL + label + "]]", completions, probs=probs))
+            note = "A and B equally likely" if probs is not None else _note(result)
+            return finish(Outcome(None, "failed", f"{error}; forced read-out: {note}", text,
+                                  completions, probs=probs))
+
+        return Step(request, judged)
+
+
+__all__ = ["MetaJudge", "Outcome", "PairwiseJudge", "ReadoutPolicy", "RubricJudge"]

@@ -1,0 +1,117 @@
+"""Stage ``judge``: N judgments per response with the additive 5-point rubric (SPEC §2–§3).
+
+    metajudge judge RUN_DIR [--iteration 1]
+
+Responses are read one at a time and their judge requests built as the runner asks for them.
+Each judgment keeps its raw text; its score is the last ``Score:`` parsed, else (with
+``judge.forced_readout``) the most likely score token after ``\\nScore: `` is appended to the
+judgment, else it is recorded as failed with the reason. With ``judge.probability_weighted`` and
+a backend that scores labels, the probability-weighted score is recorded beside the sampled one:
+one label-scoring request per judgment, at its last ``Score:``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+from metajudge.backends.base import Backend, sha256_text
+from metajudge.judging.scorers import Outcome, ReadoutPolicy, RubricJudge
+from metajudge.records import (
+    GenerationRequest,
+    Judgment,
+    Provenance,
+    Response,
+    SamplingParams,
+)
+from metajudge.seeds import derive_seed
+from metajudge.stages.runner import Item, StageRun, StageSummary, Step
+from metajudge.store import JUDGMENTS, RESPONSES, Store, digest
+from metajudge.templates import Template, load_template
+
+STAGE = "judge"
+
+
+def judge_template(store: Store) -> Template:
+    return load_template(store.config.judge.template or "judge")
+
+
+def template_settings(template: Template) -> dict[str, Any]:
+    """What a stage records of its template: name@version, content hash and the whole
+    definition (so later stages can rebuild prompts from the template actually used)."""
+    return {"template": template.ref, "template_sha256": sha256_text(template.template),
+            "template_definition": template.model_dump(mode="json")}
+
+
+def upstream(store: Store, file: Any, iteration: int) -> str | None:
+    """The settings digest of the stage whose records this stage reads."""
+    path = store.folder(iteration) / f"{file.name}.settings.json"
+    return digest(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def recorded_judge_template(store: Store, iteration: int) -> Template:
+    """The judge template the iteration's judgments were made with (the current one for runs
+    made before settings were recorded)."""
+    settings = store.settings(JUDGMENTS, iteration)
+    if settings and "template_definition" in settings:
+        return Template.model_validate(settings["template_definition"])
+    return judge_template(store)
+
+
+def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: bool = True,
+              redo: bool = False) -> StageSummary:
+    """Judge every response of an iteration N times; resumable like every stage."""
+    cfg = store.config.judge
+    if not store.path(RESPONSES, iteration).is_file():
+        raise FileNotFoundError(f"{store.path(RESPONSES, iteration)}: no responses to judge; "
+                                "run `metajudge generate` first")
+    template = judge_template(store)
+    judge = RubricJudge(template, ReadoutPolicy(cfg.forced_readout, cfg.probability_weighted),
+                        backend.capabilities)
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
+                            max_tokens=cfg.max_tokens)
+    settings = {**template_settings(template), "judgments_per_response":
+                cfg.judgments_per_response, "params": params.model_dump(),
+                "forced_readout": cfg.forced_readout,
+                "probability_weighted": cfg.probability_weighted,
+                "seed": store.config.seed, "responses": upstream(store, RESPONSES, iteration)}
+    run = StageRun(store, JUDGMENTS, backend, stage=STAGE, iteration=iteration,
+                   settings=settings, runner=store.config.runner, progress=progress,
+                   unit="judgment", redo=redo)
+
+    def start(response: Response, n: int) -> Step:
+        request = GenerationRequest(
+            id=f"{response.id}@j{n}", messages=judge.messages(response.instruction,
+                                                              response.text),
+            params=params, seed=derive_seed(store.config.seed, STAGE, iteration, response.id, n),
+            sample_index=n)
+        provenance = Provenance(backend=backend.fingerprint, params=params, seed=request.seed,
+                                sample_index=n, template=template.ref)
+
+        def finish(outcome: Outcome) -> Judgment:
+            run.count(outcome.source)
+            run.count("prob_weighted", outcome.prob_score is not None)
+            first = outcome.first
+            return Judgment(
+                id=request.id, response_id=response.id, prompt_id=response.prompt_id,
+                iteration=iteration, index=n, text=first.text, score=outcome.value,
+                score_source=outcome.source,  # type: ignore[arg-type]
+                parse_error=outcome.error, prob_score=outcome.prob_score,
+                score_probs=outcome.probs, finish_reason=first.finish_reason,
+                prompt_tokens=first.prompt_tokens, completion_tokens=first.completion_tokens,
+                provenance=provenance)
+
+        return judge.start(request, finish, lambda failure: run.failed(
+            request.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
+
+    responses = store.ids(RESPONSES, iteration)
+    count = cfg.judgments_per_response
+
+    def items() -> Iterator[Item]:
+        for response in store.iter_records(RESPONSES, iteration):
+            for n in range(count):
+                yield Item(f"{response.id}@j{n}", partial(start, response, n))
+
+    prompts = len({rid.rsplit("#", 1)[0] for rid in responses})
+    return run.run(items, total=len(responses) * count, prompts=prompts)

@@ -1,0 +1,336 @@
+"""The one stage runner: every model-calling stage of the loop and of the harnesses runs on it.
+
+A stage gives the runner *items* (one per record it will write: a response, a judgment, a
+game), each of which starts with a :class:`Step`: one request (a generation or a label-scoring
+request) and what to do with its result. What it does is the stage's own (parse a score, ask a
+follow-up, read a label out); it returns the finished record, or the next step. The runner owns
+everything else:
+
+- it builds items lazily and skips every id the stage file already holds (or that failed for
+  good), so a rerun continues where the last one stopped and never writes a record twice;
+- it sends ``runner.chunk_size`` items at a time, each round of steps in one backend call
+  (generations through ``generate``, read-outs through ``score_labels``), so memory does not
+  grow with the stage's size;
+- it appends records and failures as they arrive, retries retryable failures in up to
+  ``runner.retry_passes`` extra passes, and refuses to add records made by another model or
+  under other settings than those already in the file;
+- it counts tokens, calls and outcomes, shows progress, and records the pass in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from metajudge.backends.base import Backend
+from metajudge.config import RunnerConfig
+from metajudge.records import (
+    BackendFingerprint,
+    Completion,
+    FailedRequest,
+    Failure,
+    GenerationRequest,
+    LabelScores,
+    Provenance,
+    SamplingParams,
+    ScoreRequest,
+)
+from metajudge.store import ConfigMismatchError, StageFile, Store
+
+log = logging.getLogger(__name__)
+
+Result = Completion | LabelScores | Failure
+
+
+@dataclass
+class Step:
+    """One request of an item and what to do with its result: return the item's record (or a
+    :class:`FailedRequest`), or the next step. Retryable failures never reach ``then``: the
+    runner records them and retries the item from its first step."""
+
+    request: GenerationRequest | ScoreRequest
+    then: Callable[[Result], BaseModel | Step]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One record to make: its id (the record's id) and how to start."""
+
+    id: str
+    start: Callable[[], Step]
+
+
+@dataclass
+class StageSummary:
+    """What one run of a stage did; saved in the manifest and printed by the CLI."""
+
+    stage: str
+    iteration: int | None
+    prompts: int
+    requested: int
+    reused: int = 0
+    completed: int = 0
+    failed: int = 0
+    failed_retryable: int = 0
+    backend_calls: int = 0
+    label_requests: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    passes_run: int = 0
+    settings: str | None = None
+    extra: dict[str, float | int] = field(default_factory=dict)
+    backend: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        extra = "".join(f", {k} {v:g}" for k, v in self.extra.items())
+        where = f" iteration {self.iteration}" if self.iteration is not None else ""
+        return (
+            f"{self.stage}{where}: {self.prompts} prompts, {self.requested} requests: "
+            f"{self.completed} new, {self.reused} reused, {self.failed} failed; "
+            f"{self.generated_tokens} tokens generated in {self.seconds:.1f} s "
+            f"({self.tokens_per_second:.1f} tokens/s, {self.backend_calls} backend "
+            f"call{'s' if self.backend_calls != 1 else ''}){extra}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RetryableFailuresRemain(RuntimeError):
+    """A stage still has requests that failed in a retryable way after its retry passes."""
+
+
+class Progress:
+    """A progress bar whose count and ETA are right from the first update.
+
+    Backends deliver results in bursts (a sorted batch finishes at once); drawing the first
+    result of a burst alone gives a rate, and an ETA, off by the batch size. Results are
+    counted as they come and drawn twice a second, so every drawn count includes its burst."""
+
+    def __init__(self, total: int, initial: int, desc: str, unit: str, *, enabled: bool,
+                 interval: float = 0.5, file: Any = None):
+        self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, smoothing=0,
+                         disable=not enabled, dynamic_ncols=True, file=file, mininterval=0)
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        if enabled:
+            self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
+            self._thread.start()
+
+    def advance(self, n: int = 1) -> None:
+        with self._lock:
+            self._pending += n
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            n, self._pending = self._pending, 0
+        if n:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+        self._bar.close()
+
+
+def check_fingerprint(store: Store, file: StageFile, iteration: int | None,
+                      fingerprint: BackendFingerprint) -> None:
+    """Refuse to add records to a file whose records another model made."""
+    path = store.path(file, iteration)
+    if not path.is_file():
+        return
+    with path.open("rb") as fh:
+        first = fh.readline()
+    if not first.endswith(b"\n"):
+        return
+    made_by = BackendFingerprint.model_validate(json.loads(first)["provenance"]["backend"])
+    if made_by.identity() != fingerprint.identity():
+        differ = [f"{k}: {v!r} -> {fingerprint.identity()[k]!r}"
+                  for k, v in made_by.identity().items() if fingerprint.identity()[k] != v]
+        raise ConfigMismatchError(
+            f"{path} holds records made by another backend ({'; '.join(differ)}); use the "
+            "model that made them, or --redo to move them aside")
+
+
+def failure_record(item_id: str, stage: str, iteration: int | None, failure: Failure,
+                   request: GenerationRequest | ScoreRequest, fingerprint: BackendFingerprint,
+                   template: str | None = None) -> FailedRequest:
+    """The failure record of an item whose request ended in ``failure``."""
+    if isinstance(request, GenerationRequest):
+        params, seed, sample = request.params, request.seed, request.sample_index
+    else:
+        params, seed, sample = SamplingParams(temperature=0.0, max_tokens=1), 0, 0
+    return FailedRequest(id=item_id, stage=stage, iteration=iteration or 1,
+                         failure=failure.model_copy(update={"request_id": item_id}),
+                         provenance=Provenance(backend=fingerprint, params=params, seed=seed,
+                                               sample_index=sample, template=template))
+
+
+class StageRun:
+    """One stage of one iteration (or one harness stage) on one backend."""
+
+    def __init__(self, store: Store, file: StageFile, backend: Backend, *, stage: str,
+                 iteration: int | None, settings: dict[str, Any], runner: RunnerConfig,
+                 progress: bool = True, unit: str = "req", redo: bool = False):
+        self.store, self.file, self.backend = store, file, backend
+        self.stage, self.iteration, self.runner = stage, iteration, runner
+        self.progress, self.unit = progress, unit
+        self.counts: Counter[str] = Counter()
+        self.settings_digest = store.check_settings(file, settings, iteration, redo=redo)
+        check_fingerprint(store, file, iteration, backend.fingerprint)
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Count an outcome (``parsed``, ``forced``, ...) for the summary."""
+        self.counts[key] += n
+
+    def failed(self, item_id: str, step: Step, failure: Failure,
+               template: str | None = None) -> FailedRequest:
+        return failure_record(item_id, self.stage, self.iteration, failure, step.request,
+                              self.backend.fingerprint, template)
+
+    def run(self, items: Callable[[], Iterable[Item]], *, total: int, prompts: int
+            ) -> StageSummary:
+        """Make every record the stage still lacks; returns the summary (also in the
+        manifest). ``items`` is called once per pass and may be a generator."""
+        started = time.perf_counter()
+        summary = StageSummary(stage=self.stage, iteration=self.iteration, prompts=prompts,
+                               requested=total, settings=self.settings_digest)
+        done = self.store.ids(self.file, self.iteration)
+        summary.reused = len(done)
+        bar = Progress(total, len(done), f"{self.stage}" + (
+            f" it{self.iteration}" if self.iteration is not None else ""), self.unit,
+            enabled=self.progress)
+        try:
+            with self.store.appender(self.file, self.iteration) as out, \
+                    self.store.appender(self.file.failures, self.iteration) as failures:
+                retryable = 0
+                for attempt in range(1 + self.runner.retry_passes):
+                    if attempt:
+                        log.warning("%s: %d requests failed in a retryable way; pass %d of %d "
+                                    "in %.0f s", self.stage, retryable, attempt + 1,
+                                    1 + self.runner.retry_passes, self.runner.retry_delay_s)
+                        time.sleep(self.runner.retry_delay_s)
+                    skip = done | self.store.final_failures(self.file, self.iteration)
+                    retryable = self._pass(items(), skip, out, failures, summary, bar, done)
+                    summary.passes_run = attempt + 1
+                    if not retryable:
+                        break
+        finally:
+            bar.close()
+        summary.failed_retryable = len(retryable_failures(self.store, self.file,
+                                                          self.iteration) - done)
+        summary.seconds = time.perf_counter() - started
+        summary.extra = dict(self.counts)
+        summary.backend = self.backend.stats()
+        key = self.stage if self.iteration is None else f"iter_{self.iteration:02d}/{self.stage}"
+        self.store.record_stage(key, summary.as_dict())
+        return summary
+
+    def _pass(self, items: Iterable[Item], skip: set[str], out: Any, failures: Any,
+              summary: StageSummary, bar: Progress, done: set[str]) -> int:
+        """One pass over the items not in ``skip``; returns its retryable failures."""
+        retryable = 0
+        for chunk in _chunks((i for i in items if i.id not in skip), self.runner.chunk_size):
+            steps = [(item.id, item.start()) for item in chunk]
+            while steps:
+                steps, failed = self._round(steps, out, failures, summary, bar, done)
+                retryable += failed
+        return retryable
+
+    def _round(self, steps: list[tuple[str, Step]], out: Any, failures: Any,
+               summary: StageSummary, bar: Progress, done: set[str]
+               ) -> tuple[list[tuple[str, Step]], int]:
+        """One backend call per kind of request for the steps of a chunk; returns the steps
+        that follow and the number of retryable failures."""
+        following: list[tuple[str, Step]] = []
+        retryable = 0
+
+        def handle(item_id: str, step: Step, result: Result) -> None:
+            nonlocal retryable
+            if isinstance(result, Completion):
+                summary.prompt_tokens += result.prompt_tokens
+                if isinstance(step.request, GenerationRequest):
+                    summary.generated_tokens += result.completion_tokens
+            elif isinstance(result, LabelScores):
+                summary.prompt_tokens += result.prompt_tokens
+            if isinstance(result, Failure) and result.retryable:
+                failures.write(self.failed(item_id, step, result))
+                summary.failed += 1
+                retryable += 1
+                bar.advance()
+                return
+            outcome = step.then(result)
+            if isinstance(outcome, Step):
+                following.append((item_id, outcome))
+                return
+            if isinstance(outcome, FailedRequest):
+                failures.write(outcome)
+                summary.failed += 1
+            else:
+                out.write(outcome)
+                done.add(item_id)
+                summary.completed += 1
+            bar.advance()
+
+        generations = [(i, s) for i, s in steps if isinstance(s.request, GenerationRequest)]
+        scorings = [(i, s) for i, s in steps if isinstance(s.request, ScoreRequest)]
+        if generations:
+            summary.backend_calls += 1
+            self.backend.generate([s.request for _, s in generations],  # type: ignore[misc]
+                                  on_result=lambda k, r: handle(*generations[k], r))
+        if scorings:
+            summary.backend_calls += 1
+            summary.label_requests += len(scorings)
+            self.backend.score_labels([s.request for _, s in scorings],  # type: ignore[misc]
+                                      on_result=lambda k, r: handle(*scorings[k], r))
+        return following, retryable
+
+
+def _chunks(items: Iterator[Item] | Iterable[Item], size: int) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def retryable_failures(store: Store, file: StageFile, iteration: int | None) -> set[str]:
+    """Ids whose latest failure was retryable (whether or not they have succeeded since)."""
+    latest: dict[str, bool] = {}
+    for failure in store.iter_records(file.failures, iteration):
+        latest[failure.id] = failure.failure.retryable
+    return {item for item, retryable in latest.items() if retryable}
+
+
+def require_finished(summary: StageSummary) -> None:
+    """Stop when retryable failures remain: the next stage would silently work on less."""
+    if summary.failed_retryable:
+        where = f" iteration {summary.iteration}" if summary.iteration is not None else ""
+        raise RetryableFailuresRemain(
+            f"{summary.stage}{where}: {summary.failed_retryable} requests still fail after "
+            f"{summary.passes_run} passes (see the .failures.jsonl file); rerun to retry them")

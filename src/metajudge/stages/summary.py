@@ -1,0 +1,156 @@
+"""The per-iteration table of a run: ``RUN/summary.csv``, ``metajudge analyze bias`` and the
+report's ``loop.csv`` are this one table.
+
+One row per iteration (0 for the EFT seed stage when the run has one): prompts, responses and
+their mean length, judge scores (distribution, non-integer share, parsed / forced / failed,
+probability-weighted share), backend failures per stage, the meta-judge's position and score
+bias, pairs by type, the DPO metrics, and wall time, prompt and generated tokens and backend
+calls per stage. Records are read a field at a time (the run directory is never opened for
+writing) and the diagnostics are :mod:`metajudge.analysis.bias`'s pure functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from metajudge.analysis import bias
+from metajudge.store import (
+    JUDGMENTS,
+    META_JUDGMENTS,
+    PAIRS,
+    PROMPTS,
+    RESPONSES,
+    StageFile,
+    Store,
+)
+
+STAGES = ("generate", "judge", "meta-judge", "pairs", "train")
+_STAGE_FILES = {"generate": RESPONSES, "judge": JUDGMENTS, "meta-judge": META_JUDGMENTS}
+
+
+def iterations(store: Store) -> list[int]:
+    """Iteration numbers with a directory in the run, in order."""
+    return sorted(int(p.name.removeprefix("iter_")) for p in store.root.glob("iter_[0-9][0-9]")
+                  if p.is_dir())
+
+
+def frame(store: Store, file: StageFile, fields: tuple[str, ...]) -> pd.DataFrame:
+    """Some fields of one stage file over every iteration (``text`` becomes its length
+    ``chars``), with an ``iteration`` column."""
+    rows = []
+    for iteration in iterations(store):
+        for record in store.iter_records(file, iteration):
+            row = {"iteration": iteration}
+            for name in fields:
+                value = getattr(record, name)
+                row["chars" if name == "text" else name] = len(value) if name == "text" \
+                    else value
+            rows.append(row)
+    columns = ["iteration", *("chars" if f == "text" else f for f in fields)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def run_table(run_dir: str | Path) -> pd.DataFrame:
+    """One row per iteration of a run directory, indexed by iteration."""
+    store = Store.open(run_dir, lock=False)
+    responses = frame(store, RESPONSES, ("id", "text"))
+    judgments = frame(store, JUDGMENTS, ("response_id", "index", "score", "score_source",
+                                         "prob_score"))
+    metas = frame(store, META_JUDGMENTS, ("response_id", "first", "second", "winner"))
+    pairs = frame(store, PAIRS, ("pair_type",))
+    stages = store.manifest().get("stages", {})
+    known = iterations(store)
+    rows = []
+    if "iter_00/eft" in stages:
+        rows.append({"iteration": 0, **_stage_columns(stages, 0),
+                     **{f"eft_{k}": v for k, v in stages["iter_00/eft"].items()
+                        if isinstance(v, int | float) and not isinstance(v, bool)}})
+    for iteration in known:
+        row: dict[str, Any] = {"iteration": iteration,
+                               "prompts": len(store.ids(PROMPTS, iteration))}
+        mine = responses[responses["iteration"] == iteration]
+        row["responses"] = len(mine)
+        row["mean_response_chars"] = float(mine["chars"].mean()) if len(mine) else np.nan
+        judged = judgments[judgments["iteration"] == iteration]
+        row.update(_judge_columns(judged))
+        if len(judged) and len(mine):
+            mean_score = judged.groupby("response_id")["score"].mean()
+            lengths = mine.set_index("id")["chars"]
+            row["score_length_spearman"] = bias.score_length_spearman(
+                mean_score, lengths.reindex(mean_score.index))
+        row.update(_meta_columns(metas[metas["iteration"] == iteration], judged))
+        these = pairs[pairs["iteration"] == iteration]
+        row["actor_pairs"] = int((these["pair_type"] == "actor").sum())
+        row["judge_pairs"] = int((these["pair_type"] == "judge").sum())
+        for stage, file in _STAGE_FILES.items():  # backend failures without a record since
+            row[f"{stage}_failed"] = len(store.ids(file.failures, iteration)
+                                         - store.ids(file, iteration))
+        row.update(_stage_columns(stages, iteration))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    return table.set_index("iteration") if len(table) else table
+
+
+def _judge_columns(judged: pd.DataFrame) -> dict[str, Any]:
+    n = len(judged)
+    scores = judged["score"].dropna().astype(float)
+    row: dict[str, Any] = {
+        "judgments": n,
+        "judge_score_mean": float(scores.mean()) if len(scores) else np.nan,
+        "judge_score_std": float(scores.std(ddof=0)) if len(scores) else np.nan,
+        "scores_parsed": int((judged["score_source"] == "parsed").sum()),
+        "scores_forced": int((judged["score_source"] == "forced").sum()),
+        "prob_weighted_share": float(judged["prob_score"].notna().mean()) if n else np.nan,
+    }
+    if n:
+        dist = bias.score_distribution(judged.assign(iteration=0)).iloc[0]
+        row.update({k: dist[k] for k in dist.index if k != "judgments"})
+    else:
+        row.update({"parse_failures": 0, "parse_failure_rate": np.nan, "mean_score": np.nan,
+                    "non_integer_share": np.nan, **{f"score_{k}": 0 for k in range(6)},
+                    "score_non_integer": 0})
+    return row
+
+
+def _meta_columns(these: pd.DataFrame, judged: pd.DataFrame) -> dict[str, Any]:
+    row: dict[str, Any] = {"meta_judgments": len(these),
+                           "meta_no_verdict": int(these["winner"].isna().sum())}
+    if len(these):
+        position = bias.position_bias(bias.meta_judge_verdicts(these))
+        row.update({"meta_pairs_both_orders": position["pairs"],
+                    "meta_position_consistency": position["consistency"],
+                    "meta_first_share": position["first_share"],
+                    "meta_preference_fairness": position["preference_fairness"],
+                    "meta_prefers_higher_score": bias.meta_judge_score_bias(
+                        these, judged)["prefers_higher_score"]})
+    return row
+
+
+def _stage_columns(stages: dict[str, Any], iteration: int) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    train = stages.get(f"iter_{iteration:02d}/train", {})
+    row["dpo_pairs"] = train.get("pairs", 0)
+    row["dpo_steps"] = train.get("steps", 0)
+    row["dpo_world_size"] = train.get("world_size", np.nan)
+    row["dpo_global_batch"] = train.get("global_batch_size", np.nan)
+    row["dpo_loss"] = train.get("final_loss", np.nan)
+    row["dpo_reward_margin"] = train.get("final_rewards/margins", np.nan)
+    row["dpo_reward_accuracy"] = train.get("final_rewards/accuracies", np.nan)
+    total = 0.0
+    for stage in (*STAGES, "eft"):
+        entry = stages.get(f"iter_{iteration:02d}/{stage}", {})
+        if stage == "eft" and not entry:
+            continue
+        seconds = float(entry.get("seconds", 0.0))
+        total += seconds
+        row[f"{stage}_seconds"] = round(seconds, 1)
+        if stage in ("generate", "judge", "meta-judge"):
+            row[f"{stage}_generated_tokens"] = entry.get("generated_tokens", 0)
+            row[f"{stage}_prompt_tokens"] = entry.get("prompt_tokens", 0)
+            row[f"{stage}_backend_calls"] = entry.get("backend_calls", 0)
+    row["total_seconds"] = round(total, 1)
+    return row

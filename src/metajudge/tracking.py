@@ -1,0 +1,55 @@
+"""The loop's per-iteration summary in the trackers training reports to (``training.report_to``).
+
+TRL logs each DPO step to ``iter_NN/tracking`` (tensorboard) or the wandb run; after the loop
+:func:`log_summary` writes every numeric column of the per-iteration table once per iteration:
+as tensorboard scalars under ``RUN/tracking/summary`` (tag ``summary/<column>``, step = the
+iteration), and to wandb as one history row per iteration of a run named after the run
+directory (``WANDB_MODE=offline`` works without a network).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pandas as pd
+
+from metajudge.extras import require
+from metajudge.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def numeric_rows(table: pd.DataFrame) -> dict[int, dict[str, float]]:
+    """Per iteration, its finite numeric columns."""
+    rows: dict[int, dict[str, float]] = {}
+    for iteration, row in table.iterrows():
+        values = {}
+        for column, value in row.items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and \
+                    math.isfinite(float(value)):
+                values[str(column)] = float(value)
+        rows[int(iteration)] = values  # type: ignore[arg-type]
+    return rows
+
+
+def log_summary(store: Store, table: pd.DataFrame) -> None:
+    trackers = store.config.training.report_to
+    if not trackers or table.empty:
+        return
+    rows = numeric_rows(table)
+    if "tensorboard" in trackers:
+        tensorboard = require("torch.utils.tensorboard", "tracking")
+        writer = tensorboard.SummaryWriter(log_dir=str(store.root / "tracking" / "summary"))
+        for iteration, values in rows.items():
+            for column, value in values.items():
+                writer.add_scalar(f"summary/{column}", value, iteration)
+        writer.close()
+    if "wandb" in trackers:
+        wandb = require("wandb", "tracking")
+        run = wandb.init(project="metajudge", name=store.root.resolve().name,
+                         dir=str(store.root), job_type="summary", reinit=True)
+        for iteration, values in rows.items():
+            run.log({f"summary/{k}": v for k, v in values.items()} | {"iteration": iteration})
+        run.finish()
+    log.info("per-iteration summary logged to %s", ", ".join(trackers))
