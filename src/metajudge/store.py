@@ -254,22 +254,21 @@ class Store:
     def check_settings(self, file: StageFile, settings: dict[str, Any],
                        iteration: int | None = None, *, redo: bool = False) -> str:
         """Compare a stage's settings with those its records were made under; returns the
-        settings digest. Changed settings are refused naming each one, unless ``redo``, which
-        moves the old records aside (``replaced/``) so the stage starts afresh."""
+        settings digest. Changed settings are refused naming each one; ``redo`` moves the old
+        records aside (``replaced/``) so the stage starts afresh."""
         path = self.folder(iteration) / f"{file.name}.settings.json"
         text = json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n"
-        if path.is_file():
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            changed = _differences(saved, json.loads(text))
-            if changed and not redo:
+        if redo:
+            if self.path(file, iteration).is_file() or path.is_file():
+                self.move_aside(file, iteration)
+        elif path.is_file():
+            changed = _differences(json.loads(path.read_text(encoding="utf-8")),
+                                   json.loads(text))
+            if changed:
                 raise ConfigMismatchError(
                     f"{self.path(file, iteration)} was made with other settings: "
                     + "; ".join(changed) + ". Resume with the old settings, or pass --redo to "
                     "move the old records aside and make them again")
-            if changed:
-                self.move_aside(file, iteration)
-        elif self.path(file, iteration).is_file() and redo:
-            self.move_aside(file, iteration)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
         return digest(text)

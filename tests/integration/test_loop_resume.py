@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ["prompts.per_iteration=2", "generation.samples_per_prompt=3",
             "generation.max_tokens=24", "judge.judgments_per_response=2", "judge.max_tokens=24",
-            "meta_judge.max_tokens=16", "training.global_batch_size=2",
+            "meta_judge.max_tokens=16", "training.global_batch_size=1",
+            "training.per_device_batch_size=1", "training.epochs=3",
             "backend.transformers.batch_size=1"]  # batch 1: bit-identical samples on rerun
 STAGE_FILES = ("responses", "judgments", "meta_judgments", "meta_selection")
 
@@ -45,6 +46,24 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def _no_process_left(out: Path, timeout: float = 60) -> None:
+    """No process whose command line names the run directory survives its loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for entry in Path("/proc").iterdir():
+            try:
+                args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError):
+                continue
+            if str(out) in args and entry.name.isdigit():
+                left.append(args)
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"left behind: {left}"
+        time.sleep(0.2)
+
+
 def _finish(out: Path) -> None:
     proc = _start(out)
     _, err = proc.communicate(timeout=900)
@@ -61,10 +80,9 @@ def test_kills_during_judge_and_training_then_rerun(tmp_path: Path,
     judged_before = _lines(it / "judgments.jsonl")
     assert len(judged_before) < 12
     proc = _start(killed)
-    started_training = it / "train_metrics.jsonl"
-    _kill_when(proc, lambda: started_training.exists())
-    time.sleep(0)  # killed right as DPO training begins
+    _kill_when(proc, lambda: len(_lines(it / "train_metrics.jsonl")) >= 1)  # DPO is stepping
     assert not (it / "checkpoint" / "metajudge.json").exists()
+    _no_process_left(killed)  # the training process went with the loop
     _finish(killed)
 
     fresh = tmp_path / "fresh"

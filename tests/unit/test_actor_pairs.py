@@ -43,11 +43,15 @@ def test_no_pair_cases_with_reasons() -> None:
     assert decide_actor_pair([3.0, None, None], [1, 2, 3], 0.0).reason == (
         "fewer than two scored responses")
     assert decide_actor_pair([], [], 0.0).pair is None
-    # rho = 1 with the shortest also the longest: the same response
+    # rho = 1 and equal lengths: every response is in both ranges and shortest and longest at
+    # once, but the length ties go to the better score for chosen and the worse for rejected,
+    # so the two differ
     assert decide_actor_pair([5.0, 1.0], [100, 100], 1.0).pair == (0, 1)
-    assert decide_actor_pair([5.0, 1.0, 3.0], [100, 50, 100], 1.0).reason == "pair"
-    same = decide_actor_pair([5.0, 1.0], [300, 300], 1.0)
-    assert same.pair == (0, 1)
+    assert decide_actor_pair([5.0, 1.0, 3.0], [100, 50, 100], 1.0).pair == (1, 2)
+    # rho = 0.5: the midpoint response is in both ranges; when it is the shortest good one and
+    # the longest bad one, there is no pair
+    same = decide_actor_pair([5.0, 3.0, 1.0], [400, 100, 50], 0.5)
+    assert same.pair is None and same.reason == "chosen and rejected are the same response"
 
 
 def test_same_response_and_length_filter() -> None:
@@ -71,26 +75,43 @@ def test_bad_arguments() -> None:
         select_actor_pair([1.0, 2.0], [1, 2], 1.5)
 
 
+def _reference(scores: list[float | None], lengths: list[int], rho: float
+               ) -> tuple[int, int] | str:
+    """SPEC §4 written out independently: the pair, or why there is none."""
+    scored = [i for i, s in enumerate(scores) if s is not None]
+    if len(scored) < 2:
+        return "fewer than two scored responses"
+    values = [float(scores[i]) for i in scored]  # type: ignore[arg-type]
+    s_max, s_min = max(values), min(values)
+    if s_max - s_min <= 1e-9:
+        return "all scores equal"
+    high = [i for i in scored if scores[i] >= (1 - rho) * s_max + rho * s_min - 1e-9]  # type: ignore[operator]
+    low = [i for i in scored if scores[i] <= (1 - rho) * s_min + rho * s_max + 1e-9]  # type: ignore[operator]
+    shortest = min(lengths[i] for i in high)
+    chosen = sorted((i for i in high if lengths[i] == shortest),
+                    key=lambda i: (-scores[i], i))[0]  # type: ignore[operator]
+    longest = max(lengths[i] for i in low)
+    rejected = sorted((i for i in low if lengths[i] == longest),
+                      key=lambda i: (scores[i], i))[0]  # type: ignore[return-value]
+    if chosen == rejected:
+        return "chosen and rejected are the same response"
+    return chosen, rejected
+
+
 @given(
     st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 10).map(lambda x: x / 2)),
                        st.integers(1, 3000)), min_size=0, max_size=9),
-    st.sampled_from([0.0, 0.1, 0.32, 0.4, 0.5]),
+    st.sampled_from([0.0, 0.1, 0.32, 0.4, 0.5, 1.0]),
 )
 def test_properties(items: list[tuple[float | None, int]], rho: float) -> None:
     scores = [s for s, _ in items]
     lengths = [n for _, n in items]
-    pair = select_actor_pair(scores, lengths, rho)
-    scored = [s for s in scores if s is not None]
-    if pair is None:
+    decision = decide_actor_pair(scores, lengths, rho)
+    expected = _reference(scores, lengths, rho)
+    if isinstance(expected, str):  # every "no pair" is for the reason SPEC §4 gives
+        assert decision.pair is None and decision.reason == expected
         return
-    chosen, rejected = pair
-    s_max, s_min = max(scored), min(scored)
-    assert chosen != rejected
-    assert scores[chosen] >= (1 - rho) * s_max + rho * s_min - 1e-9
-    assert scores[rejected] <= (1 - rho) * s_min + rho * s_max + 1e-9
-    assert scores[chosen] >= scores[rejected]  # for rho <= 0.5 the ranges do not cross
-    # chosen is the shortest in its range, rejected the longest in its
-    assert all(lengths[chosen] <= lengths[i] for i, s in enumerate(scores)
-               if s is not None and s >= (1 - rho) * s_max + rho * s_min - 1e-9)
-    assert all(lengths[rejected] >= lengths[i] for i, s in enumerate(scores)
-               if s is not None and s <= (1 - rho) * s_min + rho * s_max + 1e-9)
+    assert decision.pair == expected and decision.reason == "pair"
+    chosen, rejected = expected
+    if rho <= 0.5:  # the ranges do not cross
+        assert scores[chosen] >= scores[rejected]  # type: ignore[operator]

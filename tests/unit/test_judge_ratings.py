@@ -96,8 +96,11 @@ def test_consistent_only_keeps_agreeing_orders() -> None:
     expected[0, 1] = 1.0
     np.testing.assert_allclose(matrix, expected)
     ratings = rate_judgments(_frame(rows), omega, consistent_only=True)
-    assert ratings[0] > ratings[2] > ratings[1] or ratings[0] > ratings[1]
+    # only "0 beat 1" survives: 0 above, 1 below by symmetry, 2 (all ties) in the middle
+    assert ratings[0] > ratings[2] > ratings[1]
+    assert ratings[0] == pytest.approx(-ratings[1], abs=1e-9)
     assert ratings[2] == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(ratings.to_numpy(), _direct(expected), atol=1e-4)
 
 
 def test_bad_winner_values_are_rejected() -> None:
