@@ -16,8 +16,14 @@ from metajudge.config import BackendConfig
 from metajudge.records import Completion, GenerationRequest, Message
 from metajudge.stages.generate import run_generate
 from metajudge.stages.judge import run_judge
-from metajudge.stages.runner import Item, Progress, RetryableFailuresRemain, StageRun, Step, \
-    require_finished
+from metajudge.stages.runner import (
+    Item,
+    Progress,
+    RetryableFailuresRemain,
+    StageRun,
+    Step,
+    require_finished,
+)
 from metajudge.stages.summary import run_table
 from metajudge.store import JUDGMENTS, RESPONSES, ConfigMismatchError, Store
 
