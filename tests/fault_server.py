@@ -20,8 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FaultServer:
-    def __init__(self) -> None:
+    """``always``: a list of faults applied in turn to every request whatever it says (a sick
+    replica: e.g. ["reset", "500", "hang"])."""
+
+    def __init__(self, always: list[str] | None = None) -> None:
         self.attempts: Counter[str] = Counter()
+        self.always = always or []
+        self.answered = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         server = self
@@ -40,6 +45,12 @@ class FaultServer:
                     attempt = server.attempts[text]
                 match = re.search(r"FAULT (\S+)", text)
                 fault = match.group(1) if match else ""
+                if server.always:
+                    with server._lock:
+                        turn = sum(server.attempts.values())
+                    fault = server.always[turn % len(server.always)] + "x999"
+                    if fault == "hangx999":
+                        fault = "hang"
                 count = re.fullmatch(r"(\w+)x(\d+)", fault)
                 if count and attempt <= int(count.group(2)):
                     kind = count.group(1)
@@ -62,6 +73,8 @@ class FaultServer:
                     return None
                 if fault.startswith("delay:"):
                     server._stop.wait(float(fault.split(":")[1]))
+                with server._lock:
+                    server.answered += 1
                 answer = {
                     "id": "x", "object": "chat.completion", "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",

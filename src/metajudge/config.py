@@ -55,8 +55,9 @@ class OpenAIOptions(Section):
                           "(vLLM, SGLang: continue_final_message); enables label scoring")
     logprobs: bool = Field(True, description="the server returns top log-probabilities "
                            "(transformers serve does not)")
-    eject_after: int = Field(3, ge=1, description="consecutive resets or timeouts after which "
-                             "a replica leaves the rotation (refused connections: at once)")
+    eject_after: int = Field(3, ge=1, description="consecutive resets, timeouts or 5xx answers "
+                             "after which a replica leaves the rotation (refused connections: "
+                             "at once); it rejoins when its health check passes")
     health_interval_s: float = Field(5.0, gt=0, description="how often replicas out of the "
                                      "rotation are checked, and brought back when healthy")
 

@@ -1,26 +1,41 @@
-"""Projected cost of a run before running it: requests, backend calls and tokens per stage.
+"""Projected cost of a run before running it: requests, calls, tokens, hours, training memory.
 
-``metajudge run CONFIG --dry-run`` prints this table. Per iteration with P prompts, K responses
-per prompt and N judgments per response:
+``metajudge run CONFIG --dry-run`` prints these tables. Per iteration with P prompts, K
+responses per prompt and N judgments per response:
 
 * generate: P·K requests; at most P·K·max_tokens generated tokens;
-* judge: P·K·N requests (prompts: rubric + instruction + response);
+* judge: P·K·N requests (prompts: rubric + instruction + response), and with
+  ``judge.probability_weighted`` up to one label-scoring request per judgment;
 * meta-judge (iterations that train on judge pairs): one selected response per prompt, all
   N·(N − 1) ordered pairs of its judgments: at most P·N·(N − 1) requests;
 * train: at most one actor and one judge pair per prompt; optimizer steps =
   ⌈pairs·epochs / global batch⌉.
 
 Generated tokens are shown as the bound (``max_tokens`` per request) and, given a finished run
-to calibrate on (``--calibrate RUN``), as an estimate from that run's measured tokens per request
-and its prompt lengths. Prompt tokens are estimated from characters (4 per token) of the bundled
-pool and templates unless a calibration run gives measured averages. Each stage pass is one
-backend call (plus one for forced read-outs when those are on).
+to calibrate on (``--calibrate RUN``), as an estimate from that run's measured tokens per
+request. Hours: the estimated (else half the bound) generated tokens over the decoding
+throughput of one engine (``--tokens-per-second``, else the calibration run's measured
+tokens/s per stage) times the number of replicas (``backend.serve.replicas`` or the
+``openai.base_url`` list); prefill time is not modelled, which prefix caching keeps small for
+the judge and meta-judge.
+
+Training memory (``--gpus 8x80``): per-GPU gigabytes of the states each set-up keeps for a
+model of P parameters (from the model's ``config.json`` when local, a table of known models, or
+``--model-params``), before activations (which gradient checkpointing cuts):
+
+* full DPO, one GPU: fp32 weights 4 + fp32 gradients 4 + Adam 8 = 16 bytes per parameter, plus
+  the reference in bf16, 2 bytes (none with ``precompute_ref_log_probs``);
+* ZeRO-3 over G GPUs: the same 16 + 2 bytes, sharded: (16 + 2)·P / G;
+* LoRA: the frozen base in bf16 (2 bytes) plus 16 bytes per adapter parameter; the reference is
+  the base with the adapter disabled, no copy;
+* QLoRA: the base in 4-bit NF4 with double quantisation (~0.53 bytes) plus the adapter.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -30,12 +45,18 @@ from metajudge.prompts import load_prompts
 from metajudge.templates import load_template
 
 CHARS_PER_TOKEN = 4.0
+GB = 1e9
+#: parameters of models people run this with (decoder-only), when no config.json is at hand
+KNOWN_PARAMS = {"meta-llama-3-8b": 8.03e9, "llama-3.1-8b": 8.03e9, "llama-2-7b": 6.74e9,
+                "mistral-7b": 7.24e9, "qwen2.5-7b": 7.62e9, "smollm2-135m": 1.35e8,
+                "llama-3-70b": 70.6e9}
+#: headroom kept free of states on each GPU (activations, buffers, fragmentation)
+ACTIVATION_SHARE = 0.25
 
 
 def project_costs(config: RunConfig, calibrate: Path | None = None, *,
-                  tokens_per_second: float | None = None, gpus: str | None = None
-                  ) -> pd.DataFrame:
-    """One row per (iteration, stage) with requests, calls and token estimates."""
+                  tokens_per_second: float | None = None) -> pd.DataFrame:
+    """One row per (iteration, stage): requests, calls, tokens and, with a throughput, hours."""
     measured = _measured(calibrate) if calibrate else {}
     instruction_tokens = _mean_instruction_tokens(config)
     judge_template = len(load_template(config.judge.template or "judge").template)
@@ -45,30 +66,37 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
     N = config.judge.judgments_per_response
     response = measured.get("generate", {}).get("generated", config.generation.max_tokens / 2)
     judgment = measured.get("judge", {}).get("generated", config.judge.max_tokens / 2)
+    replicas = engines(config)
+    chunk = config.runner.chunk_size
     rows = []
     for iteration in range(1, config.iterations + 1):
         types = scheduled(config.pairs.pair_types, iteration)
         stages = [
-            ("generate", P * K, config.generation.max_tokens, instruction_tokens + 8),
+            ("generate", P * K, config.generation.max_tokens, instruction_tokens + 8, False),
             ("judge", P * K * N, config.judge.max_tokens,
-             judge_template / CHARS_PER_TOKEN + instruction_tokens + response),
+             judge_template / CHARS_PER_TOKEN + instruction_tokens + response,
+             config.judge.forced_readout or config.judge.probability_weighted),
         ]
         if "judge" in types:
             stages.append(("meta-judge", P * N * (N - 1), config.meta_judge.max_tokens,
                            meta_template / CHARS_PER_TOKEN + instruction_tokens + response
-                           + 2 * judgment))
-        for stage, requests, max_tokens, prompt_estimate in stages:
+                           + 2 * judgment, config.meta_judge.forced_readout))
+        for stage, requests, max_tokens, prompt_estimate, readouts in stages:
             seen = measured.get(stage, {})
-            forced = (stage == "judge" and config.judge.forced_readout) or (
-                stage == "meta-judge" and config.meta_judge.forced_readout)
-            rows.append({
+            generated = requests * seen["generated"] if "generated" in seen else None
+            rate = tokens_per_second or seen.get("tokens_per_second")
+            row = {
                 "iteration": iteration, "stage": stage, "requests": requests,
-                "backend_calls": 1 + int(forced),
+                "label_requests_max": requests if readouts else 0,
+                "backend_calls": math.ceil(requests / chunk) * (1 + int(readouts)),
                 "prompt_tokens_est": round(requests * seen.get("prompt", prompt_estimate)),
                 "generated_tokens_max": requests * max_tokens,
-                "generated_tokens_est": round(requests * seen["generated"])
-                if "generated" in seen else None,
-            })
+                "generated_tokens_est": round(generated) if generated is not None else None,
+            }
+            if rate:
+                tokens = generated if generated is not None else requests * max_tokens / 2
+                row["hours_est"] = round(tokens / (rate * replicas) / 3600, 2)
+            rows.append(row)
         pairs = P * len(types)
         batch = config.training.global_batch_size
         rows.append({"iteration": iteration, "stage": "train", "requests": 0,
@@ -76,6 +104,82 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
                      "optimizer_steps_max": math.ceil(pairs * config.training.epochs / batch),
                      "train_tokens_max": pairs * config.training.max_length * 2})
     return pd.DataFrame(rows)
+
+
+def engines(config: RunConfig) -> int:
+    """How many engines serve the stages at once (replicas)."""
+    backend = config.backend
+    if backend.kind == "openai":
+        return backend.serve.replicas if backend.serve else len(backend.openai.urls)
+    return 1
+
+
+def model_params(config: RunConfig, given: float | None = None) -> float | None:
+    """The seed model's parameter count: given, from a local config.json, or known."""
+    if given:
+        return given
+    folder = Path(config.backend.model).expanduser()
+    if (folder / "config.json").is_file():
+        return decoder_params(json.loads((folder / "config.json").read_text()))
+    name = re.sub(r"[^a-z0-9.]+", "-", config.backend.model.lower())
+    for known, count in KNOWN_PARAMS.items():
+        if known in name:
+            return count
+    return None
+
+
+def decoder_params(cfg: dict) -> float:
+    """Parameters of a Llama-style decoder from its config.json (embeddings included)."""
+    h, layers, vocab = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"]
+    inter = cfg.get("intermediate_size", 4 * h)
+    kv = h * cfg.get("num_key_value_heads", cfg["num_attention_heads"]) // cfg[
+        "num_attention_heads"]
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * inter + 2 * h
+    head = 0 if cfg.get("tie_word_embeddings") else vocab * h
+    return float(layers * per_layer + vocab * h + head + h)
+
+
+def lora_params(cfg: dict | None, params: float, r: int) -> float:
+    """Adapter parameters of rank r on every linear layer (Llama-style), else ~0.52 % of P at
+    r = 16 (Llama-3-8B's share), scaled with r."""
+    if cfg is None:
+        return params * 0.0052 * r / 16
+    h, layers = cfg["hidden_size"], cfg["num_hidden_layers"]
+    inter = cfg.get("intermediate_size", 4 * h)
+    kv = h * cfg.get("num_key_value_heads", cfg["num_attention_heads"]) // cfg[
+        "num_attention_heads"]
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]
+    return float(layers * sum(r * (a + b) for a, b in shapes))
+
+
+def training_memory(config: RunConfig, gpus: str, params: float | None = None) -> pd.DataFrame:
+    """Per-GPU memory of the training set-ups for ``gpus`` ("8x80": count x GB), and which fit.
+    """
+    match = re.fullmatch(r"(\d+)\s*[xX×]\s*(\d+(?:\.\d+)?)", gpus.strip())
+    if not match:
+        raise ValueError(f"--gpus {gpus!r}: expected COUNTxGB, e.g. 8x80")
+    count, size = int(match.group(1)), float(match.group(2))
+    total = model_params(config, params)
+    if total is None:
+        raise ValueError(f"cannot tell how many parameters {config.backend.model} has; pass "
+                         "--model-params (e.g. 8.03e9)")
+    folder = Path(config.backend.model).expanduser()
+    cfg = json.loads((folder / "config.json").read_text()) if (
+        folder / "config.json").is_file() else None
+    r = config.training.lora.r if config.training.lora else 16
+    adapter = lora_params(cfg, total, r)
+    reference = 0.0 if config.training.precompute_ref_log_probs else 2.0
+    setups = [
+        ("full DPO, 1 GPU", 1, (16 + reference) * total),
+        (f"ZeRO-3 over {count} GPUs", count, (16 + reference) * total / count),
+        ("LoRA, 1 GPU", 1, 2 * total + 16 * adapter),
+        ("QLoRA, 1 GPU", 1, 0.53 * total + 16 * adapter),
+    ]
+    usable = size * (1 - ACTIVATION_SHARE)
+    return pd.DataFrame([{
+        "setup": name, "gpus": n, "states_gb_per_gpu": round(per / GB, 1),
+        "gpu_gb": size, "fits": bool(n <= count and per / GB <= usable),
+    } for name, n, per in setups]).set_index("setup")
 
 
 def _mean_instruction_tokens(config: RunConfig) -> float:
@@ -87,28 +191,47 @@ def _mean_instruction_tokens(config: RunConfig) -> float:
 
 
 def _measured(run_dir: Path) -> dict[str, dict[str, float]]:
-    """Prompt and generated tokens per request, per stage, in a finished run's manifest."""
+    """Prompt and generated tokens per request and generated tokens/s, per stage, in a
+    finished run's manifest."""
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     totals: dict[str, dict[str, float]] = {}
     for key, stage in manifest.get("stages", {}).items():
-        name = key.split("/", 1)[1]
+        name = key.split("/", 1)[-1]
         done = stage.get("completed", 0)
         if not done or "generated_tokens" not in stage:
             continue
-        entry = totals.setdefault(name, {"requests": 0, "prompt": 0, "generated": 0})
+        entry = totals.setdefault(name, {"requests": 0, "prompt": 0, "generated": 0,
+                                         "seconds": 0.0})
         entry["requests"] += done
         entry["prompt"] += stage.get("prompt_tokens", 0)
         entry["generated"] += stage["generated_tokens"]
+        entry["seconds"] += stage.get("seconds", 0.0)
     return {name: {"prompt": t["prompt"] / t["requests"],
-                   "generated": t["generated"] / t["requests"]}
+                   "generated": t["generated"] / t["requests"],
+                   **({"tokens_per_second": t["generated"] / t["seconds"]}
+                      if t["seconds"] else {})}
             for name, t in totals.items() if t["requests"]}
 
 
-def format_costs(table: pd.DataFrame) -> str:
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Whole-number columns as integers (hours keep their decimals)."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if column != "hours_est" and pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = frame[column].round().astype("Int64")
+    return frame
+
+
+def format_costs(table: pd.DataFrame, memory: pd.DataFrame | None = None) -> str:
     """The projection as text, with per-stage totals over all iterations."""
     totals = table.groupby("stage", sort=False).sum(numeric_only=True, min_count=1)
     totals = totals.drop(columns="iteration")
-    with pd.option_context("display.width", 160, "display.max_columns", 20,
-                           "display.float_format", "{:,.0f}".format):
-        return (table.set_index(["iteration", "stage"]).to_string()
+    table, totals = _counts(table), _counts(totals)
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.float_format", "{:,.1f}".format):
+        text = (table.set_index(["iteration", "stage"]).to_string()
                 + "\n\ntotal over all iterations:\n" + totals.to_string())
+        if memory is not None:
+            text += ("\n\ntraining memory per GPU (model states, before activations; fits = "
+                     f"within {1 - ACTIVATION_SHARE:.0%} of the GPU):\n" + memory.to_string())
+    return text

@@ -210,8 +210,10 @@ class Store:
             fh.seek(offset)
             return parse_line(path, None, fh.readline().rstrip(b"\n"), file.record)
 
-    def ids(self, file: StageFile, iteration: int | None = None) -> set[str]:
-        """The ids in a stage file, read without building records."""
+    def ids(self, file: StageFile, iteration: int | None = None, *,
+            among: set[str] | None = None) -> set[str]:
+        """The ids in a stage file (only those ``among`` a given set, when one is given), read
+        without building records."""
         path = self.path(file, iteration)
         if not path.is_file():
             return set()
@@ -219,10 +221,17 @@ class Store:
         for _, raw in iter_lines(path, repair_tail=self.writable):
             match = _ID.match(raw)
             if match and b"\\" not in match.group(1):
-                found.add(match.group(1).decode("utf-8"))
+                item = match.group(1).decode("utf-8")
             else:
-                found.add(str(json.loads(raw)["id"]))
+                item = str(json.loads(raw)["id"])
+            if among is None or item in among:
+                found.add(item)
         return found
+
+    def count(self, file: StageFile, iteration: int | None = None) -> int:
+        """The number of records in a stage file."""
+        path = self.path(file, iteration)
+        return sum(1 for _ in iter_lines(path)) if path.is_file() else 0
 
     def final_failures(self, file: StageFile, iteration: int | None = None) -> set[str]:
         """Ids that failed for good (not retryable) in ``<name>.failures.jsonl``."""

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ["prompts.per_iteration=4", "generation.samples_per_prompt=3",
             "generation.max_tokens=40", "judge.judgments_per_response=2", "judge.max_tokens=32",
             "meta_judge.max_tokens=24", "training.learning_rate=1e-4",
-            "training.global_batch_size=2", "training.epochs=2"]
+            "training.global_batch_size=2", "training.epochs=2",
+            "training.report_to=[tensorboard]"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,18 @@ def test_summary_and_rerun_of_a_finished_run(run_dir: Path, capsys: pytest.Captu
     args = ["run", str(run_dir / "config.yaml"), "--no-progress", "--out", str(run_dir)]
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing rewritten
+
+
+def test_training_steps_and_the_summary_reach_tensorboard(run_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = EventAccumulator(str(next((run_dir / "iter_01" / "tracking").rglob("events.*"))))
+    steps.Reload()
+    assert any(tag.endswith("loss") for tag in steps.Tags()["scalars"])
+    summary = EventAccumulator(str(run_dir / "tracking" / "summary"))
+    summary.Reload()
+    judgments = summary.Scalars("summary/judgments")
+    assert [(e.step, e.value) for e in judgments] == [(1, 24.0)]
 
 
 def test_analyze_bias_reads_the_run(run_dir: Path, capsys: pytest.CaptureFixture) -> None:

@@ -33,3 +33,40 @@ def test_dry_run_prints_and_writes_nothing(tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "meta-judge" in out and "total over all iterations" in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hours_follow_the_throughput_and_the_replicas() -> None:
+    config = load_config(ROOT / "configs" / "paper.yaml")
+    one = project_costs(config, tokens_per_second=1000.0).set_index(["iteration", "stage"])
+    # no calibration: half the bound, 35,000 responses x 1,024 tokens at 1,000 tokens/s
+    assert one.loc[(1, "generate"), "hours_est"] == round(35_000 * 1024 / 1000 / 3600, 2)
+    served = config.model_copy(update={"backend": config.backend.model_copy(update={
+        "kind": "openai", "openai": config.backend.openai.model_copy(update={
+            "base_url": [f"http://node{k}:8000/v1" for k in range(4)]})})})
+    four = project_costs(served, tokens_per_second=1000.0).set_index(["iteration", "stage"])
+    assert four.loc[(1, "judge"), "hours_est"] == pytest.approx(
+        one.loc[(1, "judge"), "hours_est"] / 4, abs=0.01)
+
+
+def test_training_memory_table_for_an_8b_model() -> None:
+    from metajudge.costs import training_memory
+
+    table = training_memory(load_config(ROOT / "configs" / "paper.yaml"), "8x80")
+    # 8.03e9 parameters: 16 bytes of fp32 weights, gradients and Adam + 2 of bf16 reference
+    assert table.loc["full DPO, 1 GPU", "states_gb_per_gpu"] == pytest.approx(144.5, abs=0.1)
+    assert not table.loc["full DPO, 1 GPU", "fits"]
+    assert table.loc["ZeRO-3 over 8 GPUs", "states_gb_per_gpu"] == pytest.approx(18.1, abs=0.1)
+    assert table["fits"].tolist() == [False, True, True, True]
+    assert training_memory(load_config(ROOT / "configs" / "paper.yaml"), "1x24").loc[
+        "LoRA, 1 GPU", "fits"]
+    with pytest.raises(ValueError, match="COUNTxGB"):
+        training_memory(load_config(None), "eight")
+
+
+def test_decoder_parameter_count_from_config(embedded_model_dir: str) -> None:
+    import json
+
+    from metajudge.costs import decoder_params
+
+    cfg = json.loads((Path(embedded_model_dir) / "config.json").read_text())
+    assert decoder_params(cfg) == pytest.approx(134_515_008, rel=0.01)  # SmolLM2-135M

@@ -97,8 +97,8 @@ class OpenAIBackend(Backend):
         self._opts: OpenAIOptions = config.openai
         self._model_name = self._opts.served_model or config.model
         self._replicas = [_Replica(url) for url in self._opts.urls]
-        self._fingerprint = BackendFingerprint(
-            kind=self.kind, model=self._model_name, revision=config.revision,
+        self._fingerprint = BackendFingerprint(  # the model's name, not what it is served as
+            kind=self.kind, model=config.model, revision=config.revision,
             server_url=" ".join(r.public for r in self._replicas),
         )
 
@@ -227,8 +227,8 @@ class OpenAIBackend(Backend):
                 return result
             replica.failed_attempts += 1
             lost = error.kind in (FailureKind.CONNECTION, FailureKind.TIMEOUT)
-            if lost:
-                replica.in_row += 1
+            if lost or error.kind is FailureKind.SERVER_ERROR:
+                replica.in_row += 1  # a sick replica fails fast and would draw all the work
                 if error.refused or replica.in_row >= self._opts.eject_after:
                     self._eject(replica, error.message)
             else:

@@ -25,7 +25,9 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,8 +100,17 @@ def server_commands(config: BackendConfig, model: str, ports: list[int]
         env = dict(serve.env)
         if serve.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-        out.append((shlex.split(text), env))
+        argv = shlex.split(text)
+        out.append(([executable(argv[0]), *argv[1:]], env))
     return out
+
+
+def executable(name: str) -> str:
+    """A command found on PATH, or beside this Python (a virtual environment's scripts)."""
+    if os.sep in name or shutil.which(name):
+        return name
+    sibling = Path(sys.executable).parent / name
+    return str(sibling) if sibling.is_file() else name
 
 
 def wait_healthy(children: list[Child], urls: list[str], timeout_s: float) -> None:
@@ -141,7 +152,8 @@ def serve(config: BackendConfig, model: str, folder: Path) -> Iterator[list[str]
     urls = [f"http://{serve_opts.host}:{port}/v1" for port in ports]
     children: list[Child] = []
     try:
-        for k, (argv, env) in enumerate(server_commands(config, model, ports)):
+        for k, (argv, env) in enumerate(server_commands(config, served_path(config, model),
+                                                        ports)):
             log_path = folder / "servers" / f"replica_{k}.log"
             log.info("starting server %d: %s (log %s)", k, shlex.join(argv), log_path)
             children.append(Child.start(argv, log=log_path, env={**os.environ, **env}))
@@ -155,12 +167,21 @@ def serve(config: BackendConfig, model: str, folder: Path) -> Iterator[list[str]
             log.info("stopped %d server(s) of %s", len(children), model)
 
 
+def served_path(config: BackendConfig, model: str) -> str:
+    """What the servers load: a local model's directory (the embedded alias resolved), else
+    the hub id."""
+    try:
+        return resolve_model(model, config.revision).path
+    except FileNotFoundError:
+        return model
+
+
 def served_config(config: BackendConfig, model: str, urls: list[str]) -> BackendConfig:
     """The openai backend config that talks to the servers of ``model``."""
     serve_opts: ServeOptions = config.serve  # type: ignore[assignment]
     capable = serve_opts.engine == "vllm"
     openai = config.openai.model_copy(update={
-        "base_url": urls, "served_model": model,
+        "base_url": urls, "served_model": served_path(config, model),
         "prefill": capable or config.openai.prefill,
         "logprobs": capable or (serve_opts.engine == "custom" and config.openai.logprobs)})
     return config.model_copy(update={"model": model, "openai": openai,

@@ -55,7 +55,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--tokens-per-second", type=float, metavar="TPS",
                      help="with --dry-run: generated tokens/s of one replica (or engine)")
     run.add_argument("--gpus", metavar="COUNTxGB", help="with --dry-run: the GPUs training may "
-                     "use, e.g. 8x80")
+                     "use, e.g. 8x80: which training set-ups fit")
+    run.add_argument("--model-params", type=float, metavar="N",
+                     help="with --gpus: the model's parameter count, when metajudge cannot "
+                     "tell it (e.g. 8.03e9)")
 
     gen = sub.add_parser(
         "generate", help="sample K responses per prompt (the actor stage)",
@@ -108,11 +111,12 @@ def run(args: argparse.Namespace) -> None:
     config = _config(args)
     progress = not args.no_progress
     if args.command == "run" and args.dry_run:
-        from metajudge.costs import format_costs, project_costs
+        from metajudge.costs import format_costs, project_costs, training_memory
 
-        print(format_costs(project_costs(
-            config, Path(args.calibrate) if args.calibrate else None,
-            tokens_per_second=args.tokens_per_second, gpus=args.gpus)))
+        table = project_costs(config, Path(args.calibrate) if args.calibrate else None,
+                              tokens_per_second=args.tokens_per_second)
+        memory = training_memory(config, args.gpus, args.model_params) if args.gpus else None
+        print(format_costs(table, memory))
     elif args.command == "run":
         if not args.out:
             raise ValueError("--out is required (or --dry-run)")

@@ -27,7 +27,7 @@ from metajudge.records import (
 )
 from metajudge.seeds import derive_seed
 from metajudge.stages.runner import Item, StageRun, StageSummary, Step
-from metajudge.store import JUDGMENTS, RESPONSES, Store, digest
+from metajudge.store import JUDGMENTS, PROMPTS, RESPONSES, Store, digest
 from metajudge.templates import Template, load_template
 
 STAGE = "judge"
@@ -105,7 +105,6 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
         return judge.start(request, finish, lambda failure: run.failed(
             request.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
 
-    responses = store.ids(RESPONSES, iteration)
     count = cfg.judgments_per_response
 
     def items() -> Iterator[Item]:
@@ -113,5 +112,5 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
             for n in range(count):
                 yield Item(f"{response.id}@j{n}", partial(start, response, n))
 
-    prompts = len({rid.rsplit("#", 1)[0] for rid in responses})
-    return run.run(items, total=len(responses) * count, prompts=prompts)
+    return run.run(items, total=store.count(RESPONSES, iteration) * count,
+                   prompts=store.count(PROMPTS, iteration))

@@ -217,9 +217,9 @@ class StageRun:
         started = time.perf_counter()
         summary = StageSummary(stage=self.stage, iteration=self.iteration, prompts=prompts,
                                requested=total, settings=self.settings_digest)
-        done = self.store.ids(self.file, self.iteration)
-        summary.reused = len(done)
-        bar = Progress(total, len(done), f"{self.stage}" + (
+        reused = self.store.count(self.file, self.iteration)
+        summary.reused = reused
+        bar = Progress(total, reused, f"{self.stage}" + (
             f" it{self.iteration}" if self.iteration is not None else ""), self.unit,
             enabled=self.progress)
         try:
@@ -232,15 +232,17 @@ class StageRun:
                                     "in %.0f s", self.stage, retryable, attempt + 1,
                                     1 + self.runner.retry_passes, self.runner.retry_delay_s)
                         time.sleep(self.runner.retry_delay_s)
-                    skip = done | self.store.final_failures(self.file, self.iteration)
-                    retryable = self._pass(items(), skip, out, failures, summary, bar, done)
+                    skip = (self.store.ids(self.file, self.iteration)
+                            | self.store.final_failures(self.file, self.iteration))
+                    retryable = self._pass(items(), skip, out, failures, summary, bar)
                     summary.passes_run = attempt + 1
                     if not retryable:
                         break
         finally:
             bar.close()
-        summary.failed_retryable = len(retryable_failures(self.store, self.file,
-                                                          self.iteration) - done)
+        failing = retryable_failures(self.store, self.file, self.iteration)
+        summary.failed_retryable = len(failing - self.store.ids(self.file, self.iteration,
+                                                                among=failing))
         summary.seconds = time.perf_counter() - started
         summary.extra = dict(self.counts)
         summary.backend = self.backend.stats()
@@ -249,19 +251,18 @@ class StageRun:
         return summary
 
     def _pass(self, items: Iterable[Item], skip: set[str], out: Any, failures: Any,
-              summary: StageSummary, bar: Progress, done: set[str]) -> int:
+              summary: StageSummary, bar: Progress) -> int:
         """One pass over the items not in ``skip``; returns its retryable failures."""
         retryable = 0
         for chunk in _chunks((i for i in items if i.id not in skip), self.runner.chunk_size):
             steps = [(item.id, item.start()) for item in chunk]
             while steps:
-                steps, failed = self._round(steps, out, failures, summary, bar, done)
+                steps, failed = self._round(steps, out, failures, summary, bar)
                 retryable += failed
         return retryable
 
     def _round(self, steps: list[tuple[str, Step]], out: Any, failures: Any,
-               summary: StageSummary, bar: Progress, done: set[str]
-               ) -> tuple[list[tuple[str, Step]], int]:
+               summary: StageSummary, bar: Progress) -> tuple[list[tuple[str, Step]], int]:
         """One backend call per kind of request for the steps of a chunk; returns the steps
         that follow and the number of retryable failures."""
         following: list[tuple[str, Step]] = []
@@ -290,7 +291,6 @@ class StageRun:
                 summary.failed += 1
             else:
                 out.write(outcome)
-                done.add(item_id)
                 summary.completed += 1
             bar.advance()
 

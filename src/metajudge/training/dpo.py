@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
 METRICS = "train_metrics.jsonl"
+#: the reference log-probabilities, when precomputed
+REFERENCE = "reference_logps.jsonl"
 #: written last into a finished checkpoint
 MARKER = "metajudge.json"
 
@@ -150,6 +152,8 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
                              processing_class=tokenizer, callbacks=[_Log()],
                              peft_config=peft_config, quantization_config=quantization)
     check_master_weights(trainer.model, trainer.is_deepspeed_enabled)
+    if cfg.precompute_ref_log_probs and trainer.accelerator.is_main_process:
+        _write_reference(iteration_dir, rows, trainer.train_dataset)
     trainer.train()
     tmp = iteration_dir / (CHECKPOINT + ".tmp")
     main = trainer.accelerator.is_main_process
@@ -192,6 +196,15 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return TrainResult(target, len(rows), steps, seconds, final)
+
+
+def _write_reference(iteration_dir: Path, rows: list[dict[str, Any]], dataset: Any) -> None:
+    """The precomputed reference log-probabilities (M_t's), one line per pair."""
+    columns = dataset.select_columns(["ref_chosen_logps", "ref_rejected_logps"]).to_list()
+    with (iteration_dir / REFERENCE).open("w") as fh:
+        for row, ref in zip(rows, columns, strict=True):
+            fh.write(json.dumps({"id": row.get("id"), "chosen": ref["ref_chosen_logps"],
+                                 "rejected": ref["ref_rejected_logps"]}) + "\n")
 
 
 def _lora(cfg: TrainingConfig, cuda: bool) -> tuple[Any, Any]:
