@@ -74,7 +74,7 @@ class ServeOptions(Section):
         "transformers: `transformers serve`; custom: your `command`")
     command: str | None = Field(
         None, description="command template; placeholders {model} {served_name} {host} {port} "
-        "{replica} {tp} {dp} {gpus} {extra_args}; None: the engine's default")
+        "{replica} {tp} {dp} {gpus} {extra_args} {python}; None: the engine's default")
     replicas: int = Field(1, ge=1, description="servers started per iteration")
     tensor_parallel_size: int = Field(1, ge=1)
     data_parallel_size: int = Field(1, ge=1, description="vLLM --data-parallel-size: one "

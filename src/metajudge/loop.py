@@ -41,6 +41,10 @@ from metajudge.training.dpo import checkpoint_done
 log = logging.getLogger(__name__)
 
 
+class TrainingFailed(RuntimeError):
+    """The training process of an iteration exited with an error."""
+
+
 def open_run(config: RunConfig, out: str | Path) -> Store:
     """Validate the inputs a run reads, then create or reopen (and lock) its directory.
 
@@ -72,8 +76,8 @@ def train_in_child(store: Store, iteration: int, *, progress: bool = True) -> No
     finally:
         child.stop()
     if code != 0:
-        raise RuntimeError(f"training of iteration {iteration} failed (exit {code}): "
-                           f"{' '.join(command)}")
+        raise TrainingFailed(f"training of iteration {iteration} failed (exit {code}; its "
+                             f"error is above): {' '.join(command)}")
 
 
 def run_iteration(store: Store, iteration: int, *, progress: bool = True) -> None:

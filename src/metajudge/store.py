@@ -148,6 +148,7 @@ class Store:
 
         root = Path(root)
         saved_path = root / "config.yaml"
+        _migrate(root)
         handle = None
         if saved_path.is_file():
             handle = _take_lock(root) if lock else None
@@ -328,6 +329,20 @@ class Store:
         path = self.root / name
         write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
         return path
+
+
+def _migrate(root: Path) -> None:
+    """An evaluation folder made before the one store (``eval_config.yaml``, ``stages.json``)
+    takes the store's names (``config.yaml``, ``manifest.json``)."""
+    old = root / "eval_config.yaml"
+    if old.is_file() and not (root / "config.yaml").exists():
+        os.replace(old, root / "config.yaml")
+        stages = root / "stages.json"
+        if stages.is_file() and not (root / "manifest.json").exists():
+            data = {"metajudge_version": metajudge.__version__, "created": _now(),
+                    "stages": json.loads(stages.read_text(encoding="utf-8"))}
+            write_atomic(root / "manifest.json", json.dumps(data, indent=2) + "\n")
+            stages.unlink()
 
 
 def digest(text: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 from metajudge.config import BackendConfig
 from metajudge.evaluation.alpaca_eval import run_alpaca_eval
 from metajudge.evaluation.arena_hard import run_arena_hard
-from metajudge.evaluation.benchmarks import alpaca_eval_items
+from metajudge.evaluation.benchmarks import alpaca_eval_items, arena_hard_questions
 from metajudge.evaluation.config import EvalConfig, EvalJudging, EvalSampling
 from metajudge.evaluation.judge_eval import run_judge_eval
 from metajudge.evaluation.pairwise import hashed_position
@@ -58,27 +58,43 @@ def test_alpaca_eval_files_are_in_alpaca_eval_layout(tmp_path: Path,
 
 
 @pytest.mark.timeout(600)
-def test_arena_hard_files_are_in_arena_hard_layout(tmp_path: Path, transformers_backend) -> None:
+def test_arena_hard_files_are_in_arena_hard_v01_layout(tmp_path: Path,
+                                                       transformers_backend) -> None:
     wd = workdir(tmp_path / "ah", "arena-hard")
     metrics = run_arena_hard(wd, transformers_backend, transformers_backend, limit=1,
                              bootstrap_rounds=10, progress=False)
+    # what arena-hard-auto v0.1's show_result.py and add_markdown_info.py read
     answers = [json.loads(line) for line in
                (wd.root / "model_answer" / "smollm2.jsonl").read_text().splitlines()]
     assert len(answers) == 1
     for answer in answers:
-        assert {"uid", "ans_id", "model", "messages", "tstamp", "metadata"} <= set(answer)
-        assert answer["messages"][1]["role"] == "assistant"
-        assert isinstance(answer["messages"][1]["content"]["answer"], str)
-        assert set(answer["metadata"]) == {"token_len", "header_count", "list_count",
-                                           "bold_count"}
+        assert {"question_id", "answer_id", "model_id", "choices", "tstamp",
+                "conv_metadata"} <= set(answer)
+        turn = answer["choices"][0]["turns"][0]
+        assert isinstance(turn["content"], str) and turn["token_len"] > 0
+        meta = answer["conv_metadata"]
+        assert meta["token_len"] == turn["token_len"]
+        assert set(meta["header_count"]) == {f"h{k}" for k in range(1, 7)}
+        assert set(meta["list_count"]) == {"ordered", "unordered"}
+        assert set(meta["bold_count"]) == {"**", "__"}
+    baseline = (wd.root / "model_answer" / "gpt-4-0314.jsonl").read_text().splitlines()
+    assert len(baseline) == 500
     judgment_files = list((wd.root / "model_judgment").glob("*/smollm2.jsonl"))
     assert len(judgment_files) == 1
     judgments = [json.loads(line) for line in judgment_files[0].read_text().splitlines()]
     for judgment in judgments:
-        assert {"uid", "category", "judge", "model", "baseline", "games"} <= set(judgment)
-        assert [g["model_position"] for g in judgment["games"]] == ["B", "A"]  # game 1: A = base
-        assert all("answer" in g["judgment"] for g in judgment["games"])
-    assert metrics["games"] == 2
+        assert {"question_id", "model", "judge", "games"} <= set(judgment)
+        assert len(judgment["games"]) == 2
+        for g in judgment["games"]:
+            assert isinstance(g["judgment"], str) and isinstance(g["user_prompt"], str)
+            assert g["score"] is None or g["score"] in {"A>>B", "A>B", "A=B", "B>A", "B>>A"}
+        first = judgment["games"][0]["user_prompt"]  # game 1 shows the baseline as A
+        start = arena_hard_questions()[0].baseline_answer[:40]
+        assert first.index("<answer_a>") < first.index(start) < first.index("<answer_b>")
+    battles = [json.loads(line) for line in (wd.root / "battles.jsonl").read_text()
+               .splitlines()]
+    assert all(b["model_a"] == "gpt-4-0314" and b["model_b"] == "smollm2" for b in battles)
+    assert metrics["games"] == 2 and metrics["layout"] == "v0.1"
     assert metrics["score"] is None or 0 <= metrics["score"] <= 100
 
 

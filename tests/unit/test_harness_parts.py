@@ -62,17 +62,20 @@ def test_model_outcome(verdict: str | None, position: str, outcome: float | None
 
 
 def test_arena_hard_games_become_weighted_battles() -> None:
-    games = [game("A>>B", "B", number=1), game("B>A", "A", number=2),
-             game(None, "B", "q2", 1), game("A=B", "A", "q2", 2)]
-    battles = arena_hard.games_to_battles(games, {"q1": "# Base\n- x", "q2": "base"},
-                                          {"q1": "mine **bold**", "q2": "mine"})
-    assert battles[["model_a", "model_b", "winner", "weight"]].values.tolist() == [
-        ["gpt-4-0314", "mine", "model_a", 3], ["mine", "gpt-4-0314", "model_b", 1],
-        ["mine", "gpt-4-0314", "tie", 1]]
-    first = battles.iloc[0]
-    assert (first.header_count_a, first.list_count_a, first.bold_count_b) == (1, 1, 1)
+    from metajudge.evaluation.benchmarks import arena_hard_questions
+
+    q1, q2 = (q.uid for q in arena_hard_questions()[:2])
+    games = [game("A>>B", "B", q1, number=1), game("B>A", "A", q1, number=2),
+             game(None, "B", q2, 1), game("A=B", "A", q2, 2)]
+    mine = {q1: arena_hard.conv_metadata("mine **bold**"), q2: arena_hard.conv_metadata("mine")}
+    battles = arena_hard.games_to_battles(games, mine)
+    # the tool's battles: the baseline is model_a; game 1 (baseline shown first) A>>B is three
+    # baseline wins; game 2 (the model shown first) B>A is a baseline win; a tie; no verdict: none
+    assert battles[["question_id", "model_a", "model_b", "winner"]].values.tolist() == [
+        [q1, "gpt-4-0314", "mine", "model_a"]] * 4 + [[q2, "gpt-4-0314", "mine", "tie"]]
+    assert battles.iloc[0]["conv_metadata"]["bold_count_b"] == {"**": 1, "__": 0}
     metrics = arena_hard.battle_metrics(battles, "mine", bootstrap_rounds=0)
-    # weighted win rate against the baseline: (0 + 0 + 0.5) of weight 3 + 1 + 1
+    # win rate against the baseline: 0.5 of 5 rows
     assert metrics["score"] == pytest.approx(100 * 0.5 / 5)
 
 

@@ -2,21 +2,29 @@
 
 Battles come in arena-hard-auto's layout: ``model_a``, ``model_b``, ``winner`` in
 {``model_a``, ``model_b``, ``tie``} (``tie (bothbad)`` counts as a tie) and an optional ``weight``
-(a ``>>`` verdict is one row of weight 3, or three rows of weight 1). A tie is half a win for each.
+(a ``>>`` verdict is three rows, as the tool writes them, or one row of weight 3, which is
+expanded into three rows). A tie is half a win for each.
 
 The ratings maximise the Bradley–Terry likelihood with win probability
 ``1 / (1 + 10^((E_b − E_a)/400))``; they are put on the Elo scale with the baseline at 1000, and a
-model's score is its win probability against the baseline, in percent. Intervals: battles are
-resampled with replacement (``RandomState(seed).choice``, the draws arena-hard-auto makes after
-``np.random.seed(42)``), the model refitted each round, and the 2.5th/97.5th percentiles of the
-ratings converted to scores.
+model's score is its win probability against the baseline, in percent. Intervals: the battle
+rows are resampled with replacement, each row of a ``>>`` verdict on its own, the model refitted
+each round, and the 2.5th/97.5th percentiles of the ratings converted to scores. With seed 42
+and the rows in the tool's order these are arena-hard-auto v0.1's own draws: its
+``battles.sample(frac=1, replace=True)`` after ``np.random.seed(42)`` is
+``RandomState(42).choice(n, n)`` round after round (and its style-control bootstrap the same, in
+a run of its own).
 
 Style control adds, per battle, the standardised differences of four style features —
 ``(a − b)/(a + b + 1)`` for token length, header, list and bold counts — to the design and fits
 with an L2 penalty (C = 1) on all coefficients, as arena-hard-auto's style-controlled leaderboard
-does; the score is read with the style features at zero. It needs the columns
-``token_len_a``/``token_len_b``, ``header_count_a``/``_b``, ``list_count_a``/``_b``,
-``bold_count_a``/``_b`` (see :mod:`metajudge.analysis.style`).
+does; the score is read with the style features at zero. The features are standardised over the
+battle rows, so their orientation matters: the tool's battles have the baseline as ``model_a``.
+It needs the columns ``token_len_a``/``token_len_b``, ``header_count_a``/``_b``,
+``list_count_a``/``_b``, ``bold_count_a``/``_b`` (see :mod:`metajudge.analysis.style`), or the
+tool's ``conv_metadata`` (``sum_assistant_a_tokens``, counts as dicts). A feature that is the
+same in every battle (no bold text anywhere) carries nothing and makes the tool divide by zero;
+it is left out, with a warning naming it.
 
 >>> import pandas as pd
 >>> battles = pd.DataFrame({"model_a": ["base"] * 4, "model_b": ["m"] * 4,
@@ -27,6 +35,7 @@ does; the score is read with the style features at zero. It needs the columns
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -34,6 +43,8 @@ import numpy as np
 import pandas as pd
 
 from metajudge.analysis.logistic import fit_logistic
+
+log = logging.getLogger(__name__)
 
 SCALE = 400.0
 INIT_RATING = 1000.0
@@ -64,6 +75,7 @@ def bradley_terry_scores(
     (total weight) and, with style control, ``style_rating``, ``style_score``, ``style_lower``,
     ``style_upper``. ``style_control=None`` turns it on when the style columns are there.
     """
+    battles = expand_weights(with_style_columns(battles))
     data = _parse(battles, baseline)
     ratings = fit_ratings(data, baseline)
     tail = 100.0 * (1.0 - confidence) / 2
@@ -82,6 +94,8 @@ def bradley_terry_scores(
     wants_style = style_control if style_control is not None else _has_style(battles)
     if wants_style:
         features = _standardised(style_features(battles), data.weight)
+        if features.shape[1] == 0:
+            raise ValueError("every style feature is constant: no style control possible")
         style = fit_style_ratings(data, baseline, features)
         frame["style_rating"] = style
         frame["style_score"] = win_probability(frame["style_rating"])
@@ -144,9 +158,48 @@ def style_features(battles: pd.DataFrame) -> np.ndarray:
 
 
 def _standardised(features: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Each feature centred and scaled over the battles; constant features are dropped."""
     mean = np.average(features, axis=0, weights=weight)
     std = np.sqrt(np.average((features - mean) ** 2, axis=0, weights=weight))
-    return (features - mean) / np.where(std > 0, std, 1.0)
+    constant = ~(std > 0)
+    if constant.any():
+        log.warning("style control: %s constant in every battle and left out",
+                    ", ".join(f"{STYLE_FEATURES[k]} (always {features[0, k]:g})"
+                              for k in np.flatnonzero(constant)))
+    keep = ~constant
+    return (features[:, keep] - mean[keep]) / std[keep]
+
+
+def with_style_columns(battles: pd.DataFrame) -> pd.DataFrame:
+    """Battles with ``<feature>_a``/``_b`` columns, taken from the tool's ``conv_metadata`` when
+    that is how they come (dict counts summed, as the tool sums them)."""
+    if "conv_metadata" not in battles.columns or _has_style(battles):
+        return battles
+    names = {"token_len": "sum_assistant_{}_tokens", "header_count": "header_count_{}",
+             "list_count": "list_count_{}", "bold_count": "bold_count_{}"}
+    out = battles.copy()
+    for feature, key in names.items():
+        for side in "ab":
+            out[f"{feature}_{side}"] = [
+                _total(meta[key.format(side)]) if isinstance(meta, dict) else np.nan
+                for meta in battles["conv_metadata"]]
+    return out
+
+
+def _total(value: object) -> float:
+    return float(sum(value.values())) if isinstance(value, dict) else float(value)  # type: ignore[arg-type]
+
+
+def expand_weights(battles: pd.DataFrame) -> pd.DataFrame:
+    """Rows of integer weight w repeated w times in place (the tool's own rows), so that the
+    bootstrap resamples what the tool resamples; fractional weights stay weights."""
+    if "weight" not in battles.columns:
+        return battles
+    weight = battles["weight"].fillna(1.0).to_numpy(dtype=float)
+    if not np.all(weight == np.round(weight)) or np.any(weight < 0):
+        return battles
+    rows = np.repeat(np.arange(len(battles)), weight.astype(int))
+    return battles.iloc[rows].drop(columns="weight").reset_index(drop=True)
 
 
 def _design(data: _Battles, n_models: int) -> np.ndarray:

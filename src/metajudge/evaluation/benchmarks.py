@@ -59,9 +59,16 @@ def alpaca_eval_items() -> tuple[AlpacaEvalItem, ...]:
 
 
 @cache
+def arena_hard_baseline() -> tuple[dict, ...]:
+    """The gpt-4-0314 answers in arena-hard-auto v0.1's layout, with the tool's own
+    ``token_len`` (cl100k) and style metadata (``conv_metadata``)."""
+    return tuple(_rows("arena_hard_v0.1_gpt-4-0314_answers.jsonl.gz"))
+
+
+@cache
 def arena_hard_questions() -> tuple[ArenaHardQuestion, ...]:
-    answers = {row["uid"]: row["messages"][1]["content"]["answer"]
-               for row in _rows("arena_hard_v0.1_gpt-4-0314_answers.jsonl.gz")}
+    answers = {row["question_id"]: row["choices"][0]["turns"][0]["content"]
+               for row in arena_hard_baseline()}
     return tuple(ArenaHardQuestion(row["uid"], row["category"], row["cluster"], row["prompt"],
                                    answers[row["uid"]])
                  for row in _rows("arena_hard_v0.1_questions.jsonl.gz"))

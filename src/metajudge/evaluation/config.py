@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -37,6 +38,9 @@ class EvalConfig(Section):
     score_template: str = Field("judge", description="scoring template (judge evaluation, "
                                 "MT-Bench: mt_bench_single)")
     seed: int = 0
+    layout: Literal["v0.1", "v2.0"] = Field(
+        "v0.1", description="Arena-Hard file layout: v0.1 (what show_result.py of v0.1 reads) "
+        "or the 2025 v2.0 schema")
     runner: RunnerConfig = RunnerConfig()
 
     @property
@@ -45,11 +49,10 @@ class EvalConfig(Section):
 
 
 def default_name(model: str) -> str:
-    """A readable model name: a checkpoint directory becomes ``<run>-<iteration>``."""
+    """A readable model name: a checkpoint directory ``<run>/iter_NN/checkpoint`` becomes
+    ``<run>-iter_NN`` (whether or not it is still on disk)."""
     path = Path(model)
-    if path.is_dir():
-        parts = path.resolve().parts
-        if parts[-1] == "checkpoint" and len(parts) >= 3:
-            return f"{parts[-3]}-{parts[-2]}"
-        return parts[-1]
+    parts = (path.resolve() if path.is_dir() else path).parts
+    if len(parts) >= 3 and parts[-1] == "checkpoint" and parts[-2].startswith("iter_"):
+        return f"{parts[-3]}-{parts[-2]}"
     return model.rstrip("/").split("/")[-1]

@@ -35,6 +35,10 @@ STAGE = "train"
 SHIPPED_CONFIGS = ("ddp", "fsdp", "zero3")
 
 
+class LaunchFailed(RuntimeError):
+    """A launched training job exited with an error; the message holds its log's end."""
+
+
 def iteration_model(store: Store, iteration: int) -> str:
     """M_t: the seed model (or the EFT checkpoint the config names) for iteration 1, else the
     previous iteration's checkpoint."""
@@ -155,5 +159,5 @@ def _launch(store: Store, iteration: int, progress: bool) -> None:
     finally:
         child.stop()
     if code != 0 or not checkpoint_done(store.iteration_dir(iteration)):
-        raise RuntimeError(f"training of iteration {iteration} failed (exit {code}); command: "
+        raise LaunchFailed(f"training of iteration {iteration} failed (exit {code}); command: "
                            f"{shlex.join(command)}; log {log_path}:\n{child.tail()}")

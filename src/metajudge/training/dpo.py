@@ -143,9 +143,13 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
                    **kwargs: Any) -> None:
             if logs and "loss" in logs and state.is_world_process_zero:
+                memory = {}
+                if cuda:  # this rank's peak since the last logged step
+                    memory["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
+                    torch.cuda.reset_peak_memory_stats()
                 with metrics_path.open("a") as fh:
                     fh.write(json.dumps({"step": state.global_step, "time": time.time(),
-                                         **logs}) + "\n")
+                                         **logs, **memory}) + "\n")
 
     peft_config, quantization = _lora(cfg, cuda)
     trainer = trl.DPOTrainer(model=resolved.path, args=args, train_dataset=dataset,
