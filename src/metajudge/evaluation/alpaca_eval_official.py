@@ -45,7 +45,7 @@ def annotator_config(name: str) -> tuple[Path, str, dict[str, Any]]:
         path = path / "configs.yaml"
     if not path.is_file():
         ae = require("alpaca_eval", "alpaca-eval")
-        path = Path(ae.__file__).parent / "evaluators_configs" / name / "configs.yaml"
+        path = Path(str(ae.__file__)).parent / "evaluators_configs" / name / "configs.yaml"
         if not path.is_file():
             raise FileNotFoundError(f"annotator {name!r}: neither a configs.yaml nor one of "
                                     "alpaca_eval's evaluators_configs")
