@@ -267,6 +267,10 @@ class EFTConfig(Section):
         None, description="M_1 for `metajudge run`: a `metajudge eft --out` folder (or any "
         "checkpoint); None: the seed model")
     judgments_per_reply: int = Field(3, ge=1, description="N judgments per human-ranked reply")
+    use_forced: bool = Field(False, description="count forced read-outs as scores (their "
+                             "examples end with the read-out's Score: line)")
+    balance: bool = Field(True, description="cap each score's examples at the count of the "
+                          "second most frequent score (the paper evens the scores out)")
     temperature: float = Field(0.8, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     max_tokens: int = Field(512, ge=1)

@@ -16,6 +16,7 @@ extends a finished run.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -91,11 +92,26 @@ def run_iteration(store: Store, iteration: int, *, progress: bool = True) -> Non
     run_train(store, iteration)  # records the finished training in the manifest
 
 
+def record_eft(store: Store) -> None:
+    """With ``eft.checkpoint`` naming a ``metajudge eft`` folder, its summary becomes the run's
+    iteration 0 (manifest ``iter_00/eft``, the summary table, the report)."""
+    eft = store.config.eft.checkpoint
+    manifest = Path(eft) / "manifest.json" if eft else None
+    if manifest is None or not manifest.is_file():
+        return
+    entry = json.loads(manifest.read_text(encoding="utf-8")).get("stages", {}).get(
+        "iter_00/eft")
+    if entry and store.manifest().get("stages", {}).get("iter_00/eft", {}).get(
+            "seconds") != entry.get("seconds"):
+        store.record_stage("iter_00/eft", {**entry, "folder": str(Path(eft).resolve())})
+
+
 def run_loop(config: RunConfig, out: str | Path, *, progress: bool = True) -> pd.DataFrame:
     """Run (or resume, or extend) a run directory; returns the per-iteration table, also
     written to ``RUN/summary.csv`` (and to the trackers of ``training.report_to``)."""
     store = open_run(config, out)
     try:
+        record_eft(store)
         for iteration in range(1, config.iterations + 1):
             run_iteration(store, iteration, progress=progress)
         table = run_table(store.root)

@@ -80,7 +80,13 @@ def test_reopening_with_a_record_shaping_change_is_refused(tmp_path: Path) -> No
 
 def test_paper_config_is_the_spec() -> None:
     c = load_config(ROOT / "configs" / "paper.yaml")
-    assert c.backend.kind == "vllm" and c.iterations == 4
+    assert c.backend.kind == "openai" and c.iterations == 4
+    # served: vllm serve over the node's 8 GPUs; DPO: accelerate + ZeRO-3 on the same 8
+    assert c.backend.serve is not None and c.backend.serve.engine == "vllm"
+    assert c.backend.serve.data_parallel_size == 8
+    assert (c.training.launcher, c.training.num_processes, c.training.accelerate_config) == (
+        "accelerate", 8, "zero3")
+    assert c.training.per_device_batch_size * c.training.accumulation * 8 == 32
     assert (c.generation.samples_per_prompt, c.judge.judgments_per_response) == (7, 11)
     assert (c.prompts.per_iteration, c.prompts.pool_size) == (5000, 20000)
     assert c.judge.forced_readout is False and c.meta_judge.forced_readout is False

@@ -41,7 +41,7 @@ def test_hours_follow_the_throughput_and_the_replicas() -> None:
     # no calibration: half the bound, 35,000 responses x 1,024 tokens at 1,000 tokens/s
     assert one.loc[(1, "generate"), "hours_est"] == round(35_000 * 1024 / 1000 / 3600, 2)
     served = config.model_copy(update={"backend": config.backend.model_copy(update={
-        "kind": "openai", "openai": config.backend.openai.model_copy(update={
+        "kind": "openai", "serve": None, "openai": config.backend.openai.model_copy(update={
             "base_url": [f"http://node{k}:8000/v1" for k in range(4)]})})})
     four = project_costs(served, tokens_per_second=1000.0).set_index(["iteration", "stage"])
     assert four.loc[(1, "judge"), "hours_est"] == pytest.approx(
@@ -51,14 +51,18 @@ def test_hours_follow_the_throughput_and_the_replicas() -> None:
 def test_training_memory_table_for_an_8b_model() -> None:
     from metajudge.costs import training_memory
 
-    table = training_memory(load_config(ROOT / "configs" / "paper.yaml"), "8x80")
+    paper = ROOT / "configs" / "paper.yaml"
+    table = training_memory(load_config(paper, ["training.precompute_ref_log_probs=false"]),
+                            "8x80")
     # 8.03e9 parameters: 16 bytes of fp32 weights, gradients and Adam + 2 of bf16 reference
     assert table.loc["full DPO, 1 GPU", "states_gb_per_gpu"] == pytest.approx(144.5, abs=0.1)
     assert not table.loc["full DPO, 1 GPU", "fits"]
     assert table.loc["ZeRO-3 over 8 GPUs", "states_gb_per_gpu"] == pytest.approx(18.1, abs=0.1)
     assert table["fits"].tolist() == [False, True, True, True]
-    assert training_memory(load_config(ROOT / "configs" / "paper.yaml"), "1x24").loc[
-        "LoRA, 1 GPU", "fits"]
+    assert training_memory(load_config(paper), "1x24").loc["LoRA, 1 GPU", "fits"]
+    # precomputed reference log-probabilities: no reference model kept
+    assert training_memory(load_config(paper), "8x80").loc[
+        "full DPO, 1 GPU", "states_gb_per_gpu"] == pytest.approx(128.5, abs=0.1)
     with pytest.raises(ValueError, match="COUNTxGB"):
         training_memory(load_config(None), "eight")
 
@@ -70,3 +74,18 @@ def test_decoder_parameter_count_from_config(embedded_model_dir: str) -> None:
 
     cfg = json.loads((Path(embedded_model_dir) / "config.json").read_text())
     assert decoder_params(cfg) == pytest.approx(134_515_008, rel=0.01)  # SmolLM2-135M
+
+
+def test_self_rewarding_baseline_makes_no_meta_judge_requests(capsys: pytest.CaptureFixture
+                                                              ) -> None:
+    config = load_config(ROOT / "configs" / "self_rewarding.yaml")
+    paper = load_config(ROOT / "configs" / "paper.yaml")
+    assert config.pairs.pair_types == [["actor"]] * 4
+    assert config.pairs.rho == paper.pairs.rho  # the paper's length control
+    assert config.model_dump(exclude={"pairs"}) == paper.model_dump(exclude={"pairs"})
+    table = project_costs(config)
+    assert "meta-judge" not in set(table["stage"])
+    assert table.loc[table["stage"] == "train", "dpo_pairs_max"].tolist() == [5_000] * 4
+    assert main(["run", str(ROOT / "configs" / "self_rewarding.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "meta-judge" not in out and "judge" in out

@@ -30,14 +30,18 @@ HARNESSES = {
     "judge": "Judge evaluation: the model as judge on the human-ranked Open Assistant replies "
              "(agreement with and without ties, Spearman) and on reply pairs in both orders "
              "(position consistency).",
+    "mt-bench": "MT-Bench: two-turn answers to the 80 questions, single-answer grading 1-10 "
+                "per turn (against GPT-4's reference for math, reasoning and coding), in "
+                "FastChat's files; per-turn and overall means with intervals.",
 }
-DEFAULT_BOOTSTRAP = {"alpaca-eval": 1000, "arena-hard": 100, "judge": 1000}
+DEFAULT_BOOTSTRAP = {"alpaca-eval": 1000, "arena-hard": 100, "judge": 1000, "mt-bench": 1000}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser("eval", help="evaluation harnesses (AlpacaEval 2, Arena-Hard, "
-                              "judge-human agreement)", description="Evaluation harnesses; "
-                              "see `metajudge eval HARNESS --help`.")
+                              "MT-Bench, judge-human agreement)",
+                              description="Evaluation harnesses; see `metajudge eval HARNESS "
+                              "--help`.")
     harnesses = evaluate.add_subparsers(dest="harness", required=True)
     for name, text in HARNESSES.items():
         parser = harnesses.add_parser(name, help=text.split(":")[0], description=text
@@ -132,6 +136,29 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("--out is required")
     store = Store.open(args.out, config)
     progress = not args.no_progress
+    try:
+        metrics, board = _run_harness(args, config, store, progress)
+    finally:
+        store.close()
+    print(json.dumps(metrics, indent=2, default=str))
+    if board is not None:
+        print(f"leaderboard: {_leaderboard(args)} ({len(board)} rows)")
+
+
+@contextlib.contextmanager
+def _backends(config: EvalConfig):  # type: ignore[no-untyped-def]
+    from metajudge.backends import load_backend
+
+    with load_backend(config.model) as model:
+        if config.judge is None or config.judge == config.model:
+            yield model, model
+        else:
+            with load_backend(config.judge) as judge:
+                yield model, judge
+
+
+def _run_harness(args: argparse.Namespace, config: EvalConfig, store: Any,
+                 progress: bool) -> tuple[dict[str, object], Any]:
     with _backends(config) as (model, judge):
         if args.harness == "alpaca-eval":
             from metajudge.evaluation import alpaca_eval
@@ -148,27 +175,19 @@ def run(args: argparse.Namespace) -> None:
                                                 bootstrap_rounds=args.bootstrap,
                                                 progress=progress)
             board = arena_hard.append_leaderboard_row(_leaderboard(args), config.name, metrics)
+        elif args.harness == "mt-bench":
+            from metajudge.evaluation.mt_bench import run_mt_bench
+
+            metrics = run_mt_bench(store, model, judge, limit=args.limit,
+                                   bootstrap_rounds=args.bootstrap, progress=progress)
+            board = None
         else:
             from metajudge.evaluation.judge_eval import run_judge_eval
 
             metrics = run_judge_eval(store, judge, limit=args.limit, pairs=not args.no_pairs,
                                      bootstrap_rounds=args.bootstrap, progress=progress)
             board = None
-    print(json.dumps(metrics, indent=2, default=str))
-    if board is not None:
-        print(f"leaderboard: {_leaderboard(args)} ({len(board)} rows)")
-
-
-@contextlib.contextmanager
-def _backends(config: EvalConfig):  # type: ignore[no-untyped-def]
-    from metajudge.backends import load_backend
-
-    with load_backend(config.model) as model:
-        if config.judge is None or config.judge == config.model:
-            yield model, model
-        else:
-            with load_backend(config.judge) as judge:
-                yield model, judge
+    return metrics, board
 
 
 def _official_annotator(args: argparse.Namespace, config: EvalConfig) -> None:

@@ -83,6 +83,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                "aside and make them again under the current settings")
         _common(stage)
 
+    from metajudge.cli.eft import add_parser as add_eft
+
+    add_eft(sub)
+
 
 def _config(args: argparse.Namespace) -> RunConfig:
     overrides = list(args.overrides)
@@ -108,6 +112,11 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.command == "eft":
+        from metajudge.cli.eft import run as run_eft
+
+        run_eft(args)
+        return
     config = _config(args)
     progress = not args.no_progress
     if args.command == "run" and args.dry_run:

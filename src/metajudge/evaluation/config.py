@@ -55,4 +55,6 @@ def default_name(model: str) -> str:
     parts = (path.resolve() if path.is_dir() else path).parts
     if len(parts) >= 3 and parts[-1] == "checkpoint" and parts[-2].startswith("iter_"):
         return f"{parts[-3]}-{parts[-2]}"
+    if len(parts) >= 2 and parts[-1] == "checkpoint":  # an EFT folder's checkpoint
+        return parts[-2]
     return model.rstrip("/").split("/")[-1]

@@ -30,6 +30,16 @@ ParsedChoice(value='A', error=None)
 >>> parse_winner("Both are fine.")
 ParsedChoice(value=None, error='no Winner: line')
 
+MT-Bench ratings, as FastChat parses them (the *first* ``[[x]]``, else the first ``[x]``; no
+rating is FastChat's −1):
+
+>>> parse_rating("Rating: [[8]]. On reflection [[3]]")
+ParsedScore(value=8.0, error=None)
+>>> parse_rating("I give it [7.5] out of 10")
+ParsedScore(value=7.5, error=None)
+>>> parse_rating("A solid answer.")
+ParsedScore(value=None, error='no [[rating]]')
+
 Pairwise verdicts (``[[A>>B]]`` ... ``[[B>>A]]``):
 
 >>> parse_verdict("A is better [[A>B]] but on reflection [[B>>A]]")
@@ -51,6 +61,8 @@ _SCORE_VALUE = re.compile(
 )
 _WINNER = re.compile(r"winner\s*\**\s*[:：]\s*\**\s*(?:judgment|judgement)?\s*\**\s*([AB])\b",
                      re.IGNORECASE)
+_RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
+_RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 _VERDICT = re.compile(r"\[\[\s*(A>>B|A>B|A=B|B>A|B>>A)\s*\]\]")
 VERDICTS = ("A>>B", "A>B", "A=B", "B>A", "B>>A")
 
@@ -97,6 +109,15 @@ def parse_winner(text: str) -> ParsedChoice:
     if not matches:
         return ParsedChoice(None, "no Winner: line")
     return ParsedChoice(matches[-1].upper(), None)
+
+
+def parse_rating(text: str) -> ParsedScore:
+    """An MT-Bench rating the way FastChat's ``run_judge_single`` reads it: the first
+    ``[[number]]``, else the first ``[number]``. FastChat does not bound it; neither does this."""
+    match = _RATING.search(text) or _RATING_BACKUP.search(text)
+    if match is None:
+        return ParsedScore(None, "no [[rating]]")
+    return ParsedScore(float(match.group(1)), None)
 
 
 def parse_verdict(text: str) -> ParsedChoice:

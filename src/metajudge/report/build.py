@@ -35,8 +35,10 @@ def write_report(run_dir: Path, out: Path, harness_dir: Path | None = None,
                _csv(judgments, out / "judgment_scores.csv", index=False)]
     if not harness.empty:
         written.append(_csv(harness, out / "harness.csv"))
+    others = {Path(other).name: harness_table(harness_dir, Path(other)) if harness_dir
+              else pd.DataFrame() for other in compare or []}
     figures = {
-        "iteration_curves": plots.iteration_curves(harness, reference, run_dir.name),
+        "iteration_curves": plots.iteration_curves(harness, reference, run_dir.name, others),
         "score_distributions": plots.score_distributions(judgments),
         "judge_behaviour": plots.judge_behaviour(loop),
         "judge_agreement": plots.judge_agreement(harness),

@@ -24,42 +24,57 @@ def _iterations_axis(ax, iterations) -> None:  # type: ignore[no-untyped-def]
     ax.grid(alpha=0.3)
 
 
-def iteration_curves(ours: pd.DataFrame, reference: pd.DataFrame, run_label: str = "this run"):  # type: ignore[no-untyped-def]
-    """LC win rate, win rate, mean length and Arena-Hard score per iteration: the run's
-    (with 95% intervals where it has them) beside the paper's Meta-Rewarding and Self-Rewarding
-    + LC curves (SPEC §11)."""
+def iteration_curves(ours: pd.DataFrame, reference: pd.DataFrame, run_label: str = "this run",
+                     others: dict[str, pd.DataFrame] | None = None):  # type: ignore[no-untyped-def]
+    """LC win rate, win rate, mean length, Arena-Hard and MT-Bench scores per iteration: the
+    run's (with 95% intervals where it has them), other runs' (``others``: label → frame, e.g.
+    the Self-Rewarding baseline), beside the paper's Meta-Rewarding and Self-Rewarding + LC
+    curves (SPEC §11; the paper's MT-Bench numbers are not in SPEC §11)."""
     panels = [("lc_winrate", "length_controlled_winrate", "AlpacaEval 2 LC win rate (%)",
                ("lc_lower", "lc_upper")),
               ("win_rate", "win_rate", "AlpacaEval 2 win rate (%)", None),
               ("avg_length", "avg_length", "mean response length (chars)", None),
               ("arena_hard_score", "arena_hard_score", "Arena-Hard score (%)",
-               ("arena_hard_lower", "arena_hard_upper"))]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+               ("arena_hard_lower", "arena_hard_upper")),
+              ("mt_bench_score", None, "MT-Bench score (1-10)",
+               ("mt_bench_lower", "mt_bench_upper"))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(21, 4))
     meta = reference[reference["method"] == "Meta-Rewarding"]
     self_rewarding = reference[reference["method"] == "Self-Rewarding + LC"]
     sft = reference[reference["method"] == "SFT on EFT"]
+    runs = [(run_label, ours, OURS)] + [
+        (label, frame, color) for (label, frame), color in zip(
+            (others or {}).items(), ("#2e8b57", "#7b3fa0", "#444444"), strict=False)]
     for ax, (column, ref_column, title, interval) in zip(axes, panels, strict=True):
-        ax.plot(meta["iteration"], meta[ref_column], "o-", color=PAPER,
-                label="paper: Meta-Rewarding (Llama-3-8B)")
-        if self_rewarding[ref_column].notna().any():
-            ax.plot(self_rewarding["iteration"], self_rewarding[ref_column], "s--",
-                    color=PAPER_SR, label="paper: Self-Rewarding + LC")
-        ax.plot(sft["iteration"], sft[ref_column], "D", color="grey",
-                label="paper: SFT on EFT")
-        if column in ours.columns and ours[column].notna().any():
-            rows = ours[ours[column].notna()]
+        if ref_column is not None:
+            ax.plot(meta["iteration"], meta[ref_column], "o-", color=PAPER,
+                    label="paper: Meta-Rewarding (Llama-3-8B)")
+            if self_rewarding[ref_column].notna().any():
+                ax.plot(self_rewarding["iteration"], self_rewarding[ref_column], "s--",
+                        color=PAPER_SR, label="paper: Self-Rewarding + LC")
+            ax.plot(sft["iteration"], sft[ref_column], "D", color="grey",
+                    label="paper: SFT on EFT")
+        for label, frame, color in runs:
+            if column not in frame.columns or not frame[column].notna().any():
+                continue
+            rows = frame[frame[column].notna()]
             x = rows.index.to_numpy(dtype=float)
             y = rows[column].to_numpy(dtype=float)
             if interval and set(interval) <= set(rows.columns) and rows[list(interval)].notna(
                     ).all().all():
                 low = y - rows[interval[0]].to_numpy(dtype=float)
                 high = rows[interval[1]].to_numpy(dtype=float) - y
-                ax.errorbar(x, y, yerr=[low, high], fmt="o-", color=OURS, capsize=4,
-                            label=f"{run_label} (95% CI)")
+                ax.errorbar(x, y, yerr=[low, high], fmt="o-", color=color, capsize=4,
+                            label=f"{label} (95% CI)")
             else:
-                ax.plot(x, y, "o-", color=OURS, label=run_label)
+                ax.plot(x, y, "o-", color=color, label=label)
+        if column == "mt_bench_score" and not any(
+                column in f.columns and f[column].notna().any() for _, f, _ in runs):
+            ax.text(0.5, 0.5, "no MT-Bench result", ha="center", va="center",
+                    transform=ax.transAxes)
         ax.set_title(title, fontsize=10)
-        _iterations_axis(ax, list(reference["iteration"]) + list(ours.index))
+        _iterations_axis(ax, list(reference["iteration"]) + [
+            i for _, f, _ in runs for i in f.index])
     axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig

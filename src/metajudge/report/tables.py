@@ -1,7 +1,7 @@
 """Frames for a run's report: per-iteration loop figures and harness results by iteration.
 
 Harness outputs (``metajudge eval …``) are found under one directory laid out as
-``<harness dir>/{alpaca_eval,arena_hard,judge}/<model name>/metrics.json``; a model name maps to
+``<harness dir>/{alpaca_eval,arena_hard,judge,mt_bench}/<model name>/metrics.json``; a model name maps to
 an iteration when it is the run's seed model (iteration 0) or ``<run name>-iter_NN`` (the name
 ``metajudge eval`` gives the checkpoint ``<run>/iter_NN/checkpoint``).
 """
@@ -36,12 +36,22 @@ HARNESS_FIELDS = {
               "weighted_agreement": "judge_weighted_agreement",
               "weighted_agreement_without_ties": "judge_weighted_agreement_without_ties",
               "weighted_spearman": "judge_weighted_spearman"},
+    "mt_bench": {"score": "mt_bench_score", "score_lower": "mt_bench_lower",
+                 "score_upper": "mt_bench_upper", "turn_1": "mt_bench_turn_1",
+                 "turn_2": "mt_bench_turn_2", "no_rating": "mt_bench_no_rating"},
 }
 
 
 def iteration_of(name: str, run_dir: Path) -> int | None:
-    """0 for the run's seed model, N for ``<run>-iter_N`` checkpoints, else None."""
+    """0 for the model iteration 1 starts from (the seed model, or the EFT checkpoint when the
+    run names one; the seed is then −1), N for ``<run>-iter_N`` checkpoints, else None."""
     config = load_config(run_dir / "config.yaml")
+    if config.eft.checkpoint:
+        eft = Path(config.eft.checkpoint)
+        if name in (default_name(str(eft)), default_name(str(eft / "checkpoint"))):
+            return 0
+        if name == default_name(config.backend.model):
+            return -1
     if name == default_name(config.backend.model):
         return 0
     match = re.fullmatch(rf"{re.escape(run_dir.resolve().name)}-iter_(\d+)", name)

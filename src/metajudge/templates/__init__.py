@@ -26,7 +26,9 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
 #: built-in templates by role
 BUILTIN = {"judge": "judge_additive.yaml", "meta_judge": "meta_judge.yaml",
            "meta_judge_hidden": "meta_judge_hidden.yaml",
-           "pairwise": "pairwise.yaml"}
+           "pairwise": "pairwise.yaml", "mt_bench_single": "mt_bench_single.yaml",
+           "mt_bench_single_ref": "mt_bench_single_ref.yaml",
+           "mt_bench_multi": "mt_bench_multi.yaml", "mt_bench_multi_ref": "mt_bench_multi_ref.yaml"}
 
 
 class Template(BaseModel):

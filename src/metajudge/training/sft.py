@@ -1,0 +1,107 @@
+"""Supervised fine-tuning through TRL's ``SFTTrainer``: the EFT seed stage's training.
+
+Prompt/completion conversational rows (the loss on the completion only), the model loaded in
+float32 (master weights) with the training section's mixed precision, gradient accumulation to
+``eft.global_batch_size``; the checkpoint is written to ``checkpoint.tmp`` and renamed when
+complete, with the same marker as the DPO checkpoints, so every backend loads it and a rerun
+keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from metajudge.config import RunConfig
+from metajudge.extras import require
+from metajudge.models import resolve_model
+from metajudge.training.dpo import (
+    CHECKPOINT,
+    MARKER,
+    cast_checkpoint,
+    checkpoint_done,
+    precision,
+    weights_digest,
+)
+
+METRICS = "sft_metrics.jsonl"
+
+
+def train_sft(model: str, rows: list[dict[str, Any]], folder: Path, config: RunConfig, *,
+              progress: bool = True) -> dict[str, Any]:
+    """SFT ``model`` on ``rows`` into ``folder/checkpoint``; reuses a finished one."""
+    target = folder / CHECKPOINT
+    if checkpoint_done(folder):
+        return json.loads((target / MARKER).read_text())
+    torch = require("torch", "transformers")
+    transformers = require("transformers", "transformers")
+    trl = require("trl", "transformers")
+    datasets = require("datasets", "transformers")
+    started = time.perf_counter()
+    cfg = config.eft
+    resolved = resolve_model(model, config.backend.revision)
+    cuda = torch.cuda.is_available()
+    mixed = precision(config.training.mixed_precision, cuda,
+                      cuda and torch.cuda.is_bf16_supported())
+    load = {"revision": None if resolved.local else resolved.revision,
+            "trust_remote_code": config.backend.trust_remote_code}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(resolved.path, **load)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.global_batch_size % cfg.per_device_batch_size:
+        raise ValueError(f"eft.global_batch_size {cfg.global_batch_size} is not a multiple of "
+                         f"eft.per_device_batch_size {cfg.per_device_batch_size}")
+    work = folder / "sft_trainer"
+    args = trl.SFTConfig(
+        output_dir=str(work), learning_rate=cfg.learning_rate,
+        lr_scheduler_type=config.training.lr_scheduler,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.global_batch_size // cfg.per_device_batch_size,
+        num_train_epochs=cfg.epochs, max_length=cfg.max_length, logging_steps=1,
+        save_strategy="no", report_to=config.training.report_to or "none",
+        bf16=mixed == "bf16", fp16=mixed == "fp16", use_cpu=not cuda, seed=config.seed,
+        data_seed=config.seed, disable_tqdm=not progress, completion_only_loss=True,
+        model_init_kwargs={"dtype": torch.float32, **load})
+    metrics = folder / METRICS
+
+    class _Log(transformers.TrainerCallback):  # type: ignore[misc,name-defined]
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                metrics.write_text("")
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
+                   **kwargs: Any) -> None:
+            if logs and "loss" in logs and state.is_world_process_zero:
+                with metrics.open("a") as fh:
+                    fh.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    dataset = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]}
+                                          for r in rows])
+    trainer = trl.SFTTrainer(model=resolved.path, args=args, train_dataset=dataset,
+                             processing_class=tokenizer, callbacks=[_Log()])
+    trainer.train()
+    tmp = folder / (CHECKPOINT + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    save_dtype = config.training.save_dtype if config.training.save_dtype != "auto" else (
+        "bfloat16" if mixed == "bf16" else "float32")
+    cast_checkpoint(tmp, save_dtype)
+    tokenizer.save_pretrained(str(tmp))
+    (tmp / "training_args.bin").unlink(missing_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    final = {k: float(v) for k, v in (logged[-1] if logged else {}).items()
+             if isinstance(v, int | float) and math.isfinite(v)}
+    meta = {"base_model": model, "base_revision": resolved.revision, "stage": "eft",
+            "examples": len(rows), "steps": trainer.state.global_step,
+            "seconds": time.perf_counter() - started, "final_metrics": final,
+            "learning_rate": cfg.learning_rate, "mixed_precision": mixed,
+            "save_dtype": save_dtype, "weights_sha256": weights_digest(tmp)}
+    (tmp / MARKER).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return meta
