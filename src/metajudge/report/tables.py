@@ -1,9 +1,10 @@
 """Frames for a run's report: per-iteration loop figures and harness results by iteration.
 
 Harness outputs (``metajudge eval …``) are found under one directory laid out as
-``<harness dir>/{alpaca_eval,arena_hard,judge,mt_bench}/<model name>/metrics.json``; a model name maps to
-an iteration when it is the run's seed model (iteration 0) or ``<run name>-iter_NN`` (the name
-``metajudge eval`` gives the checkpoint ``<run>/iter_NN/checkpoint``).
+``<harness dir>/{alpaca_eval,arena_hard,judge,mt_bench}/<model name>/metrics.json``; a model
+name maps to an iteration when it is the run's seed model (iteration 0; −1 when the run starts
+from an EFT checkpoint, which is then 0) or ``<run name>-iter_NN`` (the name ``metajudge eval``
+gives the checkpoint ``<run>/iter_NN/checkpoint``).
 """
 
 from __future__ import annotations
