@@ -68,10 +68,14 @@ bench-analysis: install $(BENCH_VENV)/bin/alpaca_eval
 		--out results/analysis/published_checks.md
 	$(BIN)/python benchmarks/summary.py
 
-# every benchmark, then one table: results/benchmarks/README.md (about 30 minutes here)
+# every benchmark, then one table: results/benchmarks/README.md (about 90 minutes here)
 bench: install $(VLLM_VENV)/bin/vllm bench-analysis
+	$(BIN)/python benchmarks/stage_memory.py --prompts 200 800 3200 --label after
+	$(BIN)/python benchmarks/label_scoring.py
+	$(VLLM_VENV)/bin/python benchmarks/label_scoring.py --backend vllm
 	$(BIN)/python benchmarks/stage_costs.py
 	$(VLLM_VENV)/bin/python benchmarks/vllm_prefix_caching.py
+	$(BIN)/python benchmarks/replicas.py
 	$(BIN)/python benchmarks/generate_backends.py --vllm-python $(VLLM_VENV)/bin/python
 	$(BIN)/python benchmarks/summary.py
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -143,6 +144,23 @@ def main() -> None:
     print(json.dumps(row, indent=2))
     out = Path(args.out) / f"label_scoring.{args.backend}.json"
     out.write_text(json.dumps(row, indent=2) + "\n")
+    save_headline(Path(args.out), row)
+
+
+def save_headline(out: Path, row: dict) -> None:  # type: ignore[type-arg]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rows import save_rows
+
+    backend = row["backend"]
+    save_rows(out, f"label_scoring.{backend}", [
+        {"measurement": f"judge read-outs by label scoring ({backend})",
+         "reference": "log-probabilities of every generated token, one-token read-outs",
+         "ratio": f"{row['after_seconds'] / row['before_seconds']:.2f} of the time, "
+                  f"{row['after_logprob_objects'] / row['before_logprob_objects']:.4f} of the "
+                  "log-probability objects",
+         "figures": f"{row['after_seconds']} s vs {row['before_seconds']} s; max |ΔP| "
+                    f"{row['max_abs_prob_difference']:.1e}, same score "
+                    f"{row['same_forced_score']}"}])
 
 
 if __name__ == "__main__":

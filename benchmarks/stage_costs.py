@@ -5,9 +5,11 @@ N = 3; the judge stage sends its judgments in one call and its forced read-outs 
 meta-judge stage, read-outs off, one call):
 
 1. **Stage overhead**: generated tokens per second of the judge and meta-judge stages through
-   metajudge, versus the very same requests (recorded from the stage) sent straight to
-   ``backend.generate`` in one call, and versus plain Hugging Face ``model.generate`` on the same
-   rendered prompts (left-padded batches of the same size, same sampling settings).
+   metajudge (the stage runner: chunks, records, settings and fingerprint checks), versus the
+   very same calls (recorded from the stage: ``generate`` and the forced read-outs'
+   ``score_labels``) sent straight to the backend, and versus plain Hugging Face
+   ``model.generate`` on the same rendered prompts (left-padded batches of the same size, same
+   sampling settings; read-outs as one forward pass each batch).
 2. **Prefix reuse**: the same requests through the backend with ``share_prefixes`` on and off
    (ordering by prompt tokens, computing a batch's common prefix and repeated prompts once).
 3. **Probability-weighted score vs sampled judgments**: the judge stage with one greedy judgment
@@ -40,29 +42,35 @@ SETTINGS = ["prompts.per_iteration=8", "generation.samples_per_prompt=4",
 
 
 class Recorder:
-    """A backend proxy that keeps the requests of each generate call."""
+    """A backend proxy that keeps the requests of each call: ("generate" | "score", requests)."""
 
     def __init__(self, backend):  # type: ignore[no-untyped-def]
         self.backend = backend
-        self.calls: list[list] = []
+        self.calls: list[tuple[str, list]] = []
 
     def __getattr__(self, name):  # type: ignore[no-untyped-def]
         return getattr(self.backend, name)
 
     def generate(self, requests, on_result=None):  # type: ignore[no-untyped-def]
-        self.calls.append(list(requests))
+        self.calls.append(("generate", list(requests)))
         return self.backend.generate(requests, on_result=on_result)
+
+    def score_labels(self, requests, on_result=None):  # type: ignore[no-untyped-def]
+        self.calls.append(("score", list(requests)))
+        return self.backend.score_labels(requests, on_result=on_result)
 
 
 def timed_generate(backend, calls) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    """The recorded calls replayed through ``backend.generate``, one call each. Tokens are
-    counted as the stage counts them: the one-token forced read-outs (prefill) not at all."""
+    """The recorded calls replayed straight to the backend, one call each. Tokens are counted
+    as the stage counts them: the forced read-outs (label scoring) timed, not counted."""
     start = time.perf_counter()
     generated = 0
-    for requests in calls:
+    for kind, requests in calls:
+        if kind == "score":
+            backend.score_labels(requests)
+            continue
         results = backend.generate(requests)
-        if not requests[0].prefill:
-            generated += sum(getattr(r, "completion_tokens", 0) for r in results)
+        generated += sum(getattr(r, "completion_tokens", 0) for r in results)
     return time.perf_counter() - start, generated
 
 
@@ -74,7 +82,7 @@ def hf_generate(backend, calls, batch_size: int) -> tuple[float, int]:  # type: 
     eos = set(backend._eos)
     start = time.perf_counter()
     generated = 0
-    for requests in calls:
+    for kind, requests in calls:
         for first in range(0, len(requests), batch_size):
             batch = requests[first:first + batch_size]
             prompts = [backend.render(r) for r in batch]
@@ -82,6 +90,10 @@ def hf_generate(backend, calls, batch_size: int) -> tuple[float, int]:  # type: 
             pad = tokenizer.pad_token_id
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            if kind == "score":  # read-outs: the next-token distribution after the prefill
+                with torch.inference_mode():
+                    model(input_ids=ids, attention_mask=mask).logits[:, -1].softmax(-1)
+                continue
             params = batch[0].params
             sampling = ({"do_sample": True, "temperature": params.temperature,
                          "top_p": params.top_p} if params.temperature > 0
@@ -90,8 +102,6 @@ def hf_generate(backend, calls, batch_size: int) -> tuple[float, int]:  # type: 
                 out = model.generate(input_ids=ids, attention_mask=mask, **sampling,
                                      max_new_tokens=params.max_tokens, pad_token_id=pad,
                                      eos_token_id=list(eos))
-            if batch[0].prefill:  # forced read-outs: time counted, token not (as in the stage)
-                continue
             for row in out[:, width:].tolist():
                 length = next((k + 1 for k, t in enumerate(row) if t in eos), len(row))
                 generated += length
@@ -103,11 +113,10 @@ def rate(tokens: int, seconds: float) -> float:
 
 
 def stage_rows(store, backend, iteration: int) -> tuple[list[str], dict, dict]:  # type: ignore[no-untyped-def]
-    from metajudge.judging.judge import run_judge
-    from metajudge.judging.meta_judge import run_meta_judge
-
     from metajudge.backends.transformers_local import TransformersBackend
     from metajudge.config import BackendConfig, TransformersOptions
+    from metajudge.stages.judge import run_judge
+    from metajudge.stages.meta_judge import run_meta_judge
 
     lines, recorded, summaries = [], {}, {}
     plain = TransformersBackend(BackendConfig(transformers=TransformersOptions(
@@ -117,8 +126,8 @@ def stage_rows(store, backend, iteration: int) -> tuple[list[str], dict, dict]: 
         recorder = Recorder(backend)
         summary = summaries[name] = stage(store, recorder, iteration, progress=False)
         calls = recorder.calls
-        recorded[name] = calls[0]
-        shape = " + ".join(str(len(c)) for c in calls)
+        recorded[name] = calls[0][1]
+        shape = " + ".join(f"{len(c)} {kind}" for kind, c in calls)
         direct_s, direct_t = timed_generate(backend, calls)
         unshared_s, unshared_t = timed_generate(plain, calls)
         hf_s, hf_t = hf_generate(backend, calls, 16)
@@ -161,27 +170,25 @@ def probability_weighted_vs_sampled(store, backend, sampled_summary, tmp: Path  
     the same responses. Both read forced read-outs where no score was written (tiny config)."""
     import shutil
 
-    from metajudge.judging.judge import run_judge
-
-    from metajudge.loop import open_run
-    from metajudge.records import Judgment
+    from metajudge.stages.judge import run_judge
+    from metajudge.store import JUDGMENTS, RESPONSES, Store
 
     n = store.config.judge.judgments_per_response
     config = store.config.model_copy(update={"judge": store.config.judge.model_copy(
         update={"judgments_per_response": 1, "temperature": 0.0})})
-    greedy = open_run(config, tmp / "greedy")
-    greedy.path(1, "responses").parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(store.path(1, "responses"), greedy.path(1, "responses"))
+    greedy = Store.open(tmp / "greedy", config)
+    greedy.path(RESPONSES, 1).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(store.path(RESPONSES, 1), greedy.path(RESPONSES, 1))
     weighted_summary = run_judge(greedy, backend, 1, progress=False)
     mean_score: dict[str, float] = {}
     prompt_of: dict[str, str] = {}
     by_response: dict[str, list[float]] = {}
-    for j in store.read(1, "judgments", Judgment):
+    for j in store.iter_records(JUDGMENTS, 1):
         prompt_of[j.response_id] = j.prompt_id
         if j.score is not None:
             by_response.setdefault(j.response_id, []).append(j.score)
     mean_score = {k: statistics.mean(v) for k, v in by_response.items()}
-    expected = {j.response_id: j.prob_score for j in greedy.read(1, "judgments", Judgment)
+    expected = {j.response_id: j.prob_score for j in greedy.iter_records(JUDGMENTS, 1)
                 if j.prob_score is not None}
     agree = total = 0
     ids_by_prompt = itertools.groupby(sorted(prompt_of, key=prompt_of.__getitem__),
@@ -230,15 +237,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config overrides (a quick check: prompts.per_iteration=2)")
     args = parser.parse_args()
-    from metajudge.generate import run_generate
-
     from metajudge.backends import load_backend
     from metajudge.config import load_config
-    from metajudge.loop import open_run
+    from metajudge.stages.generate import run_generate
+    from metajudge.store import Store
 
     config = load_config(ROOT / "configs" / "tiny.yaml", [*SETTINGS, *args.set])
     with tempfile.TemporaryDirectory() as tmp:
-        store = open_run(config, Path(tmp) / "run")
+        store = Store.open(Path(tmp) / "run", config)
         with load_backend(config.backend) as backend:
             run_generate(store, backend, 1, progress=False)
             rows, _, summaries = stage_rows(store, backend, 1)
@@ -250,8 +256,8 @@ def main() -> None:
         "# Judge and meta-judge stages: overhead, prefix reuse, probability-weighted scores\n\n"
         "SmolLM2-135M-Instruct, transformers backend on CPU (float32, batch 16), configs/tiny.yaml "
         f"with {config.prompts.per_iteration} prompts, K = {config.generation.samples_per_prompt}, "
-        f"N = {config.judge.judgments_per_response}, judge forced read-outs on (a second call of "
-        "one-token read-outs, timed but not counted as generated tokens on either side), "
+        f"N = {config.judge.judgments_per_response}, judge forced read-outs on (label scoring "
+        "of the score after `Score: `, timed but counted as no generated tokens on either side), "
         "meta-judge "
         "read-outs off; one run, all figures from the same process. Sampled lengths differ "
         "between passes, so throughput is in generated tokens per second.\n\n"

@@ -139,7 +139,29 @@ def main() -> None:
         if path.is_file():
             results[label] = json.loads(path.read_text())
     (out / "stage_memory.md").write_text(table(results))
+    if len(results) == 2:
+        save_headline(out, results)
     print(table(results))
+
+
+def save_headline(out: Path, results: dict[str, list[dict]]) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rows import save_rows
+
+    def growth(label: str, stage: str) -> tuple[float, float, float]:
+        by = {r["prompts"]: r["peak_rss_mb"] for r in results[label] if r["stage"] == stage}
+        return by[800] / by[200] - 1, by[200], by[800]
+
+    rows = []
+    for stage in STAGES:
+        after, before = growth("after", stage), growth("before", stage)
+        rows.append({"measurement": f"{stage} stage: peak RSS growth, 4× the requests "
+                                    "(instant backend)",
+                     "reference": "the same stage before the stage runner (c19ed6e)",
+                     "ratio": f"{after[0]:+.0%} vs {before[0]:+.0%}",
+                     "figures": f"{after[1]:.0f} → {after[2]:.0f} MB vs {before[1]:.0f} → "
+                                f"{before[2]:.0f} MB"})
+    save_rows(out, "stage_memory", rows)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "benchmarks"
-ORDER = ["stage_costs", "vllm_prefix_caching", "generate_backends", "lc_winrate_alpaca_eval",
+ORDER = ["stage_memory", "label_scoring.transformers", "label_scoring.vllm", "stage_costs",
+         "vllm_prefix_caching", "replicas", "generate_backends", "lc_winrate_alpaca_eval",
          "bt_bootstrap"]
 
 

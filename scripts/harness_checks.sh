@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The harness checks of results/harness, for the seed model and the last checkpoint of the tiny
 # run (make run first): AlpacaEval --limit 40 (answers and judgments up to 256 tokens),
-# Arena-Hard --limit 20 and the judge evaluation --limit 10 prompts without the pairwise games
+# Arena-Hard --limit 20, the judge evaluation --limit 10 prompts without the pairwise games
 # (judgments up to 128 tokens: on 2 CPU cores the judge's long prompts cost about 10 generated
-# tokens per second; drop --no-pairs for position consistency on swapped reply pairs).
+# tokens per second; drop --no-pairs for position consistency on swapped reply pairs), and
+# MT-Bench --limit 10 (the first 10 of the 80 questions, both turns, judgments up to 128 tokens).
 # Each harness resumes, so an interrupted run continues where it stopped.
 #   usage: scripts/harness_checks.sh [RUN_DIR]        (default runs/tiny)
 set -euo pipefail
@@ -30,4 +31,6 @@ for model in smollm2-135m-instruct "$LAST"; do
     --out "$OUT/arena_hard/$name" "${COMMON[@]}" --set judging.max_tokens=128
   timed "judge $name" $BIN/metajudge eval judge --model "$model" --limit 10 --no-pairs \
     --out "$OUT/judge/$name" "${COMMON[@]}" --set judging.max_tokens=128
+  timed "mt-bench $name" $BIN/metajudge eval mt-bench --model "$model" --limit 10 \
+    --out "$OUT/mt_bench/$name" "${COMMON[@]}" --set judging.max_tokens=128
 done

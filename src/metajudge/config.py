@@ -84,7 +84,10 @@ class ServeOptions(Section):
         "CUDA_VISIBLE_DEVICES); None: leave visibility alone")
     host: str = "127.0.0.1"
     base_port: int | None = Field(None, description="first port (replica k: base_port + k); "
-                                  "None: free ports")
+                                  "None: free ports of this machine")
+    url: str = Field("http://{host}:{port}/v1", description="where replica k answers; "
+                     "placeholders {host} {port} {replica}, e.g. http://node{replica}:{port}/v1 "
+                     "for servers started on other machines (with base_port)")
     startup_timeout_s: float = Field(900.0, gt=0, description="until every server answers "
                                      "/health")
     env: dict[str, str] = Field({}, description="extra environment for the servers")
@@ -219,8 +222,10 @@ class TrainingConfig(Section):
     launcher_prefix: str | None = Field(
         None, description="command that starts the launcher on every machine, e.g. 'srun "
         "--nodes=2 --ntasks-per-node=1' (multi-node)")
-    rdzv_endpoint: str | None = Field(None, description="torchrun rendezvous host:port "
-                                      "(multi-node)")
+    rdzv_endpoint: str | None = Field(None, description="rendezvous host:port of the first "
+                                      "machine (multi-node torchrun and accelerate)")
+    machine_rank: str = Field("$SLURM_NODEID", description="accelerate over several machines: "
+                              "each machine's rank, expanded by the shell on that machine")
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
         "auto", description="auto: bf16 on a GPU that has it, else none. Weights and optimizer "
         "states stay float32 (master weights); only the forward/backward computes in 16 bits")

@@ -122,6 +122,7 @@ def _left(marker: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # about 5 minutes here: two served iterations, a kill -9, a rerun
 @pytest.mark.timeout(1200)
 def test_servers_started_for_m_t_stopped_after_and_after_kill_9(
         tmp_path: Path, embedded_model_dir: str) -> None:

@@ -3,6 +3,9 @@ and DeepSpeed do not run on this CPU; scripts/gpu_check.sh runs them on a GPU)."
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -58,5 +61,21 @@ def test_launch_commands(tmp_path: Path) -> None:
     assert "--num_processes=8" in command and zero3.accumulation == 1
     with pytest.raises(ValueError, match="rdzv_endpoint"):
         launch_command(tmp_path, 1, nodes.model_copy(update={"rdzv_endpoint": None}))
+    # accelerate over two machines: each machine's shell expands its own rank
+    spread = zero3.model_copy(update={"num_processes": 16, "num_machines": 2,
+                                      "per_device_batch_size": 2,
+                                      "rdzv_endpoint": "node0:29500",
+                                      "launcher_prefix": "srun --nodes=2 --ntasks-per-node=1"})
+    shell = launch_command(tmp_path, 1, spread)
+    assert shell[:2] == ["bash", "-c"]
+    prefix, inner = shell[2].split(" bash -c ", 1)
+    assert prefix == "srun --nodes=2 --ntasks-per-node=1"
+    words = shlex.split(shlex.split(inner)[0])
+    assert "--main_process_ip=node0" in words and "--main_process_port=29500" in words
+    assert "--machine_rank=$SLURM_NODEID" in words and "--num_machines=2" in words
+    ranked = subprocess.run(["bash", "-c", f"echo {shlex.split(inner)[0]}"],
+                            env={"SLURM_NODEID": "1", "PATH": os.environ["PATH"]},
+                            capture_output=True, text=True, check=True).stdout
+    assert "--machine_rank=1 " in ranked  # what srun's shell on the second machine runs
     with pytest.raises(FileNotFoundError, match="shipped: ddp, fsdp, zero3"):
         accelerate_config("zero9")

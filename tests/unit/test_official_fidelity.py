@@ -41,6 +41,19 @@ def test_a_constant_style_feature_is_dropped_and_named(caplog: pytest.LogCapture
     assert pd.notna(table.loc["smollm2-135m-instruct", "style_score"])
 
 
+def test_every_style_feature_constant_leaves_the_style_score_out_unless_asked_for(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # the two games of one question: every feature (lengths, counts) is the same in both
+    battles = pd.read_json(DATA / "arena_hard_battles_seed.jsonl", lines=True).head(2)
+    with caplog.at_level(logging.WARNING):
+        table = bradley_terry_scores(battles, "gpt-4-0314", bootstrap_rounds=0)
+    assert "no style-controlled score" in caplog.text
+    assert pd.notna(table.loc["smollm2-135m-instruct", "score"])
+    assert pd.isna(table.loc["smollm2-135m-instruct", "style_score"])
+    with pytest.raises(ValueError, match="every style feature is constant"):
+        bradley_terry_scores(battles, "gpt-4-0314", bootstrap_rounds=0, style_control=True)
+
+
 def test_weighted_rows_resample_like_the_tools_expanded_rows() -> None:
     rows = pd.read_json(DATA / "arena_hard_battles_tiny_iter_02.jsonl", lines=True)
     # fold runs of identical consecutive rows back into weighted rows

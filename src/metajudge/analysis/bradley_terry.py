@@ -95,7 +95,12 @@ def bradley_terry_scores(
     if wants_style:
         features = _standardised(style_features(battles), data.weight)
         if features.shape[1] == 0:
-            raise ValueError("every style feature is constant: no style control possible")
+            if style_control:
+                raise ValueError("every style feature is constant: no style control possible")
+            log.warning("every style feature is constant: no style-controlled score")
+            for column in ("style_rating", "style_score", "style_lower", "style_upper"):
+                frame[column] = np.nan
+            return frame.sort_values("score", ascending=False)
         style = fit_style_ratings(data, baseline, features)
         frame["style_rating"] = style
         frame["style_score"] = win_probability(frame["style_rating"])

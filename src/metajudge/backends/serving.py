@@ -173,7 +173,8 @@ def serve(config: BackendConfig, model: str, folder: Path) -> Iterator[list[str]
     ports = ([serve_opts.base_port + k for k in range(serve_opts.replicas)]
              if serve_opts.base_port is not None
              else [free_port(serve_opts.host) for _ in range(serve_opts.replicas)])
-    urls = [f"http://{serve_opts.host}:{port}/v1" for port in ports]
+    urls = [serve_opts.url.format(host=serve_opts.host, port=port, replica=k)
+            for k, port in enumerate(ports)]
     children: list[Child] = []
     try:
         for k, (argv, env) in enumerate(server_commands(config, served_path(config, model),

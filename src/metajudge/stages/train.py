@@ -78,32 +78,41 @@ def accelerate_config(name: str) -> Path:
 
 def launch_command(run_dir: Path, iteration: int, cfg: TrainingConfig,
                    progress: bool = True) -> list[str]:
-    """The command that starts the distributed job (run through ``bash -c`` when
-    ``training.launcher_prefix`` is set, so a cluster's variables expand on each machine)."""
+    """The command that starts the distributed job. With ``training.launcher_prefix`` (e.g.
+    ``srun``) the prefix starts a shell on every machine, which runs the launcher, so
+    variables such as accelerate's ``training.machine_rank`` expand on each machine."""
     worker = ["-m", "metajudge.training.dpo", str(run_dir), "--iteration", str(iteration)]
     if not progress:
         worker.append("--no-progress")
     per_node = cfg.num_processes // cfg.num_machines
+    several = cfg.num_machines > 1
+    if several and not cfg.rdzv_endpoint:
+        raise ValueError(f"training.rdzv_endpoint (host:port of the first machine) is needed for "
+                         f"{cfg.launcher} over several machines")
+    expanded = ""  # arguments the shell of each machine expands
     if cfg.launcher == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run",
                    f"--nproc_per_node={per_node}", f"--nnodes={cfg.num_machines}"]
-        if cfg.num_machines > 1:
-            if not cfg.rdzv_endpoint:
-                raise ValueError("training.rdzv_endpoint (host:port) is needed for torchrun "
-                                 "over several machines")
+        if several:
             command += ["--rdzv_backend=c10d", f"--rdzv_endpoint={cfg.rdzv_endpoint}"]
-        command += worker
     elif cfg.launcher == "accelerate":
         command = [sys.executable, "-m", "accelerate.commands.launch",
                    f"--num_processes={cfg.num_processes}", f"--num_machines={cfg.num_machines}"]
         if cfg.accelerate_config:
             command.append(f"--config_file={accelerate_config(cfg.accelerate_config)}")
-        command += worker
+        if several:
+            host, _, port = str(cfg.rdzv_endpoint).rpartition(":")
+            command += [f"--main_process_ip={host}", f"--main_process_port={port}",
+                        "--rdzv_backend=static"]
+            expanded = f" --machine_rank={cfg.machine_rank}"
     else:
         raise ValueError(f"launcher {cfg.launcher} is not a launched job")
+    if not cfg.launcher_prefix and not expanded:
+        return command + worker
+    text = shlex.join(command) + expanded + " " + shlex.join(worker)
     if cfg.launcher_prefix:
-        return ["bash", "-c", cfg.launcher_prefix + " " + shlex.join(command)]
-    return command
+        return ["bash", "-c", f"{cfg.launcher_prefix} bash -c {shlex.quote(text)}"]
+    return ["bash", "-c", text]
 
 
 def train_iteration(run_dir: Path, iteration: int, *, progress: bool = True) -> None:
