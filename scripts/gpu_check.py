@@ -77,12 +77,13 @@ def main() -> None:
     import torch
 
     from metajudge.backends import load_backend
+    from metajudge.backends.serving import engine
     from metajudge.config import load_config
     from metajudge.stages.generate import run_generate
     from metajudge.stages.judge import run_judge
     from metajudge.stages.meta_judge import run_meta_judge
     from metajudge.stages.pairs import run_pairs
-    from metajudge.stages.train import run_train
+    from metajudge.stages.train import iteration_model, run_train
     from metajudge.store import Store
 
     cuda = torch.cuda.is_available() and not args.cpu
@@ -149,10 +150,10 @@ def main() -> None:
             lines.append(f"| {'accelerate ' + accel if cuda else 'inprocess (CPU)'} | "
                          f"{entry['world_size']} | {entry['steps']} | {per_step:.2f} | "
                          f"{peak:.2f} | {_moved(model_dir, iteration_dir / 'checkpoint'):.3f} |")
-        lines += ["", "## Iteration 2 loads the checkpoint", ""]
-        config2 = store.config.model_copy(update={"backend": store.config.backend.model_copy(
-            update={"model": str(run / "iter_01" / "checkpoint")})})
-        with load_backend(config2.backend) as backend:
+        lines += ["", "## Iteration 2 loads the checkpoint (the loop's path: M_2 = "
+                  "iter_01/checkpoint)", ""]
+        with engine(store.config.backend, iteration_model(store, 2),
+                    store.iteration_dir(2)) as backend:
             summary = run_generate(store, backend, 2, progress=False)
         lines.append(f"generate iteration 2 from `iter_01/checkpoint`: {summary.completed} "
                      f"responses, {summary.tokens_per_second:.0f} tokens/s; fingerprint "

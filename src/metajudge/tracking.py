@@ -4,7 +4,9 @@ TRL logs each DPO step to ``iter_NN/tracking`` (tensorboard) or the wandb run; a
 :func:`log_summary` writes every numeric column of the per-iteration table once per iteration:
 as tensorboard scalars under ``RUN/tracking/summary`` (tag ``summary/<column>``, step = the
 iteration), and to wandb as one history row per iteration of a run named after the run
-directory (``WANDB_MODE=offline`` works without a network).
+directory (``WANDB_MODE=offline`` works without a network). The table is the whole run's, so
+the tensorboard folder is rewritten each time: a rerun or an extended run leaves one value per
+iteration and tag, never a second copy.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ def log_summary(store: Store, table: pd.DataFrame) -> None:
     rows = numeric_rows(table)
     if "tensorboard" in trackers:
         tensorboard = require("torch.utils.tensorboard", "tracking")
-        writer = tensorboard.SummaryWriter(log_dir=str(store.root / "tracking" / "summary"))
+        folder = store.root / "tracking" / "summary"
+        for old in folder.glob("events.out.tfevents.*"):  # the previous call's copy of the table
+            old.unlink()
+        writer = tensorboard.SummaryWriter(log_dir=str(folder))
         for iteration, values in rows.items():
             for column, value in values.items():
                 writer.add_scalar(f"summary/{column}", value, iteration)

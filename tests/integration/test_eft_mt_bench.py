@@ -108,6 +108,13 @@ def test_mt_bench_two_questions_in_fastchat_layouts(tmp_path: Path,
     assert metrics["no_rating"] == int((frame["score"] == -1).sum())
     if len(rated):
         assert metrics["score"] == pytest.approx(rated["score"].mean())
+    # the forced read-outs (the embedded model scores labels) sit beside the −1, not in it
+    records = [json.loads(x) for x in (out / "mt_judgments.jsonl").read_text().splitlines()]
+    unrated = [r for r in records if r["score"] == -1]
+    assert all(r["forced_score"] in range(1, 11) for r in unrated)
+    assert metrics["forced"] == len(unrated)
+    values = [r["score"] if r["score"] != -1 else r["forced_score"] for r in records]
+    assert metrics["score_with_readouts"] == pytest.approx(sum(values) / len(values))
     # resumable: a rerun makes nothing new
     assert main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())["stages"]

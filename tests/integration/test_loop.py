@@ -13,6 +13,8 @@ from metajudge.backends.transformers_local import TransformersBackend
 from metajudge.cli import main
 from metajudge.config import BackendConfig
 from metajudge.records import GenerationRequest, Message, SamplingParams
+from metajudge.store import Store
+from metajudge.tracking import log_summary
 from metajudge.training.dpo import reward_margins
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +98,9 @@ def test_training_steps_and_the_summary_reach_tensorboard(run_dir: Path) -> None
     steps = EventAccumulator(str(next((run_dir / "iter_01" / "tracking").rglob("events.*"))))
     steps.Reload()
     assert any(tag.endswith("loss") for tag in steps.Tags()["scalars"])
+    # the loop wrote the summary, the rerun above wrote it again, and once more here: one copy
+    log_summary(Store.open(run_dir, lock=False),
+                pd.read_csv(run_dir / "summary.csv").set_index("iteration"))
     summary = EventAccumulator(str(run_dir / "tracking" / "summary"))
     summary.Reload()
     judgments = summary.Scalars("summary/judgments")

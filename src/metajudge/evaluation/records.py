@@ -95,6 +95,9 @@ class MTBenchJudgment(Record):
     score: float = Field(description="1–10, or −1 without a parseable [[rating]]")
     score_source: Literal["parsed", "failed"]
     parse_error: str | None = None
+    forced_score: float | None = Field(
+        None, description="without a parsed rating: the forced read-out's most probable rating "
+        "after 'Rating: [[' (judging.forced_readout); FastChat's file keeps −1")
     user_prompt: str = Field(description="the judge prompt, as FastChat records it")
     judgment: str
     prompt_tokens: int

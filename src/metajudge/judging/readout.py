@@ -15,6 +15,10 @@ from collections.abc import Sequence
 from metajudge.judging.parse import score_number_offset
 
 SCORE_LABELS = ("0", "1", "2", "3", "4", "5")
+#: MT-Bench's ratings read digit by digit: 1–9 first, then "0" or "]" after a leading "1"
+RATING_LABELS = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+TEN_LABELS = ("0", "]")
+RATING_PREFILL = "\n\nRating: [["
 CHOICE_LABELS = ("A", "B")
 SCORE_PREFILL = "\nScore: "
 # no trailing space: tokenizers usually merge " A" into one token
@@ -56,3 +60,24 @@ def score_prefix(text: str) -> str | None:
     """
     offset = score_number_offset(text)
     return None if offset is None else text[:offset]
+
+
+def most_probable_rating(first: Sequence[float], after_one: Sequence[float] | None) -> float:
+    """MT-Bench's forced read-out: the most probable rating 1–10, from the distribution of the
+    first digit over 1..9 and, where "1" leads, that of the next token ("0" for 10, "]" for 1).
+    P(10) and P(1) share the first digit's mass, so neither can lead unless "1" does.
+
+    >>> most_probable_rating((0.1, 0.6, 0.3, 0, 0, 0, 0, 0, 0), None)
+    2.0
+    >>> most_probable_rating((0.7, 0.3, 0, 0, 0, 0, 0, 0, 0), (0.8, 0.2))
+    10.0
+    >>> most_probable_rating((0.5, 0.3, 0.2, 0, 0, 0, 0, 0, 0), (0.5, 0.5))
+    2.0
+    """
+    best = max(range(len(first)), key=lambda k: (first[k], -k))
+    if best != 0 or after_one is None:
+        return float(RATING_LABELS[best])
+    ratings = {float(k + 1): p for k, p in enumerate(first) if k}
+    ratings[10.0] = first[0] * after_one[0]
+    ratings[1.0] = first[0] * after_one[1]
+    return max(sorted(ratings), key=lambda r: ratings[r])

@@ -68,8 +68,17 @@ def iteration_curves(ours: pd.DataFrame, reference: pd.DataFrame, run_label: str
                             label=f"{label} (95% CI)")
             else:
                 ax.plot(x, y, "o-", color=color, label=label)
+        if column == "mt_bench_score":  # ratings only a forced read-out gave, drawn apart
+            for label, frame, color in runs:
+                forced = "mt_bench_score_with_readouts"
+                if forced in frame.columns and frame[forced].notna().any():
+                    rows = frame[frame[forced].notna()]
+                    ax.plot(rows.index.to_numpy(dtype=float), rows[forced].to_numpy(dtype=float),
+                            "x:", color=color, label=f"{label}, with forced read-outs")
+                    ax.legend(fontsize=7, loc="best")
         if column == "mt_bench_score" and not any(
-                column in f.columns and f[column].notna().any() for _, f, _ in runs):
+                c in f.columns and f[c].notna().any() for _, f, _ in runs
+                for c in (column, "mt_bench_score_with_readouts")):
             ax.text(0.5, 0.5, "no MT-Bench result", ha="center", va="center",
                     transform=ax.transAxes)
         ax.set_title(title, fontsize=10)

@@ -39,7 +39,11 @@ HARNESS_FIELDS = {
               "weighted_spearman": "judge_weighted_spearman"},
     "mt_bench": {"score": "mt_bench_score", "score_lower": "mt_bench_lower",
                  "score_upper": "mt_bench_upper", "turn_1": "mt_bench_turn_1",
-                 "turn_2": "mt_bench_turn_2", "no_rating": "mt_bench_no_rating"},
+                 "turn_2": "mt_bench_turn_2", "no_rating": "mt_bench_no_rating",
+                 "score_with_readouts": "mt_bench_score_with_readouts",
+                 "score_with_readouts_lower": "mt_bench_with_readouts_lower",
+                 "score_with_readouts_upper": "mt_bench_with_readouts_upper",
+                 "forced": "mt_bench_forced"},
 }
 
 
