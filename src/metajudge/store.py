@@ -136,6 +136,9 @@ class Store:
         self.root = Path(root)
         self.config = config
         self._lock = lock
+        #: a reopened run's new settings, saved once a stage accepts them (never after a refusal)
+        self._pending_config: str | None = None
+        self._refused = False
 
     # -------------------------------------------------------------- opening
     @classmethod
@@ -155,9 +158,10 @@ class Store:
             saved = _load_saved(saved_path, type(config) if config is not None else None)
             if config is not None:
                 _check_compatible(saved, config, root)
-                if isinstance(config, RunConfig):  # later stages' settings may change
-                    write_atomic(saved_path, _to_yaml(config))
-            return cls(root, config if config is not None else saved, lock=handle)
+            store = cls(root, config if config is not None else saved, lock=handle)
+            if isinstance(config, RunConfig):  # later stages' settings may change
+                store._pending_config = _to_yaml(config)
+            return store
         if config is None:
             raise FileNotFoundError(f"{root} is not a run directory (no config.yaml)")
         root.mkdir(parents=True, exist_ok=True)
@@ -168,8 +172,22 @@ class Store:
                                "stages": {}})
         return store
 
+    def save_config(self) -> None:
+        """Save a reopened run's settings as ``config.yaml``, unless a stage refused them: a
+        refused ``--set`` must not become the settings the next plain resume starts from."""
+        if self._pending_config is not None and not self._refused and self.writable:
+            write_atomic(self.root / "config.yaml", self._pending_config)
+            self._pending_config = None
+
+    def refuse(self, message: str) -> ConfigMismatchError:
+        """The error that refuses this command's settings; they are then never saved."""
+        self._refused = True
+        return ConfigMismatchError(message)
+
     def close(self) -> None:
-        """Release the lock (the files stay)."""
+        """Save the settings (see :meth:`save_config`) and release the lock (the files
+        stay)."""
+        self.save_config()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -275,12 +293,13 @@ class Store:
             changed = _differences(json.loads(path.read_text(encoding="utf-8")),
                                    json.loads(text))
             if changed:
-                raise ConfigMismatchError(
+                raise self.refuse(
                     f"{self.path(file, iteration)} was made with other settings: "
                     + "; ".join(changed) + ". Resume with the old settings, or pass --redo to "
                     "move the old records aside and make them again")
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, text)
+        self.save_config()
         return digest(text)
 
     def settings(self, file: StageFile, iteration: int | None = None) -> dict[str, Any] | None:

@@ -144,6 +144,30 @@ def test_changed_settings_are_refused_by_name_then_redone(instant_run) -> None: 
     assert {j["provenance"]["params"]["temperature"] for j in judged} == {0.0}
 
 
+def test_a_refused_command_leaves_the_saved_settings_as_they_were(instant_run) -> None:  # type: ignore[no-untyped-def]
+    store, backend = instant_run
+    run_generate(store, backend, 1, progress=False)
+    run_judge(store, backend, 1, progress=False)
+    store.close()
+    saved = (store.root / "config.yaml").read_text()
+    changed = store.config.model_copy(update={"judge": store.config.judge.model_copy(
+        update={"temperature": 0.0})})
+    again = Store.open(store.root, changed)  # as `metajudge judge RUN --set judge.temperature=0`
+    with pytest.raises(ConfigMismatchError, match="params.temperature"):
+        run_judge(again, backend, 1, progress=False)
+    again.close()
+    assert (store.root / "config.yaml").read_text() == saved
+    plain = Store.open(store.root)  # the next plain resume starts from the old settings
+    assert run_judge(plain, backend, 1, progress=False).reused == 36
+    plain.close()
+    accepted = store.config.model_copy(update={"meta_judge": store.config.meta_judge.model_copy(
+        update={"temperature": 0.5})})
+    later = Store.open(store.root, accepted)  # a later stage's setting, taken by a stage
+    run_judge(later, backend, 1, progress=False)
+    later.close()
+    assert "temperature: 0.5" in (store.root / "config.yaml").read_text()
+
+
 def test_ids_are_read_without_records_even_with_escapes(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from metajudge.config import RunConfig
 

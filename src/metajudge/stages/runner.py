@@ -44,7 +44,7 @@ from metajudge.records import (
     SamplingParams,
     ScoreRequest,
 )
-from metajudge.store import ConfigMismatchError, StageFile, Store
+from metajudge.store import StageFile, Store
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def check_fingerprint(store: Store, file: StageFile, iteration: int | None,
     if made_by.identity() != fingerprint.identity():
         differ = [f"{k}: {v!r} -> {fingerprint.identity()[k]!r}"
                   for k, v in made_by.identity().items() if fingerprint.identity()[k] != v]
-        raise ConfigMismatchError(
+        raise store.refuse(
             f"{path} holds records made by another backend ({'; '.join(differ)}); use the "
             "model that made them, or --redo to move them aside")
 
@@ -198,8 +198,9 @@ class StageRun:
         self.stage, self.iteration, self.runner = stage, iteration, runner
         self.progress, self.unit = progress, unit
         self.counts: Counter[str] = Counter()
+        if not redo:  # --redo moves the old records aside, whoever made them
+            check_fingerprint(store, file, iteration, backend.fingerprint)
         self.settings_digest = store.check_settings(file, settings, iteration, redo=redo)
-        check_fingerprint(store, file, iteration, backend.fingerprint)
 
     def count(self, key: str, n: int = 1) -> None:
         """Count an outcome (``parsed``, ``forced``, ...) for the summary."""
