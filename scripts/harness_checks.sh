@@ -14,23 +14,26 @@ OUT=${OUT:-results/harness}
 LAST=$(ls -d "$RUN_DIR"/iter_*/checkpoint | sort | tail -1)
 COMMON=(--no-progress --set generation.max_tokens=256)
 mkdir -p "$OUT"
-timed() {  # name, command...: runs it and records its wall time in timings.tsv
-  local name=$1; shift
+timed() {  # harness, model, command...: runs it and records its wall time in timings.tsv
+  local harness=$1 model=$2; shift 2
   local start
   start=$(date +%s)
   "$@"
-  grep -v "^$name	" "$OUT/timings.tsv" 2>/dev/null > "$OUT/timings.tmp" || true
-  echo -e "$name\t$(( $(date +%s) - start ))\t$*" >> "$OUT/timings.tmp"
+  # one line per (harness, model), the latest invocation's: a rerun that reuses every record
+  # takes seconds, so the table also says when and how many records were new
+  [ -f "$OUT/timings.tsv" ] || echo -e "harness\tmodel\twall_seconds\tdate\tcommand" > "$OUT/timings.tsv"
+  grep -v "^$harness	$model	" "$OUT/timings.tsv" > "$OUT/timings.tmp" || true
+  echo -e "$harness\t$model\t$(( $(date +%s) - start ))\t$(date -u +%FT%TZ)\t$*" >> "$OUT/timings.tmp"
   mv "$OUT/timings.tmp" "$OUT/timings.tsv"
 }
 for model in smollm2-135m-instruct "$LAST"; do
   name=$($BIN/python -c "from metajudge.evaluation.config import default_name as d; print(d('$model'))")
-  timed "alpaca-eval $name" $BIN/metajudge eval alpaca-eval --model "$model" --limit 40 \
+  timed alpaca-eval "$name" $BIN/metajudge eval alpaca-eval --model "$model" --limit 40 \
     --out "$OUT/alpaca_eval/$name" "${COMMON[@]}" --set judging.max_tokens=256
-  timed "arena-hard $name" $BIN/metajudge eval arena-hard --model "$model" --limit 20 \
+  timed arena-hard "$name" $BIN/metajudge eval arena-hard --model "$model" --limit 20 \
     --out "$OUT/arena_hard/$name" "${COMMON[@]}" --set judging.max_tokens=128
-  timed "judge $name" $BIN/metajudge eval judge --model "$model" --limit 10 --no-pairs \
+  timed judge "$name" $BIN/metajudge eval judge --model "$model" --limit 10 --no-pairs \
     --out "$OUT/judge/$name" "${COMMON[@]}" --set judging.max_tokens=128
-  timed "mt-bench $name" $BIN/metajudge eval mt-bench --model "$model" --limit 10 \
+  timed mt-bench "$name" $BIN/metajudge eval mt-bench --model "$model" --limit 10 \
     --out "$OUT/mt_bench/$name" "${COMMON[@]}" --set judging.max_tokens=128
 done

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -345,9 +346,26 @@ class Store:
         self._write_manifest(data)
 
     def write_json(self, name: str, data: Any) -> Path:
+        """Strict JSON that any reader takes: an undefined number (NaN, ±inf) is ``null``."""
         path = self.root / name
-        write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+        write_atomic(path, json.dumps(_strict(data), indent=2, ensure_ascii=False,
+                                      default=str, allow_nan=False) + "\n")
         return path
+
+
+def _strict(data: Any) -> Any:
+    """``data`` with every non-finite float replaced by None.
+
+    >>> _strict({"a": float("nan"), "b": [1.5, float("inf")], "c": "x"})
+    {'a': None, 'b': [1.5, None], 'c': 'x'}
+    """
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _strict(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_strict(v) for v in data]
+    return data
 
 
 def _migrate(root: Path) -> None:

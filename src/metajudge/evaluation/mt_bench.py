@@ -292,7 +292,7 @@ def mt_bench_metrics(judgments: list[MTBenchJudgment], *, bootstrap_rounds: int 
             if len(values):
                 metrics[f"{key}_lower"], metrics[f"{key}_upper"] = (
                     float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
-    return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in metrics.items()}
+    return metrics
 
 
 def run_mt_bench(store: Store, model: Backend, judge: Backend, *, limit: int | None = None,
