@@ -144,7 +144,24 @@ def main() -> None:
     print(json.dumps(row, indent=2))
     out = Path(args.out) / f"label_scoring.{args.backend}.json"
     out.write_text(json.dumps(row, indent=2) + "\n")
+    write_markdown(Path(args.out), row)
     save_headline(Path(args.out), row)
+
+
+def write_markdown(out: Path, row: dict) -> None:  # type: ignore[type-arg]
+    """``label_scoring.<backend>.md``: the command and the measured row."""
+    backend = row["backend"]
+    python = ".venv-vllm/bin/python" if backend == "vllm" else ".venv/bin/python"
+    flag = " --backend vllm" if backend == "vllm" else ""
+    lines = [f"# Read-outs by label scoring against per-token log-probabilities ({backend})", "",
+             f"Command: `{python} benchmarks/label_scoring.py{flag}`. The judge requests of "
+             "configs/tiny.yaml on the embedded model (8 prompts × 4 responses × 3 judgments, 48 "
+             "tokens); *before*: generation with the top 20 log-probabilities at every token, "
+             "then one-token read-outs with 20 alternatives; *after*: generation without "
+             "log-probabilities, then `score_labels` for the same read-outs.", "",
+             "| figure | value |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in row.items()]
+    (out / f"label_scoring.{backend}.md").write_text("\n".join(lines) + "\n")
 
 
 def save_headline(out: Path, row: dict) -> None:  # type: ignore[type-arg]

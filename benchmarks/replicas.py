@@ -52,7 +52,7 @@ def main() -> None:
     from metajudge.config import load_config
     from metajudge.stages.generate import run_generate
     from metajudge.stages.judge import run_judge
-    from metajudge.store import JUDGMENTS, Store
+    from metajudge.store import Store
 
     rows, lines = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,10 +66,10 @@ def main() -> None:
                             ("served, 1 replica pinned to 1 core", served(1, True)),
                             ("served, 2 replicas pinned to 1 core each", served(2, True))):
             run = Path(tmp) / name.replace(" ", "_").replace(",", "")
-            shutil.copytree(seed, run)
             config = load_config(ROOT / "configs" / "tiny.yaml", BASE + extra)
-            store = Store.open(run, config)
-            store.path(JUDGMENTS, 1).unlink(missing_ok=True)
+            store = Store.open(run, config)  # a run of its own backend, with the seed's responses
+            shutil.copytree(seed / "iter_01", run / "iter_01",
+                            ignore=shutil.ignore_patterns("judgments*", "servers"))
             with engine(config.backend, served_path(config.backend, config.backend.model)
                         if extra else config.backend.model, run / "iter_01") as backend:
                 started = time.perf_counter()
