@@ -70,7 +70,7 @@ def _finish(out: Path) -> None:
     assert proc.returncode == 0, err[-3000:]
 
 
-@pytest.mark.slow  # about 4.5 minutes here: a loop killed twice and rerun
+@pytest.mark.slow  # about 2.5 minutes here: a loop killed twice and rerun
 @pytest.mark.timeout(1800)
 def test_kills_during_judge_and_training_then_rerun(tmp_path: Path,
                                                    embedded_model_dir: str) -> None:

@@ -124,7 +124,7 @@ def _left(marker: str) -> list[str]:
     return found
 
 
-@pytest.mark.slow  # about 5 minutes here: managed servers for two stages, a kill -9, a rerun
+# about a minute here: managed servers (a core each) for two stages, a kill -9, a rerun
 @pytest.mark.timeout(1200)
 def test_servers_started_for_m_t_stopped_after_and_after_kill_9(
         tmp_path: Path, embedded_model_dir: str) -> None:
