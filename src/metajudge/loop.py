@@ -71,6 +71,7 @@ def train_in_child(store: Store, iteration: int, *, progress: bool = True) -> No
     """``metajudge train`` in its own process: its exit frees whatever training held."""
     command = [sys.executable, "-m", "metajudge.cli", "train", str(store.root),
                "--iteration", str(iteration)] + ([] if progress else ["--no-progress"])
+    store.save_config()  # the child reads this run's settings from config.yaml
     child = Child.start(command, env={**os.environ, LOCK_ENV: str(store.root.resolve())})
     try:
         code = child.wait()

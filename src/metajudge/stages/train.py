@@ -139,6 +139,7 @@ def run_train(store: Store, iteration: int, *, progress: bool = True) -> dict[st
                              "pair_decisions.jsonl for why)")
         for stale in (folder / (CHECKPOINT + ".tmp"), folder / "trainer"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a killed training
+        store.save_config()  # the trainer (and every rank) reads its settings from config.yaml
         if cfg.launcher == "inprocess":
             train_iteration(store.root, iteration, progress=progress)
         else:
