@@ -24,7 +24,7 @@ run: install
 	$(BIN)/metajudge run configs/tiny.yaml --out $(RUN_DIR)
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check metajudge tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
@@ -80,7 +80,7 @@ bench: install $(VLLM_VENV)/bin/vllm bench-analysis
 	$(BIN)/python benchmarks/summary.py
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check metajudge tests benchmarks
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(BENCH_VENV) runs

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 
-collect_ignore = ["src/metajudge/cli/__main__.py", "src/metajudge/processes.py"]
+collect_ignore = ["metajudge/cli/__main__.py", "metajudge/processes.py"]
 if importlib.util.find_spec("vllm") is None:
-    collect_ignore.append("src/metajudge/backends/vllm_offline.py")
+    collect_ignore.append("metajudge/backends/vllm_offline.py")
 if importlib.util.find_spec("matplotlib") is None:
-    collect_ignore.append("src/metajudge/report/plots.py")
+    collect_ignore.append("metajudge/report/plots.py")

@@ -6,7 +6,7 @@ prompt counts (default 200 and 800) give 22k and 88k meta-judge requests. ``--sr
 another checkout's code (e.g. the commit before the stage runner, for the "before" column):
 
     git worktree add /tmp/before c19ed6e
-    .venv/bin/python benchmarks/stage_memory.py --src /tmp/before/src --label before
+    .venv/bin/python benchmarks/stage_memory.py --src /tmp/before --label before
     .venv/bin/python benchmarks/stage_memory.py --label after
 
 Writes ``results/benchmarks/stage_memory.md`` (both labels, when both were measured) and
@@ -95,7 +95,7 @@ def measure(src: Path, prompts: int, extra: list[str]) -> list[dict]:
 
 def table(results: dict[str, list[dict]]) -> str:
     lines = ["# Stage memory against request count (instant backend, K = 7, N = 11)", "",
-             "Command: `.venv/bin/python benchmarks/stage_memory.py --src /tmp/before/src "
+             "Command: `.venv/bin/python benchmarks/stage_memory.py --src /tmp/before "
              "--label before` (a worktree of c19ed6e, the commit before the stage runner) and "
              "`.venv/bin/python benchmarks/stage_memory.py --prompts 200 800 3200 --label "
              "after`. Each stage runs in its own process; the figure is its peak RSS. Growth is "
@@ -125,7 +125,7 @@ def main() -> None:
         child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:])
         return
     parser = argparse.ArgumentParser()
-    parser.add_argument("--src", default=str(ROOT / "src"))
+    parser.add_argument("--src", default=str(ROOT))
     parser.add_argument("--label", default="after")
     parser.add_argument("--prompts", type=int, nargs="+", default=[200, 800])
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
 
 def build_model(folder: Path, hidden: int, layers: int) -> Path:
@@ -40,7 +40,7 @@ def build_model(folder: Path, hidden: int, layers: int) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     texts = [json.loads(line)["instruction"] for line in
-             (ROOT / "src" / "metajudge" / "data" / "pool_human_en.jsonl").read_text()
+             (ROOT / "metajudge" / "data" / "pool_human_en.jsonl").read_text()
              .splitlines()]
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = Tokenizer(models.BPE())

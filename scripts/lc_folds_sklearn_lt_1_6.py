@@ -12,7 +12,7 @@ LC fit can meet (1,611 .. 2,415), as delta-encoded int16:
     python3 -m venv /tmp/skl15 && /tmp/skl15/bin/pip install scikit-learn==1.5.2 numpy==1.26.4
     /tmp/skl15/bin/python scripts/lc_folds_sklearn_lt_1_6.py   # on an AVX-512 x86-64 CPU
 
-Output: ``src/metajudge/data/alpaca_eval_folds_sklearn_lt_1_6.npy.gz``.
+Output: ``metajudge/data/alpaca_eval_folds_sklearn_lt_1_6.npy.gz``.
 """
 
 import gzip
@@ -30,7 +30,7 @@ if __name__ == "__main__":
         parts.append(np.diff(np.concatenate([[-1], order])).astype(np.int16))
     buffer = io.BytesIO()
     np.save(buffer, np.concatenate(parts))
-    out = Path(__file__).resolve().parents[1] / "src/metajudge/data/" \
+    out = Path(__file__).resolve().parents[1] / "metajudge/data/" \
         "alpaca_eval_folds_sklearn_lt_1_6.npy.gz"
     out.write_bytes(gzip.compress(buffer.getvalue(), 9, mtime=0))
     print(f"{out}: numpy {np.__version__}, n = {FIRST}..{LAST}")

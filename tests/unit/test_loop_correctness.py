@@ -205,7 +205,7 @@ def test_judge_pairs_use_the_template_the_judgments_were_made_with(instant_run,
     run_judge(store, backend, 1, progress=False)
     run_meta_judge(store, backend, 1, progress=False)
     other = tmp_path / "other.yaml"
-    other.write_text((ROOT / "src/metajudge/templates/judge_additive.yaml").read_text()
+    other.write_text((ROOT / "metajudge/templates/judge_additive.yaml").read_text()
                      .replace("name: judge-additive-5pt", "name: another-judge")
                      .replace("Review the user's question", "LOOK AT the user's question"))
     store.config = store.config.model_copy(update={"judge": store.config.judge.model_copy(
