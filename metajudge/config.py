@@ -165,8 +165,17 @@ class JudgeConfig(Section):
     max_tokens: int = Field(512, ge=1)
     template: str | None = Field(None, description="path to a template file; None = built-in")
     forced_readout: bool = Field(False, description="SPEC §3: read a score when none parsed")
+    complete_verdict: bool = Field(
+        False, description="SPEC §3: a judgment without a parsed score gets the read-out's top "
+        "score appended after '\\nScore: ' (source completed), so it may be a judge pair's "
+        "chosen text; needs forced_readout (small judges)")
     probability_weighted: bool = Field(True, description="SPEC §3: one label-scoring request "
                                        "per scored judgment; needs a backend that scores labels")
+
+    @model_validator(mode="after")
+    def _completion(self) -> JudgeConfig:
+        _needs_readout("judge", self.complete_verdict, self.forced_readout)
+        return self
 
 
 class MetaJudgeConfig(Section):
@@ -175,8 +184,50 @@ class MetaJudgeConfig(Section):
     max_tokens: int = Field(512, ge=1)
     template: str | None = None
     forced_readout: bool = Field(False, description="SPEC §3: read A/B when none parsed")
+    complete_verdict: bool = Field(
+        False, description="SPEC §3: a meta-judgment without a parsed winner gets the "
+        "read-out's 'Winner: Judgment A|B' appended (source completed); needs forced_readout")
     consistent_only: bool = False
     hide_scores: bool = False
+
+    @model_validator(mode="after")
+    def _completion(self) -> MetaJudgeConfig:
+        _needs_readout("meta_judge", self.complete_verdict, self.forced_readout)
+        return self
+
+
+def _needs_readout(section: str, complete: bool, forced: bool) -> None:
+    """Verdict completion appends the forced read-out's label: it needs the read-out."""
+    if complete and not forced:
+        raise ValueError(f"{section}.complete_verdict appends the forced read-out's label, so "
+                         f"it needs {section}.forced_readout: true")
+
+
+class JudgeHealthConfig(Section):
+    """Per-iteration judge-health alarms (SPEC §10): a warning in the log and a flag column in
+    summary.csv; with ``stop_on_alarm`` the loop stops before training."""
+
+    max_top_score_share: float = Field(
+        0.9, gt=0, le=1, description="score collapse: one score value takes more than this "
+        "share of the scored judgments")
+    first_position_band: tuple[float, float] = Field(
+        (0.2, 0.8), description="the meta-judge's share of verdicts for the first-shown "
+        "judgment must stay within [low, high]; outside it one position's wins weigh over 4x "
+        "the other's in the positional weights")
+    parse_rate_drop: float = Field(
+        0.05, ge=0, le=1, description="parse drop: the share of parsed scores falls by more "
+        "than this (absolute) from the previous iteration")
+    stop_on_alarm: bool = Field(False, description="stop the loop before training when an "
+                                "alarm fires, naming it")
+
+    @field_validator("first_position_band")
+    @classmethod
+    def _band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        low, high = band
+        if not 0.0 <= low <= 0.5 <= high <= 1.0:
+            raise ValueError(f"first_position_band must satisfy 0 <= low <= 0.5 <= high <= 1 "
+                             f"(an unbiased meta-judge gives 0.5), got {list(band)}")
+        return band
 
 
 class PairsConfig(Section):
@@ -242,6 +293,11 @@ class TrainingConfig(Section):
     data_order: Literal["shuffled", "sequential"] = Field(
         "shuffled", description="sequential: pairs in file order (reproducible comparisons)")
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML reads a bare `no` as false
+
     @model_validator(mode="after")
     def _batch(self) -> TrainingConfig:
         per_step = self.per_device_batch_size * self.num_processes
@@ -257,6 +313,11 @@ class TrainingConfig(Section):
         if self.num_processes % self.num_machines:
             raise ValueError(f"training.num_processes {self.num_processes} must be a multiple "
                              f"of num_machines {self.num_machines}")
+        if self.accelerate_config and self.launcher != "accelerate":
+            raise ValueError(f"training.accelerate_config {self.accelerate_config} is read by "
+                             f"accelerate only; training.launcher {self.launcher} would ignore it "
+                             "(and train plain DDP): use training.launcher accelerate, or set "
+                             "training.accelerate_config null")
         return self
 
     @property
@@ -300,6 +361,7 @@ class RunConfig(Section):
     training: TrainingConfig = TrainingConfig()
     runner: RunnerConfig = RunnerConfig()
     eft: EFTConfig = EFTConfig()
+    judge_health: JudgeHealthConfig = JudgeHealthConfig()
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -311,9 +373,6 @@ class RunConfig(Section):
         if not all(0.0 <= r <= 1.0 for r in self.pairs.rho):
             raise ValueError(f"pairs.rho values must lie in [0, 1], got {self.pairs.rho}")
         return self
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

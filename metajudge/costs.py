@@ -24,11 +24,15 @@ model of P parameters (from the model's ``config.json`` when local, a table of k
 ``--model-params``), before activations (which gradient checkpointing cuts):
 
 * full DPO, one GPU: fp32 weights 4 + fp32 gradients 4 + Adam 8 = 16 bytes per parameter, plus
-  the reference in bf16, 2 bytes (none with ``precompute_ref_log_probs``);
-* ZeRO-3 over G GPUs: the same 16 + 2 bytes, sharded: (16 + 2)·P / G;
-* LoRA: the frozen base in bf16 (2 bytes) plus 16 bytes per adapter parameter; the reference is
-  the base with the adapter disabled, no copy;
-* QLoRA: the base in 4-bit NF4 with double quantisation (~0.53 bytes) plus the adapter.
+  the reference, which TRL loads like the policy, in fp32: 4 bytes (none with
+  ``precompute_ref_log_probs``);
+* ZeRO-3 over G GPUs: the same 16 bytes, plus the reference as a bf16 DeepSpeed inference
+  engine, 2 bytes, sharded: (16 + 2)·P / G;
+* LoRA: the frozen base in bf16 (2 bytes; ``metajudge.training.dpo`` loads it in the compute
+  dtype) plus 16 bytes per fp32 adapter parameter; the reference is the base with the adapter
+  disabled, no copy;
+* QLoRA: the linear layers in 4-bit NF4 with double quantisation (~0.53 bytes), the embeddings
+  and output head (not quantised) in bf16, 2 bytes, plus the adapter.
 """
 
 from __future__ import annotations
@@ -152,6 +156,15 @@ def lora_params(cfg: dict | None, params: float, r: int) -> float:
     return float(layers * sum(r * (a + b) for a, b in shapes))
 
 
+def embedding_params(cfg: dict | None, params: float) -> float:
+    """Parameters of the input embeddings and the output head (bitsandbytes leaves them in
+    16 bits), else ~13.1 % of P (Llama-3-8B's share)."""
+    if cfg is None:
+        return params * 0.131
+    tables = 1 if cfg.get("tie_word_embeddings") else 2
+    return float(tables * cfg["vocab_size"] * cfg["hidden_size"])
+
+
 def training_memory(config: RunConfig, gpus: str, params: float | None = None) -> pd.DataFrame:
     """Per-GPU memory of the training set-ups for ``gpus`` ("8x80": count x GB), and which fit.
     """
@@ -168,12 +181,13 @@ def training_memory(config: RunConfig, gpus: str, params: float | None = None) -
         folder / "config.json").is_file() else None
     r = config.training.lora.r if config.training.lora else 16
     adapter = lora_params(cfg, total, r)
-    reference = 0.0 if config.training.precompute_ref_log_probs else 2.0
+    precomputed = config.training.precompute_ref_log_probs
+    embeddings = embedding_params(cfg, total)
     setups = [
-        ("full DPO, 1 GPU", 1, (16 + reference) * total),
-        (f"ZeRO-3 over {count} GPUs", count, (16 + reference) * total / count),
+        ("full DPO, 1 GPU", 1, (16 + (0 if precomputed else 4)) * total),
+        (f"ZeRO-3 over {count} GPUs", count, (16 + (0 if precomputed else 2)) * total / count),
         ("LoRA, 1 GPU", 1, 2 * total + 16 * adapter),
-        ("QLoRA, 1 GPU", 1, 0.53 * total + 16 * adapter),
+        ("QLoRA, 1 GPU", 1, 0.53 * (total - embeddings) + 2 * embeddings + 16 * adapter),
     ]
     usable = size * (1 - ACTIVATION_SHARE)
     return pd.DataFrame([{

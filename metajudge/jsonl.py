@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -43,8 +43,8 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
     return field, problem
 
 
-def parse_line(path: str | Path, number: int | None, raw: bytes, model: type[R]) -> R:
-    """Decode and validate one JSONL line into ``model``."""
+def parse_object(path: str | Path, number: int | None, raw: bytes) -> dict[str, Any]:
+    """Decode one JSONL line into a JSON object (no schema)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -55,6 +55,12 @@ def parse_line(path: str | Path, number: int | None, raw: bytes, model: type[R])
         raise InputError(path, number, None, f"not valid JSON: {exc.msg}") from None
     if not isinstance(obj, dict):
         raise InputError(path, number, None, "expected a JSON object")
+    return obj
+
+
+def parse_line(path: str | Path, number: int | None, raw: bytes, model: type[R]) -> R:
+    """Decode and validate one JSONL line into ``model``."""
+    obj = parse_object(path, number, raw)
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
@@ -96,6 +102,12 @@ def iter_lines(path: str | Path, *, repair_tail: bool = False) -> Iterator[tuple
 def read_records(path: str | Path, model: type[R], *, repair_tail: bool = False) -> list[R]:
     """Read and validate every line of a JSONL file; :class:`InputError` on the first bad one."""
     return [parse_line(path, n, raw, model) for n, raw in iter_lines(path, repair_tail=repair_tail)]
+
+
+def read_objects(path: str | Path) -> list[dict[str, Any]]:
+    """Every line of a JSONL file as a JSON object, for files without a record type (a
+    trainer's metrics); :class:`InputError` names the first bad line."""
+    return [parse_object(path, n, raw) for n, raw in iter_lines(path)]
 
 
 class Appender:

@@ -6,8 +6,9 @@ Iteration t starts from M_t (the seed model, or the EFT checkpoint the config na
 previous iteration's checkpoint), which is actor, judge and meta-judge: ``generate`` →
 ``judge`` → ``meta-judge`` (only when this iteration trains on judge pairs) → ``pairs`` →
 ``train`` → M_{t+1}. The model-calling stages share one engine for M_t: in-process, or servers
-started for it and stopped before training (``backend.serve``). Training runs as its own process
-(``metajudge train``), launched as a distributed job when ``training.launcher`` says so. A
+started for it at the first request and stopped before training (``backend.serve``). Training
+runs as its own process (``metajudge train``), launched as a distributed job when
+``training.launcher`` says so. A
 stage with requests still failing after its retry passes stops the loop before pairs and
 training. Every stage skips what the run directory already holds, so a rerun after a crash
 continues where it stopped, rerunning a finished run does nothing, and ``--iterations N``
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from metajudge.backends.serving import engine
 from metajudge.config import RunConfig, scheduled
 from metajudge.processes import Child
 from metajudge.prompts import load_prompts
@@ -32,9 +32,9 @@ from metajudge.stages.generate import run_generate
 from metajudge.stages.judge import run_judge
 from metajudge.stages.meta_judge import run_meta_judge
 from metajudge.stages.pairs import run_pairs
-from metajudge.stages.runner import require_finished
-from metajudge.stages.summary import run_table
-from metajudge.stages.train import iteration_model, run_train
+from metajudge.stages.runner import require_finished, stage_engine
+from metajudge.stages.summary import check_judge_health, run_table
+from metajudge.stages.train import check_training, iteration_model
 from metajudge.store import LOCK_ENV, Store
 from metajudge.tracking import log_summary
 from metajudge.training.dpo import checkpoint_done
@@ -60,7 +60,7 @@ def run_stages(store: Store, iteration: int, *, progress: bool = True) -> None:
     types = scheduled(store.config.pairs.pair_types, iteration)
     stages = [run_generate, run_judge] + ([run_meta_judge] if "judge" in types else [])
     model = iteration_model(store, iteration)
-    with engine(store.config.backend, model, store.iteration_dir(iteration)) as backend:
+    with stage_engine(store.config.backend, model, store.iteration_dir(iteration)) as backend:
         for stage in stages:
             summary = stage(store, backend, iteration, progress=progress)
             log.info(summary.line())
@@ -89,8 +89,8 @@ def run_iteration(store: Store, iteration: int, *, progress: bool = True) -> Non
         return
     run_stages(store, iteration, progress=progress)
     log.info("iteration %d pairs: %s", iteration, run_pairs(store, iteration))
-    train_in_child(store, iteration, progress=progress)
-    run_train(store, iteration)  # records the finished training in the manifest
+    check_judge_health(store, iteration)  # warns; stops here with judge_health.stop_on_alarm
+    train_in_child(store, iteration, progress=progress)  # it records the training, once
 
 
 def record_eft(store: Store) -> None:
@@ -110,6 +110,7 @@ def record_eft(store: Store) -> None:
 def run_loop(config: RunConfig, out: str | Path, *, progress: bool = True) -> pd.DataFrame:
     """Run (or resume, or extend) a run directory; returns the per-iteration table, also
     written to ``RUN/summary.csv`` (and to the trackers of ``training.report_to``)."""
+    check_training(config.training)  # a set-up that cannot train stops before generating
     store = open_run(config, out)
     try:
         record_eft(store)

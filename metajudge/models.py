@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metajudge.extras import INSTALL_COMMANDS, MissingExtraError, require
+from metajudge.mini_llama import MINI_MODELS, mini_model_path
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +107,20 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
     """Map a model name from a config to where its weights are.
 
     The embedded alias resolves to the converted cache directory; a path to a local directory is
-    checked for safetensors weights (a metajudge checkpoint's revision is its weights' content
-    hash); anything else is taken as a hub id.
+    checked for safetensors weights; anything else is taken as a hub id. A metajudge checkpoint
+    (M_t, an EFT model) is its own model: its revision is its weights' content hash whatever
+    ``revision`` says, since a pinned ``backend.revision`` names the seed model's weights, not
+    the checkpoints trained from them (the seed's revision is in each checkpoint's
+    ``base_revision``).
     """
     if name == EMBEDDED_MODEL:
         path = convert_embedded_model()
         meta = json.loads((path / "metajudge.json").read_text())
         return ResolvedModel(name, str(path), meta["gguf_sha256"], True)
+    if name in MINI_MODELS:  # Llama-3-style models built here (metajudge.mini_llama)
+        path = mini_model_path(name)
+        meta = json.loads((path / "metajudge.json").read_text())
+        return ResolvedModel(name, str(path), meta["weights_sha256"], True)
     local = Path(name).expanduser()
     if local.is_dir():
         if not any(local.glob("*.safetensors")):
@@ -120,9 +128,9 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
                 f"{local} has no *.safetensors weights; metajudge loads safetensors only"
             )
         marker = local / "metajudge.json"  # a metajudge checkpoint knows its weights' hash
-        if revision is None and marker.is_file():
+        if marker.is_file():
             meta = json.loads(marker.read_text())
-            revision = meta.get("weights_sha256") or meta.get("gguf_sha256")
+            revision = meta.get("weights_sha256") or meta.get("gguf_sha256") or revision
         return ResolvedModel(name, str(local.resolve()), revision, True)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise FileNotFoundError(f"model directory {name} does not exist")

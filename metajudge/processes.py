@@ -89,7 +89,8 @@ class Child:
         return self.proc.wait(timeout)
 
     def stop(self, timeout: float = GRACE_S + 15) -> int | None:
-        """Stop the command and every process it started; returns the guard's exit code."""
+        """Stop the command and every process it started; returns the guard's exit code: the
+        command's own, or 128 + the signal that ended it (143 after SIGTERM)."""
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGTERM)
@@ -135,25 +136,36 @@ def _signal_all(pids: Sequence[int], sig: int) -> None:
             pass
 
 
-def _stop_tree(grace_s: float) -> None:
+def _stop_tree(grace_s: float, reaped: dict[int, int]) -> None:
     me = os.getpid()
     _signal_all(_descendants(me), signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and _descendants(me):
-        _reap()
+        _reap(reaped)
         time.sleep(0.1)
     _signal_all(_descendants(me), signal.SIGKILL)
-    _reap()
+    _reap(reaped)
 
 
-def _reap() -> None:
+def _reap(reaped: dict[int, int]) -> None:
+    """Collect every exited child (adopted orphans too), keeping each one's wait status."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        reaped[pid] = status
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128 + the signal's number.
+
+    >>> exit_code(7 << 8), exit_code(signal.SIGTERM)
+    (7, 143)
+    """
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
 def guard(parent: int, grace_s: float, command: Sequence[str]) -> int:
@@ -168,17 +180,22 @@ def guard(parent: int, grace_s: float, command: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     proc = subprocess.Popen(list(command))
+    reaped: dict[int, int] = {}
     code: int | None = None
     while code is None:
         if stopping or os.getppid() != parent:
-            _stop_tree(grace_s)
+            # the tree's reaping collects the command too (Popen.poll would then read ECHILD
+            # as 0): its status is taken from what was reaped
+            _stop_tree(grace_s, reaped)
+            if proc.pid in reaped:
+                return exit_code(reaped[proc.pid])
             code = proc.poll()
-            return 143 if code is None else code
+            return 143 if code is None else (128 - code if code < 0 else code)
         code = proc.poll()
         if code is None:
             time.sleep(0.5)
-    _stop_tree(grace_s)  # whatever the command left behind goes with it
-    return code
+    _stop_tree(grace_s, reaped)  # whatever the command left behind goes with it
+    return 128 - code if code < 0 else code
 
 
 if __name__ == "__main__":

@@ -223,7 +223,11 @@ class FailedRequest(Record):
     provenance: Provenance
 
 
-ValueSource = Literal["parsed", "forced", "failed"]
+#: where a judge's or meta-judge's value came from: parsed from its text; ``completed`` (the text
+#: had no verdict, so the template's verdict prefix and the model's own top label under label
+#: scoring were appended, ``completed_text``); ``forced`` (that label read out, the text left as
+#: it was); ``failed`` (no value, with the reason)
+ValueSource = Literal["parsed", "completed", "forced", "failed"]
 
 
 class Judgment(Record):
@@ -235,7 +239,10 @@ class Judgment(Record):
     iteration: int
     index: int = Field(ge=0, description="which of the N judgments of this response")
     text: str = Field(description="raw judge output, kept whether or not it parsed")
-    score: float | None = Field(description="parsed score, else forced read-out, else None")
+    completed_text: str | None = Field(
+        None, description="source completed: text + the verdict prefix + the read-out's label")
+    score: float | None = Field(description="parsed score, else the read-out's (completed or "
+                                "forced), else None")
     score_source: ValueSource
     parse_error: str | None = Field(None, description="why the text gave no score")
     prob_score: float | None = Field(
@@ -265,6 +272,8 @@ class MetaJudgment(Record):
     )
     hide_scores: bool
     text: str
+    completed_text: str | None = Field(
+        None, description="source completed: text + the winner prefix + the read-out's label")
     prompt_tokens: int
     completion_tokens: int
     provenance: Provenance
@@ -299,6 +308,8 @@ class PreferencePair(Record):
     rho: float | None = None
     omega: tuple[float, float] | None = None
     template: str | None = None
+    consistent_only: bool | None = Field(
+        None, description="judge pairs: the meta_judge.consistent_only variant of the fit")
 
 
 class DPORow(Record):
@@ -327,3 +338,6 @@ class PairDecision(Record):
     prompt_id: str
     pair_id: str | None
     reason: str
+    chosen_source: ValueSource | None = Field(
+        None, description="judge pairs: where the chosen judgment's score came from (parsed, "
+        "or completed when its verdict was appended)")

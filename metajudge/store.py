@@ -7,13 +7,16 @@ A run directory::
     RUN/iter_01/prompts.jsonl              this iteration's prompt sample
     RUN/iter_01/responses.jsonl            stage `generate`: one Response per (prompt, sample)
     RUN/iter_01/responses.failures.jsonl   requests that ended in a backend failure
-    RUN/iter_01/responses.settings.json    the settings the records were made under
+    RUN/iter_01/responses.settings.json    the settings the records were made under, their
+                                           generation and their inputs' generations
 
 An evaluation folder has the same files without ``iter_NN/``. The store owns every stage file's
-name and record type (:data:`STAGE_FILES`). Stage files are append-only; reopening repairs a
-partial last line left by a kill. One process at a time writes a store: :meth:`Store.open`
-takes a lock that a second writer is refused, and child processes the holder starts (training,
-launched ranks) inherit it through ``METAJUDGE_LOCKED``.
+name and record type (:data:`STAGE_FILES`). A stage file's *generation* is drawn when it starts
+(first made, or remade by ``--redo``); a stage records those of the files it was made from and
+refuses its records once one of them is remade (:meth:`Store.check_settings`). Stage files are
+append-only; reopening repairs a partial last line left by a kill. One process at a time writes
+a store: :meth:`Store.open` takes a lock that a second writer is refused, and child processes
+the holder starts (training, launched ranks) inherit it through ``METAJUDGE_LOCKED``.
 """
 
 from __future__ import annotations
@@ -38,11 +41,14 @@ import yaml
 from pydantic import BaseModel
 
 import metajudge
+from metajudge import stage_settings
 from metajudge.jsonl import (
     Appender,
+    InputError,
     iter_lines,
     iter_lines_at,
     parse_line,
+    parse_object,
     read_records,
     write_atomic,
 )
@@ -137,7 +143,8 @@ class Store:
         self.root = Path(root)
         self.config = config
         self._lock = lock
-        #: a reopened run's new settings, saved once a stage accepts them (never after a refusal)
+        #: a reopened run's new settings, saved when the command ends unless a stage refused
+        #: them, or when training starts (every stage before it accepted them)
         self._pending_config: str | None = None
         self._refused = False
 
@@ -156,9 +163,14 @@ class Store:
         handle = None
         if saved_path.is_file():
             handle = _take_lock(root) if lock else None
-            saved = _load_saved(saved_path, type(config) if config is not None else None)
-            if config is not None:
-                _check_compatible(saved, config, root)
+            try:
+                saved = _load_saved(saved_path, type(config) if config is not None else None)
+                if config is not None:
+                    _check_compatible(saved, config, root)
+            except BaseException:
+                if handle is not None:  # a refused open writes nothing: the lock goes now,
+                    handle.close()      # not when its traceback is collected
+                raise
             store = cls(root, config if config is not None else saved, lock=handle)
             if isinstance(config, RunConfig):  # later stages' settings may change
                 store._pending_config = _to_yaml(config)
@@ -175,7 +187,10 @@ class Store:
 
     def save_config(self) -> None:
         """Save a reopened run's settings as ``config.yaml``, unless a stage refused them: a
-        refused ``--set`` must not become the settings the next plain resume starts from."""
+        refused ``--set`` must not become the settings the next plain resume starts from. Not
+        saved as each stage accepts them, since a later stage of the same command may still
+        refuse them (training saves them, for its own process to read, once every stage
+        before it accepted)."""
         if self._pending_config is not None and not self._refused and self.writable:
             write_atomic(self.root / "config.yaml", self._pending_config)
             self._pending_config = None
@@ -186,8 +201,8 @@ class Store:
         return ConfigMismatchError(message)
 
     def close(self) -> None:
-        """Save the settings (see :meth:`save_config`) and release the lock (the files
-        stay)."""
+        """Save the settings unless a stage refused them (see :meth:`save_config`), and
+        release the lock (the files stay)."""
         self.save_config()
         if self._lock is not None:
             self._lock.close()
@@ -223,6 +238,15 @@ class Store:
         for number, offset, raw in iter_lines_at(path, repair_tail=self.writable):
             yield offset, parse_line(path, number, raw, file.record)
 
+    def first(self, file: StageFile, iteration: int | None = None) -> Any | None:
+        """The record of a stage file's first complete line (None when it has none)."""
+        path = self.path(file, iteration)
+        if not path.is_file():
+            return None
+        for number, _, raw in iter_lines_at(path):
+            return parse_line(path, number, raw, file.record)
+        return None
+
     def read_at(self, file: StageFile, offset: int, iteration: int | None = None) -> Any:
         """The record of the line starting at ``offset``."""
         path = self.path(file, iteration)
@@ -238,12 +262,15 @@ class Store:
         if not path.is_file():
             return set()
         found = set()
-        for _, raw in iter_lines(path, repair_tail=self.writable):
+        for number, raw in iter_lines(path, repair_tail=self.writable):
             match = _ID.match(raw)
             if match and b"\\" not in match.group(1):
                 item = match.group(1).decode("utf-8")
             else:
-                item = str(json.loads(raw)["id"])
+                obj = parse_object(path, number, raw)
+                if "id" not in obj:
+                    raise InputError(path, number, "id", "missing")
+                item = str(obj["id"])
             if among is None or item in among:
                 found.add(item)
         return found
@@ -281,31 +308,21 @@ class Store:
 
     # ------------------------------------------------------------- settings
     def check_settings(self, file: StageFile, settings: dict[str, Any],
-                       iteration: int | None = None, *, redo: bool = False) -> str:
-        """Compare a stage's settings with those its records were made under; returns the
-        settings digest. Changed settings are refused naming each one; ``redo`` moves the old
-        records aside (``replaced/``) so the stage starts afresh."""
-        path = self.folder(iteration) / f"{file.name}.settings.json"
-        text = json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n"
-        if redo:
-            if self.path(file, iteration).is_file() or path.is_file():
-                self.move_aside(file, iteration)
-        elif path.is_file():
-            changed = _differences(json.loads(path.read_text(encoding="utf-8")),
-                                   json.loads(text))
-            if changed:
-                raise self.refuse(
-                    f"{self.path(file, iteration)} was made with other settings: "
-                    + "; ".join(changed) + ". Resume with the old settings, or pass --redo to "
-                    "move the old records aside and make them again")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text)
-        self.save_config()
-        return digest(text)
+                       iteration: int | None = None, *, redo: bool = False,
+                       inputs: tuple[StageFile, ...] = ()) -> str:
+        """Compare a stage's settings, and the generations of the files it is made from
+        (``inputs``), with those its records were made under; refuse a change by name, or
+        with ``redo`` move the old records aside. Returns the settings digest. See
+        :func:`metajudge.stage_settings.check`."""
+        return stage_settings.check(self, file, settings, iteration, redo=redo, inputs=inputs)
+
+    def generation(self, file: StageFile, iteration: int | None = None) -> str | None:
+        """Which making of a stage file its records are (:mod:`metajudge.stage_settings`)."""
+        return stage_settings.generation(self, file, iteration)
 
     def settings(self, file: StageFile, iteration: int | None = None) -> dict[str, Any] | None:
-        path = self.folder(iteration) / f"{file.name}.settings.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        """What a stage file's settings file holds (None when it has none)."""
+        return stage_settings.read(self, file, iteration)
 
     def move_aside(self, file: StageFile, iteration: int | None = None) -> Path:
         """Move a stage file, its failures and settings into ``replaced/<name>-<time>/``."""
@@ -384,17 +401,6 @@ def _migrate(root: Path) -> None:
 
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    if old != new:
-        return [f"{prefix.rstrip('.')}: {old!r:.80} -> {new!r:.80}"]
-    return []
 
 
 def _take_lock(root: Path) -> IO[str] | None:

@@ -4,9 +4,12 @@ TRL logs each DPO step to ``iter_NN/tracking`` (tensorboard) or the wandb run; a
 :func:`log_summary` writes every numeric column of the per-iteration table once per iteration:
 as tensorboard scalars under ``RUN/tracking/summary`` (tag ``summary/<column>``, step = the
 iteration), and to wandb as one history row per iteration of a run named after the run
-directory (``WANDB_MODE=offline`` works without a network). The table is the whole run's, so
-the tensorboard folder is rewritten each time: a rerun or an extended run leaves one value per
-iteration and tag, never a second copy.
+directory (``WANDB_MODE=offline`` works without a network). Among them: the judge-health
+columns (``score_top_share``, ``score_entropy``, the ``share_*`` of score sources,
+``meta_first_share``, ``score_length_spearman``), the alarm flags as 0/1 (``alarm_*``), the
+pairs by type, the completed verdicts and the DPO steps with their first- and last-step rewards.
+The table is the whole run's, so the tensorboard folder is rewritten each time: a rerun or an
+extended run leaves one value per iteration and tag, never a second copy.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 
+import numpy as np
 import pandas as pd
 
 from metajudge.extras import require
@@ -23,13 +27,19 @@ log = logging.getLogger(__name__)
 
 
 def numeric_rows(table: pd.DataFrame) -> dict[int, dict[str, float]]:
-    """Per iteration, its finite numeric columns."""
+    """Per iteration, its finite numeric columns; flags (the judge-health alarms) as 0 or 1.
+
+    >>> numeric_rows(pd.DataFrame({"judgments": [24], "alarm_parse_drop": [True],
+    ...                            "alarms": ["parse_drop"]}, index=[1]))
+    {1: {'judgments': 24.0, 'alarm_parse_drop': 1.0}}
+    """
     rows: dict[int, dict[str, float]] = {}
     for iteration, row in table.iterrows():
         values = {}
         for column, value in row.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and \
-                    math.isfinite(float(value)):
+            if isinstance(value, bool | np.bool_):
+                values[str(column)] = float(value)
+            elif isinstance(value, int | float | np.number) and math.isfinite(float(value)):
                 values[str(column)] = float(value)
         rows[int(iteration)] = values  # type: ignore[arg-type]
     return rows

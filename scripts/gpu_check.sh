@@ -1,17 +1,33 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 14): one iteration's stages on the GPU, DPO launched with
-# accelerate (FSDP, or ZeRO-3 where DeepSpeed is installed) in bf16 mixed precision on 1 and,
-# with 2 GPUs, 2 processes, and the checkpoint loaded again for iteration 2. Under 9 minutes on
-# one GPU; needs no network: the model is built on the machine (scripts/gpu_check.py).
-#   usage: scripts/gpu_check.sh [REPORT]        (default results/gpu_check.md)
-# The packages metajudge needs that a bare GPU image lacks (pydantic, trl, datasets, ...) can be
-# carried as wheels in .wheels/ (pip download -d .wheels pydantic trl datasets on a machine
-# with network); they are installed from there without an index.
+# The prepared GPU check (issues 14 and 21): on one GPU with no network, iteration 1 served by
+# `transformers serve` (its memory freed before training), DPO launched with accelerate and
+# ZeRO-3 at world size 1 in bf16 with precomputed reference log-probabilities and gradient
+# checkpointing, the same with LoRA and the merge, and the checkpoint served again. Under 9
+# minutes; the model is built on the machine (scripts/gpu_check.py).
+#   here, once (PyPI):  scripts/gpu_wheels.sh         wheels into .whl/ (ignored by git)
+#   on the GPU machine: scripts/gpu_check.sh [REPORT]  (default results/gpu_check.md)
+#   on a CPU, to try the script: GPU_CHECK_TIMEOUT=3000 scripts/gpu_check.sh /tmp/x.md --cpu
+# What a bare GPU image lacks (pydantic, trl, datasets, deepspeed, ...) is installed from .whl/
+# with no index; metajudge itself is imported from this checkout (PYTHONPATH), by this script,
+# the launched training ranks and the process guard (python -m metajudge.processes) alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 PY=${PYTHON:-python3}
-if [ -d .wheels ]; then
-  $PY -m pip install -q --no-index --find-links .wheels pydantic pyyaml trl datasets tqdm
+WHEELS=${WHEELS:-.whl}
+if [ -d "$WHEELS" ]; then
+  # shellcheck disable=SC2046
+  "$PY" -m pip install -q --no-index --no-cache-dir --disable-pip-version-check \
+    --find-links "$WHEELS" $(sed -n 's/^top: //p' scripts/gpu_check_requirements.txt)
 fi
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-timeout 540 $PY scripts/gpu_check.py --out "${1:-results/gpu_check.md}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# fail here, naming the package, rather than minutes later in a launched rank
+"$PY" -c "import pydantic, trl, datasets, deepspeed, peft, accelerate, transformers, fastapi, \
+uvicorn, openai, metajudge.processes, metajudge.cli; print('imports ok:', 'trl', trl.__version__, \
+'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)"
+# from another folder, so the import comes from PYTHONPATH as in the ranks and servers
+pushd / >/dev/null
+"$PY" -m metajudge.processes "$$" 1 -- "$PY" -c "import metajudge.stages.train"
+popd >/dev/null
+timeout "${GPU_CHECK_TIMEOUT:-540}" "$PY" scripts/gpu_check.py --out "${1:-results/gpu_check.md}" "${@:2}"

@@ -4,7 +4,8 @@ The last user message says what to do, e.g. ``FAULT 500x2`` (answer HTTP 500 to 
 attempts, then succeed). Faults: ``500xN``, ``429xN`` (with Retry-After: 0), ``malformedxN``
 (HTTP 200 with a body that is not JSON), ``missingxN`` (JSON without ``choices``), ``resetxN``
 (close the connection without answering), ``delay:S`` (answer after S seconds), ``hang`` (never
-answer), ``400`` (a non-retryable client error). Anything else is answered at once.
+answer), ``400`` (a non-retryable client error), ``401``, ``403``, ``404`` (a wrong key or
+model). Anything else is answered at once.
 Attempts are counted per request id (the message text).
 """
 
@@ -56,6 +57,8 @@ class FaultServer:
                     kind = count.group(1)
                     if kind == "500":
                         return self._send(500, b'{"error": "boom"}')
+                    if kind in ("401", "403", "404"):  # e.g. always=["401"]: a wrong key
+                        return self._send(int(kind), b'{"error": "refused"}')
                     if kind == "429":
                         return self._send(429, b'{"error": "slow down"}', {"Retry-After": "0"})
                     if kind == "malformed":
@@ -66,8 +69,9 @@ class FaultServer:
                         self.connection.shutdown(socket.SHUT_RDWR)
                         self.close_connection = True
                         return None
-                if fault == "400":
-                    return self._send(400, b'{"error": "bad request"}')
+                if fault in ("400", "401", "403", "404"):
+                    return self._send(int(fault), b'{"error": "refused: ' + fault.encode()
+                                      + b'"}')
                 if fault == "hang":
                     server._stop.wait(60)
                     return None

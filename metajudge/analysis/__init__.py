@@ -8,6 +8,7 @@ for files on disk.
 * :mod:`~metajudge.analysis.style` — markdown style features of answers (§9)
 * :mod:`~metajudge.analysis.agreement` — judge–human agreement (§7)
 * :mod:`~metajudge.analysis.bias` — position, length and score bias (§10)
+* :mod:`~metajudge.analysis.judge_health` — score collapse, position and parse-drop alarms (§10)
 """
 
 from metajudge.analysis.agreement import pairwise_agreement, ranked_agreement, spearman

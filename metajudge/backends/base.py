@@ -8,9 +8,18 @@ can persist it before the batch ends. Exceptions are for setup errors only.
 
 One optional operation, :meth:`Backend.score_labels`, answers scoring requests: the next-token
 distribution over a few labels (``0``…``5``, ``A``/``B``) after a chat and an assistant prefix.
-The default implementation is a one-token prefilled generation that reads the labels from the
+The default implementation is a short greedy prefilled generation that reads the labels from the
 top alternatives, for backends that can continue a prefix and return log-probabilities (vLLM,
 servers that take a prefilled assistant turn); the transformers backend computes it exactly.
+
+Where the labels are read (:func:`read_labels`): a chat template may trim the prefilled turn
+(Llama-3's does, so under ``continue_final_message`` ``"Score: "`` reaches the model as
+``"Score:"``), and a tokenizer may write the space before a label as its own token (Llama-3's
+``':' ' ' '4'``) or merge it into the label's (GPT-2's ``' 4'``). So the prefill is sent without
+its trailing whitespace, which every template renders alike, and the labels are read where their
+first token is predicted: at the first step, a label token with the whitespace merged in; while
+the greedy continuation writes exactly the whitespace the prefill ended with, at the step after
+it, weighted by the probability of that whitespace.
 
 Users' own backends subclass :class:`Backend` (public as ``metajudge.backends.Backend``), give it
 a ``from_config(config)`` constructor and are named in the config as ``package.module:Class``.
@@ -98,14 +107,15 @@ class Backend(ABC):
             return results
         top = min(TOP_K, caps.max_top_logprobs)
         generation = [GenerationRequest(
-            id=r.id, messages=r.messages, prefill=r.prefill,
-            params=SamplingParams(temperature=0.0, max_tokens=1, logprobs=True,
-                                  top_logprobs=top)) for r in requests]
+            id=r.id, messages=r.messages, prefill=r.prefill.rstrip() or None,
+            params=SamplingParams(temperature=0.0, max_tokens=1 + len(trailing_space(r.prefill)),
+                                  logprobs=True, top_logprobs=top)) for r in requests]
         out: list[LabelResult | None] = [None] * len(requests)
 
         def convert(index: int, result: GenerationResult) -> None:
+            request = requests[index]
             scored: LabelResult = result if isinstance(result, Failure) else read_labels(
-                result, requests[index].labels)
+                result, request.labels, trailing_space(request.prefill))
             out[index] = scored
             if on_result is not None:
                 on_result(index, scored)
@@ -133,6 +143,17 @@ class Backend(ABC):
         self.close()
 
 
+def label_mass(top: Sequence[TopLogprob], labels: Sequence[str]) -> list[float]:
+    """P(label) for each label among one step's alternatives (tokens compared without surrounding
+    whitespace), not renormalised."""
+    mass = dict.fromkeys(labels, 0.0)
+    for alt in top:
+        key = alt.token.strip()
+        if key in mass:
+            mass[key] += math.exp(alt.logprob)
+    return [mass[label] for label in labels]
+
+
 def label_distribution(top: Sequence[TopLogprob], labels: Sequence[str]
                        ) -> tuple[float, ...] | None:
     """P(label) for each label from one step's alternatives (tokens compared without surrounding
@@ -144,12 +165,17 @@ def label_distribution(top: Sequence[TopLogprob], labels: Sequence[str]
     ...                    ("0", "1", "2", "3", "4", "5"))
     (0.0, 0.0, 0.0, 0.0, 0.75, 0.25)
     """
-    mass = dict.fromkeys(labels, 0.0)
-    for alt in top:
-        key = alt.token.strip()
-        if key in mass:
-            mass[key] += math.exp(alt.logprob)
-    return normalised([mass[label] for label in labels])
+    return normalised(label_mass(top, labels))
+
+
+def trailing_space(prefill: str) -> str:
+    """The whitespace a read-out's prefill ends with (the default read-out sends the prefill
+    without it and reads the labels after the model writes it).
+
+    >>> trailing_space("Clear.\\nScore: "), trailing_space("Winner: Judgment")
+    (' ', '')
+    """
+    return prefill[len(prefill.rstrip()):]
 
 
 def normalised(mass: Sequence[float]) -> tuple[float, ...] | None:
@@ -160,13 +186,49 @@ def normalised(mass: Sequence[float]) -> tuple[float, ...] | None:
     return tuple(round(m / total, 12) for m in mass)
 
 
-def read_labels(completion: Completion, labels: Sequence[str]) -> LabelScores:
-    """A one-token read-out's label distribution from its step's alternatives."""
+def read_labels(completion: Completion, labels: Sequence[str], space: str = "") -> LabelScores:
+    """The label distribution of a greedy continuation of a prefill sent without its trailing
+    whitespace ``space``: the labels' mass at the first step (tokens such as ``' 4'``, the space
+    merged in), plus, while the greedy tokens write exactly ``space`` (``' '`` then ``'4'``), the
+    mass at the step after it times the probability of the whitespace written.
+
+    >>> from metajudge.records import TokenLogprob
+    >>> def step(token, **top):
+    ...     alts = [TopLogprob(token=t.replace("_", " "), logprob=math.log(p))
+    ...             for t, p in top.items()]
+    ...     return TokenLogprob(token=token, logprob=max(a.logprob for a in alts), top=alts)
+    >>> split = Completion(request_id="r", text=" 4", finish_reason="length", prompt_tokens=9,
+    ...                    completion_tokens=2, logprobs=(step(" ", _=0.9, **{"4": 0.01}),
+    ...                                                   step("4", **{"4": 0.5, "5": 0.4})))
+    >>> read_labels(split, ("4", "5"), " ").probs  # (0.01 + 0.9 * 0.5, 0.9 * 0.4)
+    (0.560975609756, 0.439024390244)
+    >>> read_labels(split, ("4", "5")).probs  # no whitespace expected: the first step only
+    (1.0, 0.0)
+    >>> merged = Completion(request_id="r", text=" 4", finish_reason="length", prompt_tokens=9,
+    ...                     completion_tokens=1, logprobs=(step(" 4", _4=0.6, _5=0.2),))
+    >>> read_labels(merged, ("4", "5"), " ").probs
+    (0.75, 0.25)
+    """
     steps = completion.logprobs or ()
-    probs = label_distribution(steps[0].top, labels) if steps else None
+    mass, reach, rest, where = [0.0] * len(labels), 1.0, space, "no step was returned"
+    for k, step in enumerate(steps):
+        mass = [m + reach * p for m, p in zip(mass, label_mass(step.top, labels), strict=True)]
+        if not rest:
+            where = f"step {k + 1}"
+            break
+        token = step.token
+        if not (token and token.isspace() and rest.startswith(token)):
+            where = f"step {k + 1}, where the model wrote {token!r} instead of {rest!r}"
+            break
+        reach *= math.exp(step.logprob)
+        rest = rest[len(token):]
+    else:
+        if steps:
+            where = f"step {len(steps)}, before the model finished writing {space!r}"
+    probs = normalised(mass)
     return LabelScores(
         request_id=completion.request_id, probs=probs,
-        note=None if probs else "no label token among the alternatives",
+        note=None if probs else f"no label token among the alternatives (read up to {where})",
         prompt_tokens=completion.prompt_tokens,
         logprobs_returned=sum(1 + len(step.top) for step in steps))
 

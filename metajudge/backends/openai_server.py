@@ -12,7 +12,10 @@ Requests are sent concurrently (``openai.concurrency`` per replica). Each attemp
 ``openai.timeout_s`` in total; timeouts, connection errors, 429 and 5xx answers and malformed
 bodies are retried up to ``openai.max_retries`` times with exponential backoff (honouring
 ``Retry-After``), then returned as typed :class:`~metajudge.records.Failure` values. Every request
-ends as a completion or a failure; nothing raises, nothing hangs.
+ends as a completion or a failure; nothing hangs. The one exception is a 401, 403 or 404
+answer (a wrong key or model name, which no request can get past): ``generate`` stops at once and
+raises :class:`ServerRefused` saying what to fix, and none of the batch's requests is recorded
+as failed.
 
 The API key is read from the environment variable ``openai.api_key_env`` at call time and never
 enters records, logs or saved configs.
@@ -52,10 +55,21 @@ log = logging.getLogger(__name__)
 
 class _AttemptFailed(Exception):
     def __init__(self, kind: FailureKind, message: str, retry_after: float | None = None,
-                 refused: bool = False):
+                 refused: bool = False, status: int | None = None):
         super().__init__(message)
         self.kind, self.message, self.retry_after = kind, message, retry_after
-        self.refused = refused
+        self.refused, self.status = refused, status
+
+
+class ServerRefused(ValueError):
+    """HTTP 401, 403 or 404: a wrong API key, a key without access, or a wrong model name or URL.
+    No request can succeed, so this is the stage's error, not a failure of one request: the
+    batch stops at once, none of its requests is recorded as failed, and the message says what
+    to fix."""
+
+
+#: statuses that no request of the batch can get past
+REFUSALS = (401, 403, 404)
 
 
 def public_url(url: str) -> str:
@@ -69,6 +83,34 @@ def public_url(url: str) -> str:
     if parts.port:
         host += f":{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+#: descriptors kept free beside the connections (stage files, logs, the event loop, servers)
+FD_HEADROOM = 256
+
+
+def raise_open_files_limit(connections: int) -> int:
+    """Make room for ``connections`` sockets at once: raise this process's soft
+    ``RLIMIT_NOFILE`` up to its hard limit when they and :data:`FD_HEADROOM` do not fit (a soft
+    limit of 1,024 against paper.yaml's 1,024 requests in flight per replica turns into
+    connection failures). Servers started afterwards inherit the limit. Returns the soft limit.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + FD_HEADROOM
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("open files: soft limit raised from %d to %s for %d connections", soft,
+                 "unlimited" if hard == resource.RLIM_INFINITY else hard, connections)
+        soft = hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning("open files: the hard limit %d is below the %d that %d requests in flight "
+                    "need; some will fail to connect. Raise it (ulimit -Hn, limits.conf) or "
+                    "lower openai.concurrency", soft, want, connections)
+    return soft
 
 
 class _Replica:
@@ -97,6 +139,7 @@ class OpenAIBackend(Backend):
         self._opts: OpenAIOptions = config.openai
         self._model_name = self._opts.served_model or config.model
         self._replicas = [_Replica(url) for url in self._opts.urls]
+        raise_open_files_limit(self._opts.concurrency * len(self._replicas))
         self._fingerprint = BackendFingerprint(  # the model's name, not what it is served as
             kind=self.kind, model=config.model, revision=config.revision,
             server_url=" ".join(r.public for r in self._replicas),
@@ -143,36 +186,56 @@ class OpenAIBackend(Backend):
         gate = asyncio.Semaphore(slots)
         limits = httpx.Limits(max_connections=slots)
         timeout = httpx.Timeout(self._opts.timeout_s)
+        refused: list[ServerRefused] = []
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
             health = asyncio.create_task(self._health_checks(client))
 
             async def one(index: int) -> None:
                 async with gate:
-                    result = await self._with_retries(client, requests[index])
+                    if refused:
+                        return
+                    try:
+                        result = await self._with_retries(client, requests[index])
+                    except ServerRefused as exc:  # the stage's error: stop every request
+                        refused.append(exc)
+                        for task in tasks:
+                            if task is not asyncio.current_task():
+                                task.cancel()
+                        return
                 results[index] = result
                 if on_result is not None:
                     on_result(index, result)
 
+            tasks = [asyncio.create_task(one(i)) for i in range(len(requests))]
             try:
-                await asyncio.gather(*(one(i) for i in range(len(requests))))
+                await asyncio.gather(*tasks, return_exceptions=True)
             finally:
                 health.cancel()
+        if refused:
+            raise refused[0]
         return [r for r in results if r is not None]
 
-    async def _pick(self) -> _Replica | None:
-        """The replica in the rotation with the fewest requests in flight; with none in the
-        rotation, wait up to two health-check intervals for one to come back."""
+    async def _pick(self, lost_on: _Replica | None = None) -> _Replica | None:
+        """The replica in the rotation with the fewest requests in flight, other than
+        ``lost_on`` (where the request was just lost) while another is in the rotation; with
+        none in the rotation, wait up to two health-check intervals for one to come back."""
         deadline = time.monotonic() + 2 * self._opts.health_interval_s
         while True:
             live = [r for r in self._replicas if r.in_rotation]
             if live:
-                return min(live, key=lambda r: (r.in_flight, r.served))
+                others = [r for r in live if r is not lost_on]
+                return min(others or live, key=lambda r: (r.in_flight, r.served))
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(0.05)
 
-    def _eject(self, replica: _Replica, why: str) -> None:
-        if replica.in_rotation and any(r.in_rotation for r in self._replicas if r is not replica):
+    def _eject(self, replica: _Replica, why: str, refused: bool) -> None:
+        """Take a replica out of the rotation. The last one leaves only when nothing listens
+        there any more (``refused``): requests then wait for a health check to bring one back,
+        and end as retryable failures if none comes; a last replica that resets, times out or
+        answers 5xx stays, and its requests are retried with backoff."""
+        last = not any(r.in_rotation for r in self._replicas if r is not replica)
+        if replica.in_rotation and (refused or not last):
             replica.in_rotation = False
             replica.left_rotation += 1
             log.warning("replica %s leaves the rotation: %s", replica.public, why)
@@ -202,8 +265,10 @@ class OpenAIBackend(Backend):
         self, client: httpx.AsyncClient, request: GenerationRequest
     ) -> GenerationResult:
         attempts = moved = 0
+        lost_on: _Replica | None = None
         while True:
-            replica = await self._pick()
+            replica = await self._pick(lost_on)
+            lost_on = None
             if replica is None:
                 return Failure(request_id=request.id, kind=FailureKind.CONNECTION,
                                retryable=True, attempts=attempts,
@@ -225,17 +290,20 @@ class OpenAIBackend(Backend):
                 replica.served += 1
                 replica.in_row = 0
                 return result
+            if error.status in REFUSALS:
+                raise ServerRefused(self._refusal(error, replica))
             replica.failed_attempts += 1
             lost = error.kind in (FailureKind.CONNECTION, FailureKind.TIMEOUT)
             if lost or error.kind is FailureKind.SERVER_ERROR:
                 replica.in_row += 1  # a sick replica fails fast and would draw all the work
                 if error.refused or replica.in_row >= self._opts.eject_after:
-                    self._eject(replica, error.message)
+                    self._eject(replica, error.message, error.refused)
             else:
                 replica.in_row = 0  # it answered: alive
             others = any(r.in_rotation and r is not replica for r in self._replicas)
             if lost and others and moved < len(self._replicas) * (self._opts.max_retries + 1):
                 moved += 1  # the replica is the problem, not the request: try another now
+                lost_on = replica
                 continue
             attempts += 1
             retryable = error.kind in RETRYABLE_KINDS
@@ -248,6 +316,21 @@ class OpenAIBackend(Backend):
             log.debug("request %s attempt %d on %s: %s; retrying in %.2fs", request.id,
                       attempts, replica.public, error.message, delay)
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+    def _refusal(self, error: _AttemptFailed, replica: _Replica) -> str:
+        """What to fix after a 401, 403 or 404."""
+        env = self._opts.api_key_env
+        key = f"the environment variable {env} (openai.api_key_env)" if env else \
+            "openai.api_key_env (unset: no key is sent)"
+        fix = {
+            401: f"the server did not accept the API key: set {key} to a valid key",
+            403: f"the API key may not use model {self._model_name!r}: set {key} to a key "
+                 "with access, or serve another model",
+            404: f"the server has no model {self._model_name!r} or no chat completions at "
+                 f"{replica.public}: check backend.model or openai.served_model (the name the "
+                 "server serves it under) and openai.base_url (it ends in /v1)",
+        }[error.status or 404]
+        return f"{replica.public} answered {error.message} -- {fix}."
 
     async def _attempt(self, client: httpx.AsyncClient, replica: _Replica,
                        request: GenerationRequest) -> Completion:
@@ -311,7 +394,7 @@ def _classify_status(answer: httpx.Response) -> _AttemptFailed:
         return _AttemptFailed(FailureKind.SERVER_ERROR, f"HTTP {status}: {text}")
     if status in (400, 413) and ("context" in text.lower() or "too long" in text.lower()):
         return _AttemptFailed(FailureKind.CONTEXT_LENGTH, f"HTTP {status}: {text}")
-    return _AttemptFailed(FailureKind.BAD_REQUEST, f"HTTP {status}: {text}")
+    return _AttemptFailed(FailureKind.BAD_REQUEST, f"HTTP {status}: {text}", status=status)
 
 
 def _parse_completion(request_id: str, data: Any) -> Completion:

@@ -243,7 +243,7 @@ def engine(config: BackendConfig, model: str, folder: Path) -> Iterator[Backend]
                     "serve %s", config.openai.base_url, model)
         served = config.openai.served_model or model
         config = config.model_copy(update={"openai": config.openai.model_copy(
-            update={"served_model": served})})
+            update={"served_model": served}), "revision": model_revision(model, config.revision)})
     with load_backend(config.model_copy(update={"model": model})) as backend:
         yield backend
 

@@ -249,12 +249,27 @@ class TransformersBackend(Backend):
         return any(self._text(t) != label for t in self._label_tokens(label))
 
     def render(self, request: GenerationRequest | ScoreRequest) -> list[int]:
-        """Token ids of the chat-templated prompt, ready for generation."""
+        """Token ids of the chat-templated prompt, ready for generation.
+
+        A generation's prefill is rendered as chat servers (vLLM) render it: the last assistant
+        turn continued (``continue_final_message``), so a template that trims its turns (Llama
+        3's) trims the prefill here too, and in-process and served runs see the same prompt. A
+        scoring request's prefill is appended as it is: the exact read-out is taken right after
+        it."""
         messages = [m.model_dump() for m in request.messages]
-        text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                   tokenize=False)
-        if request.prefill:
-            text += request.prefill
+        text = None
+        if request.prefill and isinstance(request, GenerationRequest):
+            try:
+                text = self._tokenizer.apply_chat_template(
+                    [*messages, {"role": "assistant", "content": request.prefill}],
+                    continue_final_message=True, add_generation_prompt=False, tokenize=False)
+            except ValueError:  # a template that rewrites the turn: append the prefill
+                text = None
+        if text is None:
+            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                       tokenize=False)
+            if request.prefill:
+                text += request.prefill
         return self._tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def generate(

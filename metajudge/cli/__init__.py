@@ -7,7 +7,7 @@
 
 Subcommands live beside this module: :mod:`~metajudge.cli.loop` (the loop and one command per
 stage), :mod:`~metajudge.cli.evaluate` (``eval``), :mod:`~metajudge.cli.analyze`
-(``analyze``); ``report`` is here.
+(``analyze``), :mod:`~metajudge.cli.view` (``view``); ``report`` is here.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from metajudge.extras import MissingExtraError
 from metajudge.jsonl import InputError
 from metajudge.loop import TrainingFailed
 from metajudge.stages.runner import RetryableFailuresRemain
+from metajudge.stages.summary import JudgeHealthAlarm
 from metajudge.stages.train import LaunchFailed
 from metajudge.store import ConfigMismatchError, LockedError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metajudge.cli import analyze, evaluate, loop
+    from metajudge.cli import analyze, evaluate, loop, view
 
     parser = argparse.ArgumentParser(
         prog="metajudge",
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_parsers(sub)
     evaluate.add_parser(sub)
     analyze.add_parser(sub)
+    view.add_parser(sub)
     report = sub.add_parser(
         "report", help="a run's tables and figures (PNG and PDF)",
         description="Write a run's tables and figures into a folder: iteration curves beside "
@@ -73,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  Path(args.harness) if args.harness else None,
                                  [Path(p) for p in args.compare])
             print(f"{len(files)} files written to {args.out}")
+        elif args.command == "view":
+            from metajudge.cli.view import run as run_view
+
+            run_view(args)
         elif args.command == "eval":
             from metajudge.cli.evaluate import run as run_eval
 
@@ -83,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_loop_command(args)
     except (InputError, ConfigMismatchError, LockedError, MissingExtraError,
             FileNotFoundError, RetryableFailuresRemain, ValueError, ServerError,
-            TrainingFailed, LaunchFailed) as exc:
+            TrainingFailed, LaunchFailed, JudgeHealthAlarm) as exc:
         print(f"metajudge: error: {exc}", file=sys.stderr)
         return 2
     return 0

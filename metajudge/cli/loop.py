@@ -2,8 +2,10 @@
 
 Every stage command works on a run directory on its own, with the iteration's model M_t (the
 seed model for iteration 1, else the previous iteration's checkpoint), through the same engine
-the loop uses (in-process, or servers it starts and stops for M_t). ``--redo`` moves a stage's
-records aside and makes them again under the current settings.
+the loop uses (in-process, or servers it starts at the first request and stops for M_t).
+``--redo`` moves a stage's records aside and makes them again under the current settings; a
+later stage then refuses its records made from the old ones, naming them, until it is redone
+too (``Store.check_settings``).
 """
 
 from __future__ import annotations
@@ -78,9 +80,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                "skips every record already in RUN_DIR.")
         stage.add_argument("run_dir", help="run directory made by `run` or `generate`")
         stage.add_argument("--iteration", type=int, default=1, help="iteration (default 1)")
-        if name in ("judge", "meta-judge"):
+        if name in ("judge", "meta-judge", "pairs"):
             stage.add_argument("--redo", action="store_true", help="move this stage's records "
-                               "aside and make them again under the current settings")
+                               "aside and make them again under the current settings and "
+                               "from the current records of the stages before it")
         _common(stage)
 
     from metajudge.cli.eft import add_parser as add_eft
@@ -150,7 +153,7 @@ def _stage(args: argparse.Namespace, config: RunConfig, progress: bool) -> None:
         if args.command == "pairs":
             from metajudge.stages.pairs import run_pairs
 
-            counts = run_pairs(store, iteration)
+            counts = run_pairs(store, iteration, redo=args.redo)
             print(f"pairs iteration {iteration}: " + ", ".join(
                 f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
             return
@@ -162,16 +165,16 @@ def _stage(args: argparse.Namespace, config: RunConfig, progress: bool) -> None:
                   f"steps, launcher {entry['launcher']}, world size {entry['world_size']}, "
                   f"global batch {entry['global_batch_size']} in {entry['seconds']:.1f} s")
             return
-        from metajudge.backends.serving import engine
         from metajudge.stages.generate import run_generate
         from metajudge.stages.judge import run_judge
         from metajudge.stages.meta_judge import run_meta_judge
+        from metajudge.stages.runner import stage_engine
         from metajudge.stages.train import iteration_model
 
         stage = {"generate": run_generate, "judge": run_judge,
                  "meta-judge": run_meta_judge}[args.command]
         model = iteration_model(store, iteration)
-        with engine(config.backend, model, store.iteration_dir(iteration)) as backend:
+        with stage_engine(config.backend, model, store.iteration_dir(iteration)) as backend:
             print(stage(store, backend, iteration, progress=progress,
                         redo=args.redo).line())
     finally:

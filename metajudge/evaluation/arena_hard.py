@@ -13,7 +13,10 @@ Files (``layout: v0.1``, the default; ``v2.0`` writes the 2025 schema instead):
   token_len}, tstamp, conv_metadata`` (token_len and the header / list / bold counts as dicts),
   and ``model_answer/gpt-4-0314.jsonl``, the baseline with the tool's own metadata;
 * ``model_judgment/<judge>/<model>.jsonl``: ``question_id, model, judge, games[{user_prompt,
-  judgment, score}]`` (score: the verdict label, or null);
+  judgment, score}]`` (score: the verdict label, or null), always two games per answered
+  question, as the tool reads them: a game that was never judged (its request failed for good,
+  e.g. past the judge's context) has a null score and judgment (``verdict_source: missing``,
+  counted as ``missing_games`` in the metrics);
 * ``battles.jsonl``: the battles as the tool builds them, ``conv_metadata`` included;
 * ``metrics.json`` and one row in the leaderboard CSV.
 
@@ -130,6 +133,7 @@ def score_arena_hard(store: Store, *, limit: int | None = None,
         previous.read_text()).get("questions", len(answered))
     metrics.update(judge=judge_name, questions=asked, answered=len(answered),
                    games=len(judged), no_verdict=sum(g.verdict is None for g in judged.values()),
+                   missing_games=2 * len(answered) - len(judged),
                    avg_tokens=int(sum(m["token_len"] for m in metadata.values())
                                   / max(len(metadata), 1)), layout=config.layout,
                    bootstrap_seed=BOOTSTRAP_SEED)
@@ -160,17 +164,19 @@ def write_files(root: Path, name: str, judge_name: str, questions: list, answers
         games = []
         for number in (1, 2):
             game = judged.get(f"{q.uid}@{number}")
-            if game is None:
-                continue
             a, b = ((q.baseline_answer, answers[q.uid]) if number == 1
                     else (answers[q.uid], q.baseline_answer))
             prompt = template.render(instruction=q.prompt, output_a=a, output_b=b)
+            # a game never judged (its request failed for good) is written in its place with a
+            # null score, as the tool writes a game without a verdict: it reads both games
+            verdict, text, source = ((game.verdict, game.judgment, game.verdict_source)
+                                     if game is not None else (None, None, "missing"))
             if layout == "v2.0":
-                games.append({"score": game.verdict, "judgment": {"answer": game.judgment},
-                              "prompt": prompt, "verdict_source": game.verdict_source})
+                games.append({"score": verdict, "judgment": {"answer": text},
+                              "prompt": prompt, "verdict_source": source})
             else:
-                games.append({"user_prompt": prompt, "judgment": game.judgment,
-                              "score": game.verdict, "verdict_source": game.verdict_source})
+                games.append({"user_prompt": prompt, "judgment": text, "score": verdict,
+                              "verdict_source": source})
         key = "uid" if layout == "v2.0" else "question_id"
         judgments.append({key: q.uid, "category": q.category, "judge": judge_name,
                           "model": name, "baseline": ARENA_HARD_BASELINE, "games": games})

@@ -21,6 +21,7 @@ from metajudge.backends.base import Backend
 from metajudge.evaluation.benchmarks import RankedPrompt, oasst_ranked_prompts
 from metajudge.evaluation.pairwise import Game, judge_games
 from metajudge.evaluation.records import ReplyScore
+from metajudge.judging.readout import readouts_not_run
 from metajudge.judging.scorers import Outcome, ReadoutPolicy, RubricJudge
 from metajudge.records import GenerationRequest, Provenance, SamplingParams
 from metajudge.seeds import derive_seed
@@ -82,7 +83,12 @@ def score_replies(store: Store, judge: Backend, prompts: tuple[RankedPrompt, ...
                    settings={**template_settings(template), "params": params.model_dump(),
                              "forced_readout": config.judging.forced_readout,
                              "probability_weighted": config.judging.probability_weighted,
-                             "seed": config.seed},
+                             "seed": config.seed, **readouts_not_run(
+                                 "judge scores", {
+                                     "forced_readout": config.judging.forced_readout,
+                                     "probability_weighted":
+                                         config.judging.probability_weighted},
+                                 judge.capabilities, judge.fingerprint)},
                    runner=config.runner, progress=progress, unit="reply")
     replies = {r.message_id: (p, r) for p in prompts for r in p.replies}
 

@@ -20,6 +20,7 @@ from typing import Literal
 
 from metajudge.backends.base import Backend
 from metajudge.evaluation.records import PairwiseGame
+from metajudge.judging.readout import readouts_not_run
 from metajudge.judging.scorers import Outcome, PairwiseJudge
 from metajudge.records import GenerationRequest, Provenance, SamplingParams
 from metajudge.seeds import derive_seed
@@ -73,7 +74,10 @@ def judge_games(
     judge = PairwiseJudge(template, caps)
     run = StageRun(store, file, backend, stage=f"{config.harness} judge", iteration=None,
                    settings={**template_settings(template), "params": params.model_dump(),
-                             "forced_readout": sampling.forced_readout, "seed": config.seed},
+                             "forced_readout": sampling.forced_readout, "seed": config.seed,
+                             **readouts_not_run(f"{config.harness} judge",
+                                                {"forced_readout": sampling.forced_readout},
+                                                backend.capabilities, backend.fingerprint)},
                    runner=config.runner, progress=progress, unit="game")
 
     def start(game: Game) -> Step:

@@ -10,9 +10,14 @@ next token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from metajudge.judging.parse import score_number_offset
+from metajudge.records import BackendFingerprint, Capabilities
+
+log = logging.getLogger(__name__)
 
 SCORE_LABELS = ("0", "1", "2", "3", "4", "5")
 #: MT-Bench's ratings read digit by digit: 1–9 first, then "0" or "]" after a leading "1"
@@ -81,3 +86,40 @@ def most_probable_rating(first: Sequence[float], after_one: Sequence[float] | No
     ratings[10.0] = first[0] * after_one[0]
     ratings[1.0] = first[0] * after_one[1]
     return max(sorted(ratings), key=lambda r: ratings[r])
+
+
+def readouts_not_run(stage: str, requested: Mapping[str, bool], capabilities: Capabilities,
+                     backend: BackendFingerprint) -> dict[str, Any]:
+    """What a stage adds to its settings about read-outs it was asked for but cannot make.
+
+    A read-out needs a backend that scores labels (prefill and log-probabilities; ``transformers
+    serve`` gives no log-probabilities, and ``openai.prefill``/``openai.logprobs`` say what a
+    server can do). When some requested read-out cannot run, this warns once, naming the stage,
+    the backend and the settings, and returns ``{"readouts_not_run": [names]}`` to record in the
+    stage's settings: the file then says the read-outs did not run, and a resume on a backend
+    that can make them (or the other way round) is refused by that name instead of mixing
+    judgments with and without read-outs in one file. Returns ``{}`` when every requested
+    read-out runs, so the settings of such runs are unchanged.
+
+    >>> fp = BackendFingerprint(kind="openai", model="m", server_url="http://h:1/v1")
+    >>> readouts_not_run("judge", {"forced_readout": True, "probability_weighted": False},
+    ...                  Capabilities(logprobs=False, max_top_logprobs=0, seeds=True), fp)
+    {'readouts_not_run': ['forced_readout']}
+    >>> readouts_not_run("judge", {"forced_readout": True}, Capabilities(
+    ...     logprobs=True, max_top_logprobs=20, seeds=True, prefill=True, label_scores=True), fp)
+    {}
+    """
+    if capabilities.label_scores:
+        return {}
+    missing = sorted(name for name, on in requested.items() if on)
+    if not missing:
+        return {}
+    where = f" at {backend.server_url}" if backend.server_url else ""
+    log.warning(
+        "%s: %s asked for, but backend %s%s cannot score labels (it needs prefill and "
+        "log-probabilities: vLLM or SGLang with openai.prefill and openai.logprobs; transformers "
+        "serve gives no log-probabilities). These read-outs do not run: judgments without a "
+        "parsed verdict are recorded as failed, and no label probabilities are recorded; the "
+        "stage's settings file says so (readouts_not_run)", stage, ", ".join(missing),
+        backend.kind, where)
+    return {"readouts_not_run": missing}

@@ -6,6 +6,11 @@ Each ``start`` returns the first :class:`~metajudge.stages.runner.Step` of one j
 generation, then where the policy asks for it one label-scoring request (a probability-weighted
 score at the written score, or a forced read-out when nothing parsed), or a follow-up turn.
 The last step calls ``finish`` with the outcome; the stage turns it into its record.
+
+**Verdict completion** (``complete`` / ``complete_verdict``, SPEC §3): a text without a parsed
+verdict, stopped or cut at ``max_tokens``, gets the read-out's prefix and the model's own top
+label appended, the text it would have ended with had it written the verdict line; the value is
+the forced read-out's, from the same request, and the source is ``completed``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class ReadoutPolicy:
 
     forced: bool = False
     probability_weighted: bool = False
+    complete: bool = False
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Outcome:
     completions: list[Completion] = field(default_factory=list)
     prob_score: float | None = None
     probs: tuple[float, ...] | None = None
+    completed_text: str | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -77,6 +84,17 @@ class Outcome:
 
 def _readout(request: GenerationRequest, prefill: str, labels: tuple[str, ...]) -> ScoreRequest:
     return ScoreRequest(id=request.id, messages=request.messages, prefill=prefill, labels=labels)
+
+
+def completed(prefill: str, label: str) -> str:
+    """The read-out's prefix with its label written after it: the verdict line the text lacked.
+
+    >>> completed("Clear and relevant.\\nScore: ", "4")
+    'Clear and relevant.\\nScore: 4'
+    >>> completed("B is vague.\\nWinner: Judgment", "A")
+    'B is vague.\\nWinner: Judgment A'
+    """
+    return prefill + ("" if prefill[-1:].isspace() else " ") + label
 
 
 def _note(result: Result) -> str:
@@ -97,6 +115,7 @@ class RubricJudge:
         self.scoring = capabilities.label_scores
         self.forced = policy.forced and self.scoring
         self.weighted = policy.probability_weighted and self.scoring
+        self.complete = policy.complete and self.forced
 
     def messages(self, instruction: str, response: str) -> tuple[Message, ...]:
         """The judge's chat prompt for one response; also the DPO prompt of judge pairs."""
@@ -117,8 +136,9 @@ class RubricJudge:
                                 lambda r: finish(weighted(result, value, r)))
                 return finish(Outcome(value, "parsed", None, result.text, [result]))
             if self.forced:
-                return Step(_readout(request, result.text + SCORE_PREFILL, SCORE_LABELS),
-                            lambda r: finish(forced(result, parsed.error or "", r)))
+                readout = _readout(request, result.text + SCORE_PREFILL, SCORE_LABELS)
+                return Step(readout, lambda r: finish(forced(
+                    result, parsed.error or "", r, readout.prefill if self.complete else None)))
             return finish(Outcome(None, "failed", parsed.error, result.text, [result]))
 
         return Step(request, judged)
@@ -132,13 +152,20 @@ def weighted(completion: Completion, value: float, result: Result) -> Outcome:
                    expected_score(probs) if probs else None, probs)
 
 
-def forced(completion: Completion, error: str, result: Result) -> Outcome:
-    """A forced read-out's score, or a failed judgment with both reasons."""
+def forced(completion: Completion, error: str, result: Result,
+           prefill: str | None = None) -> Outcome:
+    """A forced read-out's score, or a failed judgment with both reasons; with the read-out's
+    ``prefill`` given (verdict completion), the score written after it: source ``completed``."""
     probs = result.probs if isinstance(result, LabelScores) else None
     if probs is None:
         return Outcome(None, "failed", f"{error}; forced read-out: {_note(result)}",
                        completion.text, [completion])
-    return Outcome(most_probable_score(probs), "forced", error, completion.text, [completion],
+    score = most_probable_score(probs)
+    text = completed(prefill, f"{score:g}") if prefill is not None else None
+    if text is not None and parse_score(text).value == score:
+        return Outcome(score, "completed", error, completion.text, [completion],
+                       expected_score(probs), probs, completed_text=text)
+    return Outcome(score, "forced", error, completion.text, [completion],
                    expected_score(probs), probs)
 
 
@@ -146,9 +173,11 @@ class MetaJudge:
     """The meta-judge: ``Winner: Judgment A|B`` parsed from the last such line; else, with
     ``forced``, the likelier of A and B after ``\\nWinner: Judgment`` (equal: no verdict)."""
 
-    def __init__(self, template: Template, forced_readout: bool, capabilities: Capabilities):
+    def __init__(self, template: Template, forced_readout: bool, capabilities: Capabilities,
+                 complete: bool = False):
         self.template = template
         self.forced = forced_readout and capabilities.label_scores
+        self.complete = complete and self.forced
 
     def start(self, request: GenerationRequest, finish: Callable[[Outcome], BaseModel],
               fail: OnFailure) -> Step:
@@ -159,18 +188,24 @@ class MetaJudge:
             if parsed.value is not None:
                 return finish(Outcome(parsed.value, "parsed", None, result.text, [result]))
             if self.forced:
-                return Step(_readout(request, result.text + WINNER_PREFILL, CHOICE_LABELS),
-                            lambda r: finish(self._read(result, parsed.error or "", r)))
+                readout = _readout(request, result.text + WINNER_PREFILL, CHOICE_LABELS)
+                return Step(readout, lambda r: finish(self._read(
+                    result, parsed.error or "", r, readout.prefill if self.complete else None)))
             return finish(Outcome(None, "failed", parsed.error, result.text, [result]))
 
         return Step(request, judged)
 
     @staticmethod
-    def _read(completion: Completion, error: str, result: Result) -> Outcome:
+    def _read(completion: Completion, error: str, result: Result,
+              prefill: str | None = None) -> Outcome:
         probs = result.probs if isinstance(result, LabelScores) else None
         if probs is not None and probs[0] != probs[1]:
-            return Outcome("A" if probs[0] > probs[1] else "B", "forced", error,
-                           completion.text, [completion], probs=probs)
+            winner = "A" if probs[0] > probs[1] else "B"
+            text = completed(prefill, winner) if prefill is not None else None
+            if text is not None and parse_winner(text).value == winner:
+                return Outcome(winner, "completed", error, completion.text, [completion],
+                               probs=probs, completed_text=text)
+            return Outcome(winner, "forced", error, completion.text, [completion], probs=probs)
         note = "A and B equally likely" if probs is not None else _note(result)
         return Outcome(None, "failed", f"{error}; forced read-out: {note}", completion.text,
                        [completion], probs=probs)
@@ -237,4 +272,5 @@ class PairwiseJudge:
         return Step(request, judged)
 
 
-__all__ = ["MetaJudge", "Outcome", "PairwiseJudge", "ReadoutPolicy", "RubricJudge"]
+__all__ = ["MetaJudge", "Outcome", "PairwiseJudge", "ReadoutPolicy", "RubricJudge",
+           "completed"]

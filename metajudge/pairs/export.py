@@ -8,8 +8,6 @@ assistant message each), as TRL's ``DPOTrainer`` expects, plus provenance column
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from metajudge.records import DPORow, Message, PreferencePair
 
 
@@ -23,9 +21,3 @@ def to_trl_row(pair: PreferencePair) -> DPORow:
         prompt_id=pair.prompt_id, chosen_id=pair.chosen_id, rejected_id=pair.rejected_id,
         chosen_score=pair.chosen_score, rejected_score=pair.rejected_score)
 
-
-def to_trl_rows(pairs: Iterable[PreferencePair], types: Iterable[str] = ("actor", "judge")
-                ) -> list[DPORow]:
-    """Rows for the pair types that train this iteration."""
-    keep = set(types)
-    return [to_trl_row(p) for p in pairs if p.pair_type in keep]

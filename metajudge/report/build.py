@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from metajudge.config import load_config
 from metajudge.extras import require
 from metajudge.report.reference import reference_curves
 from metajudge.report.tables import harness_table, judgment_scores, loop_table
@@ -37,10 +39,13 @@ def write_report(run_dir: Path, out: Path, harness_dir: Path | None = None,
         written.append(_csv(harness, out / "harness.csv"))
     others = {Path(other).name: harness_table(harness_dir, Path(other)) if harness_dir
               else pd.DataFrame() for other in compare or []}
+    health = load_config(run_dir / "config.yaml").judge_health
     figures = {
         "iteration_curves": plots.iteration_curves(harness, reference, run_dir.name, others),
         "score_distributions": plots.score_distributions(judgments),
         "judge_behaviour": plots.judge_behaviour(loop),
+        "judge_health": plots.judge_health(loop, health.max_top_score_share,
+                                           health.first_position_band),
         "judge_agreement": plots.judge_agreement(harness),
     }
     for name, figure in figures.items():
@@ -62,6 +67,33 @@ def _csv(frame: pd.DataFrame, path: Path, index: bool = True) -> Path:
 
 def _fmt(value: object, digits: int = 1) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+
+
+def _series(loop: pd.DataFrame, column: str, digits: int = 2) -> str:
+    if column not in loop.columns:
+        return "n/a"
+    return ", ".join(_fmt(v, digits) for v in loop[column])
+
+
+def _health_line(loop: pd.DataFrame) -> str:
+    """The judge-health figure's row: health columns, alarms, pairs, completions, DPO steps."""
+    alarms = "; ".join(f"it. {i}: {names.replace(';', ', ')}"
+                       for i, names in loop.get("alarms", pd.Series(dtype=object)).items()
+                       if isinstance(names, str) and names) or "none"
+    return ("| `judge_health.png` | most common score's share " + _series(loop, "score_top_share")
+            + ", score entropy " + _series(loop, "score_entropy") + " bits; scores parsed / "
+            "completed / forced " + ", ".join(
+                f"{_fmt(p, 2)}/{_fmt(c, 2)}/{_fmt(f, 2)}" for p, c, f in zip(
+                    *(loop.get(f"share_{s}", pd.Series(np.nan, index=loop.index))
+                      for s in ("parsed", "completed", "forced")), strict=True))
+            + f"; alarms: {alarms}; judge pairs " + _series(loop, "judge_pairs", 0)
+            + " (chosen completed " + _series(loop, "judge_pairs_chosen_completed", 0)
+            + "), actor pairs " + _series(loop, "actor_pairs", 0) + ", DPO steps "
+            + _series(loop, "dpo_steps", 0) + "; DPO reward accuracy first → last step "
+            + ", ".join(f"{_fmt(a, 2)} → {_fmt(b, 2)}" for a, b in zip(
+                loop.get("dpo_first_reward_accuracy", pd.Series(np.nan, index=loop.index)),
+                loop.get("dpo_reward_accuracy", pd.Series(np.nan, index=loop.index)),
+                strict=True)) + " |")
 
 
 def _readme(run_dir: Path, harness_dir: Path | None, loop: pd.DataFrame,
@@ -93,6 +125,7 @@ def _readme(run_dir: Path, harness_dir: Path | None, loop: pd.DataFrame,
         + ", ".join(_fmt(v, 2) for v in loop.get("meta_first_share", pd.Series(dtype=float)))
         + f"; Spearman(score, length) in iteration {last}: "
         + _fmt(loop.loc[last].get("score_length_spearman"), 2) + " |")
+    lines.append(_health_line(loop))
     if "judge_agreement" in harness.columns:
         lines.append(
             "| `judge_agreement.png` | judge–human agreement on Open Assistant: "

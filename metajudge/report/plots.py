@@ -123,21 +123,33 @@ def score_distributions(judgments: pd.DataFrame):  # type: ignore[no-untyped-def
     return fig
 
 
+def _line(ax, loop: pd.DataFrame, column: str, label: str, style: str = "o-",  # type: ignore[no-untyped-def]
+          **kwargs) -> None:
+    if column in loop.columns and loop[column].notna().any():
+        ax.plot(loop.index.to_numpy(), loop[column].to_numpy(dtype=float), style, label=label,
+                **kwargs)
+
+
 def judge_behaviour(loop: pd.DataFrame):  # type: ignore[no-untyped-def]
-    """Per iteration: parse-failure rate and forced share; meta-judge first-position share,
-    position consistency and preference for the higher score; judge length bias."""
+    """Per iteration: where the judge's scores came from (parsed, completed, forced, failed);
+    meta-judge first-position share, position consistency and preference for the higher score;
+    judge length bias."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     x = loop.index.to_numpy()
 
     def line(ax, column: str, label: str, style: str = "o-") -> None:  # type: ignore[no-untyped-def]
-        if column in loop.columns and loop[column].notna().any():
-            ax.plot(x, loop[column].to_numpy(dtype=float), style, label=label)
+        _line(ax, loop, column, label, style)
 
-    line(axes[0], "parse_failure_rate", "parse failures")
-    if {"scores_forced", "judgments"} <= set(loop.columns):
-        axes[0].plot(x, (loop["scores_forced"] / loop["judgments"]).to_numpy(dtype=float),
-                     "s--", label="forced read-outs")
-    axes[0].set_title("judge: share of judgments", fontsize=10)
+    if "share_parsed" in loop.columns:
+        for source, style in (("parsed", "o-"), ("completed", "D-"), ("forced", "s--"),
+                              ("failed", "x:")):
+            line(axes[0], f"share_{source}", source, style)
+    else:  # a table made before the shares were columns
+        line(axes[0], "parse_failure_rate", "parse failures")
+        if {"scores_forced", "judgments"} <= set(loop.columns):
+            axes[0].plot(x, (loop["scores_forced"] / loop["judgments"]).to_numpy(dtype=float),
+                         "s--", label="forced read-outs")
+    axes[0].set_title("judge: where the scores came from (share of judgments)", fontsize=10)
     line(axes[1], "meta_first_share", "verdicts for the first-shown judgment")
     line(axes[1], "meta_position_consistency", "same verdict in both orders", "s-")
     line(axes[1], "meta_prefers_higher_score", "prefers the higher-scored judgment", "^-")
@@ -150,6 +162,61 @@ def judge_behaviour(loop: pd.DataFrame):  # type: ignore[no-untyped-def]
         ax.set_ylim(-1.05 if ax is axes[2] else -0.02, 1.05)
         _iterations_axis(ax, x)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def judge_health(loop: pd.DataFrame, max_top_score_share: float | None = None,
+                 first_position_band: tuple[float, float] | None = None):  # type: ignore[no-untyped-def]
+    """Per iteration: the judge-health columns against their alarm thresholds (the most common
+    score's share, score entropy, the meta-judge's first-position share; iterations with an
+    alarm marked and named), the pairs by type with the DPO steps, and the DPO reward accuracy
+    and margin at the first and the last step."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    x = loop.index.to_numpy()
+    health, pairs, dpo = axes
+    _line(health, loop, "score_top_share", "most common score's share")
+    _line(health, loop, "meta_first_share", "meta-judge: first-shown share", "s-")
+    if max_top_score_share is not None:
+        health.axhline(max_top_score_share, color=PAPER, lw=0.8, ls="--",
+                       label=f"collapse above {max_top_score_share:g}")
+    if first_position_band is not None:
+        health.axhspan(*first_position_band, color="grey", alpha=0.12,
+                       label=f"first-position band {list(first_position_band)}")
+    if "alarms" in loop.columns:
+        for iteration, names in loop["alarms"].items():
+            if isinstance(names, str) and names:
+                health.annotate(names.replace(";", "\n"), (float(iteration), 1.0), fontsize=7,
+                                color=PAPER, ha="center", va="top")
+    health.set_ylim(-0.02, 1.05)
+    health.set_title("judge health (alarms named above their iteration)", fontsize=10)
+    if "score_entropy" in loop.columns and loop["score_entropy"].notna().any():
+        bits = health.twinx()
+        bits.plot(x, loop["score_entropy"].to_numpy(dtype=float), "^:", color="#2e8b57",
+                  label="score entropy (bits, right)")
+        bits.set_ylim(0, np.log2(6) + 0.1)
+        bits.legend(fontsize=7, loc="lower right")
+    width = 0.25
+    for k, (column, label) in enumerate((("actor_pairs", "actor pairs"),
+                                         ("judge_pairs", "judge pairs"),
+                                         ("judge_pairs_chosen_completed",
+                                          "judge pairs, chosen completed"))):
+        if column in loop.columns:
+            pairs.bar(x + (k - 1) * width, loop[column].to_numpy(dtype=float), width,
+                      label=label)
+    _line(pairs, loop, "dpo_steps", "DPO steps", "ko-")
+    pairs.set_title("pairs by type and DPO steps", fontsize=10)
+    for column, label, style in (("dpo_first_reward_accuracy", "accuracy, first step", "o--"),
+                                 ("dpo_reward_accuracy", "accuracy, last step", "o-"),
+                                 ("dpo_first_reward_margin", "margin, first step", "s--"),
+                                 ("dpo_reward_margin", "margin, last step", "s-")):
+        _line(dpo, loop, column, label, style)
+    dpo.axhline(0.0, color="grey", lw=0.8, ls=":")
+    dpo.set_title("DPO rewards: first and last step", fontsize=10)
+    for ax in axes:
+        _iterations_axis(ax, x)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 

@@ -31,8 +31,9 @@ resamples the kept examples "so that the scores are more evenly distributed". He
    ``checkpoint/``, a full safetensors model like every iteration's.
 
 The whole stage resumes: judgments continue where they stopped, decisions are recomputed, and a
-finished checkpoint is kept. ``metajudge run`` records it as iteration 0 when ``eft.checkpoint``
-names the folder.
+finished checkpoint is kept. Judgments still failing in a retryable way after the runner's retry
+passes stop the stage before the filter, as in the loop: the rerun retries them.
+``metajudge run`` records it as iteration 0 when ``eft.checkpoint`` names the folder.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ from metajudge.records import (
 )
 from metajudge.seeds import derive_seed
 from metajudge.stages.judge import judge_template, template_settings
-from metajudge.stages.runner import Item, StageRun, StageSummary, Step
+from metajudge.stages.runner import Item, StageRun, StageSummary, Step, require_finished
 from metajudge.store import Store, evaluation_file
 
 log = logging.getLogger(__name__)
@@ -308,6 +309,8 @@ def run_eft(config: RunConfig, ranked: str | Path, out: str | Path, *,
                              "evaluation sets")
         with engine(config.backend, config.backend.model, store.root) as backend:
             judged = run_eft_judgments(store, backend, selection.rows, progress=progress)
+        log.info(judged.line())
+        require_finished(judged)  # the filter and SFT must not run on partial scores
         decisions, examples = decide(store, selection)
         store.write_all(DECISIONS, decisions)
         (store.root / EXAMPLES).write_text("".join(json.dumps(e) + "\n" for e in examples))

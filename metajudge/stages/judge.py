@@ -5,9 +5,12 @@
 Responses are read one at a time and their judge requests built as the runner asks for them.
 Each judgment keeps its raw text; its score is the last ``Score:`` parsed, else (with
 ``judge.forced_readout``) the most likely score token after ``\\nScore: `` is appended to the
-judgment, else it is recorded as failed with the reason. With ``judge.probability_weighted`` and
-a backend that scores labels, the probability-weighted score is recorded beside the sampled one:
-one label-scoring request per judgment, at its last ``Score:``.
+judgment, else it is recorded as failed with the reason. With ``judge.complete_verdict`` that
+read-out's score is also written into the judgment: ``completed_text`` is the text, ``\\nScore: ``
+and the score, and the source is ``completed`` (such a judgment carries its verdict and may be a
+judge pair's chosen text). With ``judge.probability_weighted`` and a backend that scores
+labels, the probability-weighted score is recorded beside the sampled one: one label-scoring
+request per judgment, at its last ``Score:``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from functools import partial
 from typing import Any
 
 from metajudge.backends.base import Backend, sha256_text
+from metajudge.judging.readout import readouts_not_run
 from metajudge.judging.scorers import Outcome, ReadoutPolicy, RubricJudge
 from metajudge.records import (
     GenerationRequest,
@@ -27,7 +31,7 @@ from metajudge.records import (
 )
 from metajudge.seeds import derive_seed
 from metajudge.stages.runner import Item, StageRun, StageSummary, Step
-from metajudge.store import JUDGMENTS, PROMPTS, RESPONSES, Store, digest
+from metajudge.store import JUDGMENTS, PROMPTS, RESPONSES, Store
 from metajudge.templates import Template, load_template
 
 STAGE = "judge"
@@ -42,12 +46,6 @@ def template_settings(template: Template) -> dict[str, Any]:
     definition (so later stages can rebuild prompts from the template actually used)."""
     return {"template": template.ref, "template_sha256": sha256_text(template.template),
             "template_definition": template.model_dump(mode="json")}
-
-
-def upstream(store: Store, file: Any, iteration: int) -> str | None:
-    """The settings digest of the stage whose records this stage reads."""
-    path = store.folder(iteration) / f"{file.name}.settings.json"
-    return digest(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def recorded_judge_template(store: Store, iteration: int) -> Template:
@@ -67,18 +65,25 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
         raise FileNotFoundError(f"{store.path(RESPONSES, iteration)}: no responses to judge; "
                                 "run `metajudge generate` first")
     template = judge_template(store)
-    judge = RubricJudge(template, ReadoutPolicy(cfg.forced_readout, cfg.probability_weighted),
-                        backend.capabilities)
+    judge = RubricJudge(template, ReadoutPolicy(cfg.forced_readout, cfg.probability_weighted,
+                                                cfg.complete_verdict), backend.capabilities)
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                             max_tokens=cfg.max_tokens)
     settings = {**template_settings(template), "judgments_per_response":
                 cfg.judgments_per_response, "params": params.model_dump(),
                 "forced_readout": cfg.forced_readout,
                 "probability_weighted": cfg.probability_weighted,
-                "seed": store.config.seed, "responses": upstream(store, RESPONSES, iteration)}
+                "seed": store.config.seed,
+                # recorded when on only: runs made before the switch resume unchanged
+                **({"complete_verdict": True} if cfg.complete_verdict else {}),
+                # what did not run for want of label scoring (warned once), by name
+                **readouts_not_run(STAGE, {"forced_readout": cfg.forced_readout,
+                                           "probability_weighted": cfg.probability_weighted,
+                                           "complete_verdict": cfg.complete_verdict},
+                                   backend.capabilities, backend.fingerprint)}
     run = StageRun(store, JUDGMENTS, backend, stage=STAGE, iteration=iteration,
                    settings=settings, runner=store.config.runner, progress=progress,
-                   unit="judgment", redo=redo)
+                   unit="judgment", redo=redo, inputs=(RESPONSES,))
 
     def start(response: Response, n: int) -> Step:
         request = GenerationRequest(
@@ -95,7 +100,8 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
             first = outcome.first
             return Judgment(
                 id=request.id, response_id=response.id, prompt_id=response.prompt_id,
-                iteration=iteration, index=n, text=first.text, score=outcome.value,
+                iteration=iteration, index=n, text=first.text,
+                completed_text=outcome.completed_text, score=outcome.value,
                 score_source=outcome.source,  # type: ignore[arg-type]
                 parse_error=outcome.error, prob_score=outcome.prob_score,
                 score_probs=outcome.probs, finish_reason=first.finish_reason,

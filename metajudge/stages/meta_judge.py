@@ -13,8 +13,11 @@ both orders of every unordered pair. Unscored (failed) judgments are left out: t
 verdict for the meta-judge to weigh ("is the final score consistent with the reasoning") and can
 never be a judge pair's chosen text. The verdict is the last ``Winner: Judgment A|B``, else
 (with ``meta_judge.forced_readout``) the likelier of A and B after ``\\nWinner: Judgment``, else
-none. With ``meta_judge.hide_scores`` the judgments are shown without their scores, with the
-template that does not ask about them (``meta_judge_hidden``).
+none; with ``meta_judge.complete_verdict`` that read-out's winner line is also appended to the
+text (``completed_text``, source ``completed``). A judgment completed by the judge stage
+(``judge.complete_verdict``) is shown as completed, with the score it will be trained with. With
+``meta_judge.hide_scores`` the judgments are shown without their scores, with the template that
+does not ask about them (``meta_judge_hidden``).
 
 Memory stays flat however many comparisons there are: one pass over the judgments keeps their
 scores and file offsets, and each response's judgments are read back when its requests are
@@ -35,6 +38,7 @@ import numpy as np
 
 from metajudge.backends.base import Backend
 from metajudge.jsonl import iter_lines
+from metajudge.judging.readout import readouts_not_run
 from metajudge.judging.scorers import MetaJudge, Outcome
 from metajudge.records import (
     GenerationRequest,
@@ -47,7 +51,7 @@ from metajudge.records import (
     SamplingParams,
 )
 from metajudge.seeds import derive_seed
-from metajudge.stages.judge import recorded_judge_template, template_settings, upstream
+from metajudge.stages.judge import recorded_judge_template, template_settings
 from metajudge.stages.runner import Item, StageRun, StageSummary, Step
 from metajudge.store import JUDGMENTS, META_JUDGMENTS, META_SELECTION, RESPONSES, Store
 from metajudge.templates import load_template, rubric_text
@@ -154,10 +158,14 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
     settings: dict[str, Any] = {
         **template_settings(template), "params": params.model_dump(),
         "forced_readout": cfg.forced_readout, "hide_scores": cfg.hide_scores,
-        "seed": store.config.seed, "judgments": upstream(store, JUDGMENTS, iteration)}
+        "seed": store.config.seed,
+        **({"complete_verdict": True} if cfg.complete_verdict else {}),
+        **readouts_not_run(STAGE, {"forced_readout": cfg.forced_readout,
+                                   "complete_verdict": cfg.complete_verdict},
+                           backend.capabilities, backend.fingerprint)}
     run = StageRun(store, META_JUDGMENTS, backend, stage=STAGE, iteration=iteration,
                    settings=settings, runner=store.config.runner, progress=progress,
-                   unit="comparison", redo=redo)
+                   unit="comparison", redo=redo, inputs=(RESPONSES, JUDGMENTS))
     if redo:
         store.path(META_SELECTION, iteration).unlink(missing_ok=True)
     selections = meta_selection(store, iteration)
@@ -165,10 +173,10 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
     offsets = scored_offsets(store, iteration, chosen)
     response_at = {r: o for o, r in ((o, rec.id) for o, rec in
                                      store.iter_with_offsets(RESPONSES, iteration)) if r in chosen}
-    judge = MetaJudge(template, cfg.forced_readout, backend.capabilities)
+    judge = MetaJudge(template, cfg.forced_readout, backend.capabilities, cfg.complete_verdict)
 
     def start(response: Response, first: Judgment, second: Judgment) -> Step:
-        a, b = first.text, second.text
+        a, b = first.completed_text or first.text, second.completed_text or second.text
         if cfg.hide_scores:
             a, b = hide_score_lines(a), hide_score_lines(b)
         text = template.render(instruction=response.instruction, response=response.text,
@@ -192,6 +200,7 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
                 parse_error=outcome.error,
                 choice_probs=outcome.probs,  # type: ignore[arg-type]
                 hide_scores=cfg.hide_scores, text=outcome.text,
+                completed_text=outcome.completed_text,
                 prompt_tokens=outcome.prompt_tokens,
                 completion_tokens=outcome.completion_tokens, provenance=provenance)
 
@@ -211,9 +220,8 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
                            partial(start, response, shown[first], shown[second]))
 
     total = sum(len(o) * (len(o) - 1) for o in offsets.values())
-    summary = run.run(items, total=total, prompts=len(selections))
-    summary.extra["first_position_share"] = round(first_position_share(store, iteration), 4)
-    return summary
+    return run.run(items, total=total, prompts=len(selections), extra=lambda: {
+        "first_position_share": round(first_position_share(store, iteration), 4)})
 
 
 _WINNER_FIELD = re.compile(rb'"winner":"(first|second)"')

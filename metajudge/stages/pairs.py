@@ -9,8 +9,11 @@ file is replaced atomically, so a rerun gives the same files.
 
 Judge pairs: a judge pair's chosen text must carry its verdict. A judgment whose score was forced
 (no ``Score:`` line) or that was cut off at ``max_tokens`` is never chosen, because training on
-it teaches the judge to drop its verdict; it may still be rejected. Chosen is the highest-rated
-judgment with a parsed score that stopped on its own; rejected is the lowest-rated judgment.
+it teaches the judge to drop its verdict; it may still be rejected. A *completed* judgment
+(``judge.complete_verdict``: the read-out's ``Score:`` line appended) carries its verdict and
+may be chosen; its completed text is the pair's text, and the decision record says so
+(``chosen_source``). Chosen is the highest-rated judgment with a parsed score that stopped on
+its own, or a completed one; rejected is the lowest-rated judgment.
 The judge prompt is rebuilt from the template the judgments were made with (recorded in
 ``judgments.settings.json``). Memory: the stage keeps scores, lengths and file offsets, and reads
 back only the texts of the pairs it writes.
@@ -28,7 +31,7 @@ from metajudge.config import scheduled
 from metajudge.pairs.actor import decide_actor_pair
 from metajudge.pairs.export import to_trl_row
 from metajudge.pairs.judge import ELO_PER_LOGIT, positional_weights, rate_judgments
-from metajudge.records import Message, PairDecision, PreferencePair
+from metajudge.records import Judgment, Message, PairDecision, PreferencePair, Response
 from metajudge.stages.judge import recorded_judge_template
 from metajudge.store import (
     DPO_PAIRS,
@@ -54,6 +57,7 @@ class _Seen:
     length: int
     index: int = 0
     eligible: bool = True
+    source: str = "parsed"
 
 
 def response_scores(store: Store, iteration: int) -> dict[str, float]:
@@ -65,11 +69,21 @@ def response_scores(store: Store, iteration: int) -> dict[str, float]:
     return {rid: sum(v) / len(v) for rid, v in values.items()}
 
 
-def run_pairs(store: Store, iteration: int = 1) -> dict[str, int]:
-    """Build and write both pair sets of an iteration; returns counts by type."""
+def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[str, int]:
+    """Build and write both pair sets of an iteration; returns counts by type. Like every
+    stage it records its settings (``pairs.settings.json``) and refuses changed ones, or
+    records made from remade ones, unless ``redo``."""
     if not store.path(JUDGMENTS, iteration).is_file():
         raise FileNotFoundError(f"{store.path(JUDGMENTS, iteration)}: run `metajudge judge`")
     types = scheduled(store.config.pairs.pair_types, iteration)
+    cfg = store.config.pairs
+    store.check_settings(PAIRS, {
+        "pair_types": sorted(types), "rho": float(scheduled(cfg.rho, iteration)),
+        "first_iteration_max_chosen_chars": cfg.first_iteration_max_chosen_chars
+        if iteration == 1 else None,
+        "judge_max_chosen_chars": scheduled(cfg.judge_max_chosen_chars, iteration),
+        "consistent_only": store.config.meta_judge.consistent_only},
+        iteration, redo=redo, inputs=(RESPONSES, JUDGMENTS, META_JUDGMENTS))
     actor, actor_decisions = actor_pairs(store, iteration)
     judge, judge_decisions = judge_pairs(store, iteration)
     pairs = actor + judge
@@ -140,14 +154,16 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
     for offset, j in store.iter_with_offsets(JUDGMENTS, iteration):
         if j.response_id in selected:
             judgments[j.response_id][j.index] = _Seen(
-                offset, len(j.text), j.index,
-                eligible=j.score_source == "parsed" and j.finish_reason == "stop")
+                offset, len(j.completed_text or j.text), j.index,
+                eligible=j.score_source == "completed" or (
+                    j.score_source == "parsed" and j.finish_reason == "stop"),
+                source=j.score_source)
     responses = {r.id: o for o, r in store.iter_with_offsets(RESPONSES, iteration)
                  if r.id in selected}
     pairs, decisions = [], []
     for selection in selections:
         rid = selection.response_id
-        found, reason = None, selection.reason
+        found, reason, source = None, selection.reason, None
         if rid is not None and omega is None:
             reason = "no meta-judge verdict in this iteration (w1 + w2 = 0)"
         elif rid is not None and not battles[rid]:
@@ -158,10 +174,13 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
             if found is not None:
                 pairs.append(_Pair("judge", selection.id, *found, omega=omega,
                                    response=responses[rid]))
+                source = next(seen.source for seen in judgments[rid].values()
+                              if seen.offset == found[0])
         decisions.append(PairDecision(
             id=f"judge:{selection.id}", pair_type="judge", iteration=iteration,
             prompt_id=selection.id, pair_id=f"judge:{rid}" if found is not None else None,
-            reason=reason))
+            reason=reason + ("; chosen verdict completed" if source == "completed" else ""),
+            chosen_source=source))  # type: ignore[arg-type]
     return pairs, decisions
 
 
@@ -177,7 +196,8 @@ def _judge_pair(battles: Sequence[tuple[int, int, str | None]], seen: dict[int, 
     note = (f"; {dropped} of {len(ratings)} judgments without a parsed verdict (forced or cut "
             "off) left out of chosen") if dropped else ""
     if not eligible:
-        return None, "no judgment with a parsed verdict that stopped on its own" + note
+        return None, ("no judgment with a parsed verdict that stopped on its own, nor a "
+                      "completed one") + note
     best = max(eligible, key=lambda n: (ratings[n], -n))
     worst = ratings.idxmin()
     if ratings[best] - ratings[worst] <= 1e-9:
@@ -209,6 +229,14 @@ def _resolve(store: Store, iteration: int, pairs: Sequence[_Pair]) -> Iterator[P
         yield PreferencePair(
             id=ids, pair_type=pair.pair_type,  # type: ignore[arg-type]
             iteration=iteration, prompt_id=pair.prompt_id, prompt=prompt,
-            chosen=chosen.text, rejected=rejected.text, chosen_id=chosen.id,
+            chosen=_text(chosen), rejected=_text(rejected), chosen_id=chosen.id,
             rejected_id=rejected.id, chosen_score=pair.chosen_score,
-            rejected_score=pair.rejected_score, rho=pair.rho, omega=pair.omega, template=ref)
+            rejected_score=pair.rejected_score, rho=pair.rho, omega=pair.omega, template=ref,
+            consistent_only=None if pair.pair_type == "actor"
+            else store.config.meta_judge.consistent_only)
+
+
+def _text(record: Response | Judgment) -> str:
+    """What a pair trains on: a response's text; a judgment's completed text when its verdict
+    was completed, else its text."""
+    return (record.completed_text if isinstance(record, Judgment) else None) or record.text

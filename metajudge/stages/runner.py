@@ -19,26 +19,31 @@ everything else:
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from metajudge.backends.base import Backend
-from metajudge.config import RunnerConfig
+from metajudge.backends.base import Backend, LabelCallback, ResultCallback
+from metajudge.config import BackendConfig, RunnerConfig
 from metajudge.records import (
     BackendFingerprint,
+    Capabilities,
     Completion,
     FailedRequest,
     Failure,
     GenerationRequest,
+    GenerationResult,
+    LabelResult,
     LabelScores,
     Provenance,
     SamplingParams,
@@ -159,19 +164,75 @@ def check_fingerprint(store: Store, file: StageFile, iteration: int | None,
                       fingerprint: BackendFingerprint) -> None:
     """Refuse to add records to a file whose records another model made."""
     path = store.path(file, iteration)
-    if not path.is_file():
+    first = store.first(file, iteration)
+    if first is None:
         return
-    with path.open("rb") as fh:
-        first = fh.readline()
-    if not first.endswith(b"\n"):
-        return
-    made_by = BackendFingerprint.model_validate(json.loads(first)["provenance"]["backend"])
+    made_by: BackendFingerprint = first.provenance.backend
     if made_by.identity() != fingerprint.identity():
         differ = [f"{k}: {v!r} -> {fingerprint.identity()[k]!r}"
                   for k, v in made_by.identity().items() if fingerprint.identity()[k] != v]
         raise store.refuse(
             f"{path} holds records made by another backend ({'; '.join(differ)}); use the "
             "model that made them, or --redo to move them aside")
+
+
+class Deferred(Backend):
+    """An engine started at its first request (M_t's servers): a stage that finds every record
+    made sends none, so a resume with nothing left to do (after a training crash, say) starts
+    nothing. Until then ``preview``, the same backend not yet connected, answers for the
+    fingerprint's identity and the capabilities; the runner starts the engine before it builds
+    the first record, so records carry the started engine's own fingerprint."""
+
+    kind = "deferred"
+
+    def __init__(self, start: Callable[[], AbstractContextManager[Backend]], preview: Backend):
+        self._start, self._preview = start, preview
+        self._stack = contextlib.ExitStack()
+        self._engine: Backend | None = None
+
+    def started(self) -> Backend:
+        """The engine, started now if it is not yet."""
+        if self._engine is None:
+            self._engine = self._stack.enter_context(self._start())
+        return self._engine
+
+    @property
+    def fingerprint(self) -> BackendFingerprint:
+        return (self._engine or self._preview).fingerprint
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return (self._engine or self._preview).capabilities
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 on_result: ResultCallback | None = None) -> list[GenerationResult]:
+        return self.started().generate(requests, on_result)
+
+    def score_labels(self, requests: Sequence[ScoreRequest],
+                     on_result: LabelCallback | None = None) -> list[LabelResult]:
+        return self.started().score_labels(requests, on_result)
+
+    def stats(self) -> dict[str, Any]:
+        return self._engine.stats() if self._engine is not None else {}
+
+    def close(self) -> None:
+        self._engine = None
+        self._stack.close()
+        self._preview.close()
+
+
+def stage_engine(config: BackendConfig, model: str, folder: Path
+                 ) -> AbstractContextManager[Backend]:
+    """The engine the model-calling stages of M_t = ``model`` share. Servers that metajudge
+    starts for it (``backend.serve``) start at the first request (:class:`Deferred`); other
+    engines at once."""
+    from metajudge.backends import load_backend
+    from metajudge.backends.serving import engine, served_config
+
+    if config.kind != "openai" or config.serve is None:
+        return engine(config, model, folder)
+    preview = load_backend(served_config(config, model, ["http://127.0.0.1:0/v1"]))
+    return Deferred(lambda: engine(config, model, folder), preview)
 
 
 def failure_record(item_id: str, stage: str, iteration: int | None, failure: Failure,
@@ -193,14 +254,18 @@ class StageRun:
 
     def __init__(self, store: Store, file: StageFile, backend: Backend, *, stage: str,
                  iteration: int | None, settings: dict[str, Any], runner: RunnerConfig,
-                 progress: bool = True, unit: str = "req", redo: bool = False):
+                 progress: bool = True, unit: str = "req", redo: bool = False,
+                 inputs: tuple[StageFile, ...] = ()):
+        """``inputs``: the stage files the records are made from (see
+        :meth:`Store.check_settings`): when one was remade, the old records are refused."""
         self.store, self.file, self.backend = store, file, backend
         self.stage, self.iteration, self.runner = stage, iteration, runner
         self.progress, self.unit = progress, unit
         self.counts: Counter[str] = Counter()
         if not redo:  # --redo moves the old records aside, whoever made them
             check_fingerprint(store, file, iteration, backend.fingerprint)
-        self.settings_digest = store.check_settings(file, settings, iteration, redo=redo)
+        self.settings_digest = store.check_settings(file, settings, iteration, redo=redo,
+                                                    inputs=inputs)
 
     def count(self, key: str, n: int = 1) -> None:
         """Count an outcome (``parsed``, ``forced``, ...) for the summary."""
@@ -211,10 +276,12 @@ class StageRun:
         return failure_record(item_id, self.stage, self.iteration, failure, step.request,
                               self.backend.fingerprint, template)
 
-    def run(self, items: Callable[[], Iterable[Item]], *, total: int, prompts: int
-            ) -> StageSummary:
+    def run(self, items: Callable[[], Iterable[Item]], *, total: int, prompts: int,
+            extra: Callable[[], dict[str, float | int]] | None = None) -> StageSummary:
         """Make every record the stage still lacks; returns the summary (also in the
-        manifest). ``items`` is called once per pass and may be a generator."""
+        manifest). ``items`` is called once per pass and may be a generator; ``extra`` gives
+        figures of the finished file (e.g. the meta-judge's first-position share) for the
+        summary and the manifest."""
         started = time.perf_counter()
         summary = StageSummary(stage=self.stage, iteration=self.iteration, prompts=prompts,
                                requested=total, settings=self.settings_digest)
@@ -245,7 +312,7 @@ class StageRun:
         summary.failed_retryable = len(failing - self.store.ids(self.file, self.iteration,
                                                                 among=failing))
         summary.seconds = time.perf_counter() - started
-        summary.extra = dict(self.counts)
+        summary.extra = {**self.counts, **(extra() if extra is not None else {})}
         summary.backend = self.backend.stats()
         key = self.stage if self.iteration is None else f"iter_{self.iteration:02d}/{self.stage}"
         self.store.record_stage(key, summary.as_dict())
@@ -256,6 +323,8 @@ class StageRun:
         """One pass over the items not in ``skip``; returns its retryable failures."""
         retryable = 0
         for chunk in _chunks((i for i in items if i.id not in skip), self.runner.chunk_size):
+            if isinstance(self.backend, Deferred):
+                self.backend.started()  # there is work: records carry the engine's fingerprint
             steps = [(item.id, item.start()) for item in chunk]
             while steps:
                 steps, failed = self._round(steps, out, failures, summary, bar)

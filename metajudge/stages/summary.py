@@ -2,31 +2,43 @@
 report's ``loop.csv`` are this one table.
 
 One row per iteration (0 for the EFT seed stage when the run has one): prompts, responses and
-their mean length, judge scores (distribution, non-integer share, parsed / forced / failed,
-probability-weighted share), backend failures per stage, the meta-judge's position and score
-bias, pairs by type, the DPO metrics, and wall time, prompt and generated tokens and backend
-calls per stage. Records are read a field at a time (the run directory is never opened for
-writing) and the diagnostics are :mod:`metajudge.analysis.bias`'s pure functions.
+their mean length, judge scores (distribution, non-integer share, parsed / completed / forced /
+failed, probability-weighted share), backend failures per stage, the meta-judge's position and
+score bias, the judge-health columns and alarms, pairs by type (and judge pairs whose chosen
+verdict was completed), the DPO metrics at the first and the last step, and wall time, prompt
+and generated tokens and backend calls per stage. Records are read a field at a time (the run
+directory is never opened for writing) and the diagnostics are
+:mod:`metajudge.analysis.bias`'s and :mod:`metajudge.analysis.judge_health`'s pure functions.
+
+:func:`check_judge_health` is the loop's check before training: it logs an iteration's
+judge-health columns, warns for each alarm and, with ``judge_health.stop_on_alarm``, raises
+:class:`JudgeHealthAlarm` naming them.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from metajudge.analysis import bias
+from metajudge.analysis import bias, judge_health
 from metajudge.store import (
     JUDGMENTS,
     META_JUDGMENTS,
+    PAIR_DECISIONS,
     PAIRS,
     PROMPTS,
     RESPONSES,
     StageFile,
     Store,
 )
+from metajudge.training.dpo import read_metrics
+
+log = logging.getLogger(__name__)
 
 STAGES = ("generate", "judge", "meta-judge", "pairs", "train")
 _STAGE_FILES = {"generate": RESPONSES, "judge": JUDGMENTS, "meta-judge": META_JUDGMENTS}
@@ -38,11 +50,14 @@ def iterations(store: Store) -> list[int]:
                   if p.is_dir())
 
 
-def frame(store: Store, file: StageFile, fields: tuple[str, ...]) -> pd.DataFrame:
-    """Some fields of one stage file over every iteration (``text`` becomes its length
-    ``chars``), with an ``iteration`` column."""
+def frame(store: Store, file: StageFile, fields: tuple[str, ...],
+          only: Collection[int] | None = None) -> pd.DataFrame:
+    """Some fields of one stage file over every iteration (or those in ``only``; ``text``
+    becomes its length ``chars``), with an ``iteration`` column."""
     rows = []
     for iteration in iterations(store):
+        if only is not None and iteration not in only:
+            continue
         for record in store.iter_records(file, iteration):
             row = {"iteration": iteration}
             for name in fields:
@@ -56,16 +71,22 @@ def frame(store: Store, file: StageFile, fields: tuple[str, ...]) -> pd.DataFram
 
 def run_table(run_dir: str | Path) -> pd.DataFrame:
     """One row per iteration of a run directory, indexed by iteration."""
-    store = Store.open(run_dir, lock=False)
-    responses = frame(store, RESPONSES, ("id", "text"))
+    return store_table(Store.open(run_dir, lock=False))
+
+
+def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFrame:
+    """The per-iteration table of an open store (of the iterations in ``only``, when given)."""
+    responses = frame(store, RESPONSES, ("id", "text"), only)
     judgments = frame(store, JUDGMENTS, ("response_id", "index", "score", "score_source",
-                                         "prob_score"))
-    metas = frame(store, META_JUDGMENTS, ("response_id", "first", "second", "winner"))
-    pairs = frame(store, PAIRS, ("pair_type",))
+                                         "prob_score"), only)
+    metas = frame(store, META_JUDGMENTS, ("response_id", "first", "second", "winner",
+                                          "winner_source"), only)
+    pairs = frame(store, PAIRS, ("pair_type",), only)
+    decisions = frame(store, PAIR_DECISIONS, ("pair_type", "chosen_source"), only)
     stages = store.manifest().get("stages", {})
-    known = iterations(store)
+    known = [i for i in iterations(store) if only is None or i in only]
     rows = []
-    if "iter_00/eft" in stages:
+    if "iter_00/eft" in stages and (only is None or 0 in only):
         rows.append({"iteration": 0, **_stage_columns(stages, 0),
                      **{f"eft_{k}": v for k, v in stages["iter_00/eft"].items()
                         if isinstance(v, int | float) and not isinstance(v, bool)}})
@@ -86,13 +107,74 @@ def run_table(run_dir: str | Path) -> pd.DataFrame:
         these = pairs[pairs["iteration"] == iteration]
         row["actor_pairs"] = int((these["pair_type"] == "actor").sum())
         row["judge_pairs"] = int((these["pair_type"] == "judge").sum())
+        decided = decisions[decisions["iteration"] == iteration]
+        row["judge_pairs_chosen_completed"] = int(
+            ((decided["pair_type"] == "judge") & (decided["chosen_source"] == "completed")).sum())
         for stage, file in _STAGE_FILES.items():  # backend failures without a record since
             row[f"{stage}_failed"] = len(store.ids(file.failures, iteration)
                                          - store.ids(file, iteration))
-        row.update(_stage_columns(stages, iteration))
+        row.update(_stage_columns(stages, iteration, store.iteration_dir(iteration)))
         rows.append(row)
+    thresholds = health_thresholds(store)
+    by_iteration = {row["iteration"]: row for row in rows}
+    for row in rows:
+        if row["iteration"] == 0:
+            continue
+        row.update(judge_health.alarm_columns(judge_health.alarms(
+            row, by_iteration.get(row["iteration"] - 1), thresholds)))
     table = pd.DataFrame(rows)
     return table.set_index("iteration") if len(table) else table
+
+
+def health_thresholds(store: Store) -> judge_health.Thresholds:
+    """The alarm thresholds of a run's ``judge_health`` settings."""
+    cfg = store.config.judge_health
+    return judge_health.Thresholds(cfg.max_top_score_share, tuple(cfg.first_position_band),
+                                   cfg.parse_rate_drop)
+
+
+#: the judge-health columns the loop logs for each iteration
+HEALTH_COLUMNS = ("score_top_share", "score_entropy", "share_parsed", "share_completed",
+                  "share_forced", "share_failed", "meta_first_share", "score_length_spearman")
+
+
+class JudgeHealthAlarm(RuntimeError):
+    """A judge-health alarm fired with ``judge_health.stop_on_alarm``: the loop stops before
+    training."""
+
+
+def check_judge_health(store: Store, iteration: int) -> dict[str, str]:
+    """Log an iteration's judge-health columns and warn for each alarm (reads this iteration and
+    the previous one); returns the alarms fired. With ``judge_health.stop_on_alarm`` an alarm
+    raises :class:`JudgeHealthAlarm` naming it, before training."""
+    table = store_table(store, only={iteration - 1, iteration})
+    if iteration not in table.index:
+        return {}
+    row = table.loc[iteration].to_dict()
+    previous = table.loc[iteration - 1].to_dict() if iteration - 1 in table.index else None
+    fired = judge_health.alarms(row, previous, health_thresholds(store))
+    log.info("iteration %d judge health: %s", iteration, ", ".join(
+        f"{name} {row[name]:.3g}" for name in HEALTH_COLUMNS
+        if name in row and pd.notna(row[name])))
+    for name, reason in fired.items():
+        log.warning("iteration %d judge-health alarm %s: %s", iteration, name, reason)
+    if fired and store.config.judge_health.stop_on_alarm:
+        raise JudgeHealthAlarm(
+            f"iteration {iteration}: judge-health alarm {', '.join(fired)} "
+            f"({'; '.join(fired.values())}); stopped before training "
+            "(judge_health.stop_on_alarm; set it to false, or change the judge_health "
+            "thresholds, and rerun to train)")
+    return fired
+
+
+def _dpo_first_step(iteration_dir: Path) -> dict[str, Any]:
+    """Loss, reward margin and accuracy at the first DPO step (``dpo_first_*``; the last
+    step's are ``dpo_loss``, ``dpo_reward_margin``, ``dpo_reward_accuracy``)."""
+    logged = read_metrics(iteration_dir)
+    first = logged[0] if logged else {}
+    return {"dpo_first_loss": first.get("loss", np.nan),
+            "dpo_first_reward_margin": first.get("rewards/margins", np.nan),
+            "dpo_first_reward_accuracy": first.get("rewards/accuracies", np.nan)}
 
 
 def _judge_columns(judged: pd.DataFrame) -> dict[str, Any]:
@@ -104,7 +186,9 @@ def _judge_columns(judged: pd.DataFrame) -> dict[str, Any]:
         "judge_score_std": float(scores.std(ddof=0)) if len(scores) else np.nan,
         "scores_parsed": int((judged["score_source"] == "parsed").sum()),
         "scores_forced": int((judged["score_source"] == "forced").sum()),
+        "verdicts_completed": int((judged["score_source"] == "completed").sum()),
         "prob_weighted_share": float(judged["prob_score"].notna().mean()) if n else np.nan,
+        **judge_health.health_columns(judged["score"], judged["score_source"]),
     }
     if n:
         dist = bias.score_distribution(judged.assign(iteration=0)).iloc[0]
@@ -118,7 +202,9 @@ def _judge_columns(judged: pd.DataFrame) -> dict[str, Any]:
 
 def _meta_columns(these: pd.DataFrame, judged: pd.DataFrame) -> dict[str, Any]:
     row: dict[str, Any] = {"meta_judgments": len(these),
-                           "meta_no_verdict": int(these["winner"].isna().sum())}
+                           "meta_no_verdict": int(these["winner"].isna().sum()),
+                           "meta_verdicts_completed": int(
+                               (these["winner_source"] == "completed").sum())}
     if len(these):
         position = bias.position_bias(bias.meta_judge_verdicts(these))
         row.update({"meta_pairs_both_orders": position["pairs"],
@@ -130,7 +216,8 @@ def _meta_columns(these: pd.DataFrame, judged: pd.DataFrame) -> dict[str, Any]:
     return row
 
 
-def _stage_columns(stages: dict[str, Any], iteration: int) -> dict[str, Any]:
+def _stage_columns(stages: dict[str, Any], iteration: int,
+                   iteration_dir: Path | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {}
     train = stages.get(f"iter_{iteration:02d}/train", {})
     row["dpo_pairs"] = train.get("pairs", 0)
@@ -140,6 +227,8 @@ def _stage_columns(stages: dict[str, Any], iteration: int) -> dict[str, Any]:
     row["dpo_loss"] = train.get("final_loss", np.nan)
     row["dpo_reward_margin"] = train.get("final_rewards/margins", np.nan)
     row["dpo_reward_accuracy"] = train.get("final_rewards/accuracies", np.nan)
+    if iteration_dir is not None:
+        row.update(_dpo_first_step(iteration_dir))
     total = 0.0
     for stage in (*STAGES, "eft"):
         entry = stages.get(f"iter_{iteration:02d}/{stage}", {})

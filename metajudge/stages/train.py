@@ -1,36 +1,51 @@
 """Stage ``train``: one iteration's DPO on its ``dpo_pairs.jsonl``, from M_t, resumable.
 
     metajudge train RUN_DIR --iteration 1
+    python -m metajudge.stages.train RUN_DIR --iteration 1     # what each launched rank runs
 
 ``training.launcher`` says how: ``inprocess`` trains in this process (the CPU default);
 ``torchrun`` and ``accelerate`` start a distributed job (``training.num_processes`` over
-``training.num_machines``, ``training.accelerate_config`` for DDP, FSDP or ZeRO-3) whose ranks
-run :mod:`metajudge.training.dpo`. The launcher runs under a guard (:mod:`metajudge.processes`),
-so no rank outlives it. A finished checkpoint is kept; a killed training leaves none and
-retrains from M_t. The manifest's ``iter_NN/train`` entry records the launcher, the world
-size, the per-device batch, the accumulation and the global batch.
+``training.num_machines``; with accelerate, ``training.accelerate_config`` for DDP, FSDP or
+ZeRO-3) whose ranks run this module's :func:`main`, which calls
+:func:`metajudge.training.dpo.train_dpo`. The launcher runs under a guard
+(:mod:`metajudge.processes`), so no rank outlives it. A set-up that cannot train is refused
+before anything starts (:func:`check_training`). A finished checkpoint is kept; a killed
+training leaves none and retrains from M_t. The manifest's ``iter_NN/train`` entry records the
+launcher, the engine that ran (accelerate's distributed type, the ZeRO stage, the world size,
+the mixed precision, as the trainer reported them), the per-device batch, the accumulation and
+the global batch; it is written once per checkpoint, however often the stage is rerun.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import logging
 import os
 import shlex
 import shutil
+import signal
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from metajudge.config import TrainingConfig
-from metajudge.processes import Child
+from metajudge.extras import require
+from metajudge.processes import Child, die_with_parent
 from metajudge.store import DPO_PAIRS, LOCK_ENV, Store
-from metajudge.training.dpo import CHECKPOINT, MARKER, checkpoint_done, train_dpo
+from metajudge.training.checkpoint import CHECKPOINT, MARKER, checkpoint_done
+from metajudge.training.dpo import train_dpo
 
 log = logging.getLogger(__name__)
 
 STAGE = "train"
+#: a torch JIT-extension build lock older than this was left by a killed process
+STALE_LOCK_S = 15 * 60
 #: accelerate configs shipped with metajudge (``training.accelerate_config: zero3``)
 SHIPPED_CONFIGS = ("ddp", "fsdp", "zero3")
 
@@ -76,12 +91,46 @@ def accelerate_config(name: str) -> Path:
     return path
 
 
+def check_training(cfg: TrainingConfig) -> None:
+    """Refuse, naming the setting, a set-up that cannot train, before anything starts.
+
+    (A launcher with ``training.accelerate_config`` other than accelerate is refused when the
+    settings are read.) QLoRA needs a CUDA GPU here, unless ``training.launcher_prefix`` starts
+    the ranks on other machines; a DeepSpeed config needs deepspeed installed; a ZeRO-3 config
+    must gather a 16-bit model at save and an FSDP config a full state dict, or the checkpoint
+    would hold no weights."""
+    if cfg.lora is not None and cfg.lora.qlora and not cfg.launcher_prefix:
+        torch = require("torch", "transformers")
+        if not torch.cuda.is_available():
+            raise ValueError("training.lora.qlora needs a CUDA GPU (bitsandbytes 4-bit "
+                             "kernels); none is visible here")
+        require("bitsandbytes", "qlora")
+    if cfg.launcher != "accelerate" or not cfg.accelerate_config:
+        return
+    path = accelerate_config(cfg.accelerate_config)
+    raw = yaml.safe_load(path.read_text()) or {}
+    if raw.get("distributed_type") == "DEEPSPEED" and importlib.util.find_spec(
+            "deepspeed") is None:
+        require("deepspeed", "deepspeed")  # raises, naming the install command
+    deepspeed = raw.get("deepspeed_config") or {}
+    if str(deepspeed.get("zero_stage")) == "3" and not deepspeed.get("zero3_save_16bit_model"):
+        raise ValueError(f"training.accelerate_config {path}: ZeRO-3 needs "
+                         "deepspeed_config.zero3_save_16bit_model: true (a full 16-bit model "
+                         "at save, which the next iteration loads)")
+    fsdp = raw.get("fsdp_config") or {}
+    if raw.get("distributed_type") == "FSDP" and "FULL_STATE_DICT" not in str(
+            fsdp.get("fsdp_state_dict_type", "")):
+        raise ValueError(f"training.accelerate_config {path}: FSDP needs "
+                         "fsdp_config.fsdp_state_dict_type: FULL_STATE_DICT (a full model at "
+                         "save, which the next iteration loads)")
+
+
 def launch_command(run_dir: Path, iteration: int, cfg: TrainingConfig,
                    progress: bool = True) -> list[str]:
     """The command that starts the distributed job. With ``training.launcher_prefix`` (e.g.
     ``srun``) the prefix starts a shell on every machine, which runs the launcher, so
     variables such as accelerate's ``training.machine_rank`` expand on each machine."""
-    worker = ["-m", "metajudge.training.dpo", str(run_dir), "--iteration", str(iteration)]
+    worker = ["-m", "metajudge.stages.train", str(run_dir), "--iteration", str(iteration)]
     if not progress:
         worker.append("--no-progress")
     per_node = cfg.num_processes // cfg.num_machines
@@ -119,18 +168,22 @@ def train_iteration(run_dir: Path, iteration: int, *, progress: bool = True) -> 
     """Train in this process (one rank of a job, or the whole inprocess training)."""
     store = Store.open(run_dir, lock=False)
     cfg = store.config
-    rows = [json.loads(line) for line in store.path(DPO_PAIRS, iteration).read_text(
-        encoding="utf-8").splitlines() if line.strip()]
+    rows = [row.model_dump(mode="json") for row in store.read(DPO_PAIRS, iteration)]
     train_dpo(iteration_model(store, iteration), rows, store.iteration_dir(iteration),
               cfg.training, seed=cfg.seed + iteration, revision=cfg.backend.revision,
               trust_remote_code=cfg.backend.trust_remote_code, progress=progress)
 
 
 def run_train(store: Store, iteration: int, *, progress: bool = True) -> dict[str, Any]:
-    """Train iteration ``iteration`` unless its checkpoint is there; returns the manifest entry."""
+    """Train iteration ``iteration`` unless its checkpoint is there; returns the manifest entry,
+    which is recorded once per checkpoint (its weights' digest tells them apart)."""
     folder = store.iteration_dir(iteration)
     cfg = store.config.training
     if not checkpoint_done(folder):
+        try:
+            check_training(cfg)
+        except ValueError as exc:  # refused settings are not saved as the run's
+            raise store.refuse(str(exc)) from exc
         pairs = store.path(DPO_PAIRS, iteration)
         if not pairs.is_file():
             raise FileNotFoundError(f"{pairs}: run `metajudge pairs` first")
@@ -145,20 +198,45 @@ def run_train(store: Store, iteration: int, *, progress: bool = True) -> dict[st
         else:
             _launch(store, iteration, progress)
     meta = json.loads((folder / CHECKPOINT / MARKER).read_text())
+    engine = meta.get("engine", {})
     entry = {"stage": STAGE, "iteration": iteration, "launcher": cfg.launcher,
-             "world_size": meta.get("world_size", 1),
+             "distributed_type": engine.get("distributed_type"),
+             "zero_stage": engine.get("zero_stage"),
+             "world_size": engine.get("world_size", meta.get("world_size", 1)),
+             "mixed_precision": engine.get("mixed_precision", meta.get("mixed_precision")),
              "per_device_batch_size": meta.get("per_device_batch_size"),
              "gradient_accumulation": meta.get("gradient_accumulation"),
-             "global_batch_size": meta.get("global_batch_size"),
-             "mixed_precision": meta.get("mixed_precision"), "lora": meta.get("lora"),
-             "pairs": meta["pairs"], "steps": meta["steps"], "seconds": meta["seconds"],
+             "global_batch_size": meta.get("global_batch_size"), "lora": meta.get("lora"),
+             "pairs": meta["pairs"], "pairs_trained": meta.get("pairs_trained", meta["pairs"]),
+             "steps": meta["steps"], "seconds": meta["seconds"],
+             "weights_sha256": meta.get("weights_sha256"),
              **{f"final_{k}": v for k, v in meta["final_metrics"].items()}}
-    if store.manifest().get("stages", {}).get(f"iter_{iteration:02d}/{STAGE}") != entry:
-        store.record_stage(f"iter_{iteration:02d}/{STAGE}", entry)
+    key = f"iter_{iteration:02d}/{STAGE}"
+    recorded = store.manifest().get("stages", {}).get(key, {})
+    if recorded.get("weights_sha256") != entry["weights_sha256"] or not recorded:
+        store.record_stage(key, entry)  # a checkpoint's training counts once
     return entry
 
 
+def clear_stale_build_locks(older_than_s: float = STALE_LOCK_S) -> list[Path]:
+    """Remove torch JIT-extension locks left by killed processes; returns them.
+
+    Every DeepSpeed rank on a CPU loads a JIT-built communication op, holding a plain lock
+    file in torch's extension folder for a moment (for the build itself, a minute or two). A
+    rank killed then leaves the file, and every later rank waits for it for ever."""
+    extension = require("torch.utils.cpp_extension", "transformers")
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or extension.get_default_build_root())
+    stale = [lock for lock in root.glob("*/*/lock")
+             if time.time() - lock.stat().st_mtime > older_than_s]
+    for lock in stale:
+        log.warning("removing %s, a build lock left %.0f minutes ago by a killed process",
+                    lock, (time.time() - lock.stat().st_mtime) / 60)
+        lock.unlink(missing_ok=True)
+    return stale
+
+
 def _launch(store: Store, iteration: int, progress: bool) -> None:
+    clear_stale_build_locks()
     command = launch_command(store.root.resolve(), iteration, store.config.training, progress)
     log_path = store.iteration_dir(iteration) / "train.log"
     env = {**os.environ, LOCK_ENV: str(store.root.resolve())}
@@ -171,3 +249,22 @@ def _launch(store: Store, iteration: int, progress: bool) -> None:
     if code != 0 or not checkpoint_done(store.iteration_dir(iteration)):
         raise LaunchFailed(f"training of iteration {iteration} failed (exit {code}); command: "
                            f"{shlex.join(command)}; log {log_path}:\n{child.tail()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One rank of a launched training job (torchrun / accelerate launch run this)."""
+    die_with_parent()  # a rank never outlives its launcher
+    # stopped by its launcher (SIGTERM), a rank unwinds: locks it holds, such as torch's JIT
+    # build lock of DeepSpeed's CPU op, are released rather than left to hang the next run
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    parser = argparse.ArgumentParser(prog="python -m metajudge.stages.train")
+    parser.add_argument("run_dir")
+    parser.add_argument("--iteration", type=int, required=True)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    train_iteration(Path(args.run_dir), args.iteration, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,15 +1,25 @@
 """One iteration's DPO through TRL's ``DPOTrainer`` (SPEC §6), in one process or one rank.
 
-    python -m metajudge.training.dpo RUN_DIR --iteration 1     # what each launched rank runs
+Each rank of a launched job runs ``python -m metajudge.stages.train RUN --iteration N``, which
+calls :func:`train_dpo` here (the arrows run one way: stages → training).
 
 The policy is loaded in float32: its weights and AdamW's states are the fp32 master copy, and
 ``training.mixed_precision`` (bf16 on a GPU that has it) only makes the forward and backward
 compute in 16 bits. AdamW on bf16 weights would round most updates away at the paper's lr 5e-6
 (bf16 keeps 8 significant bits), so that is refused. Under DeepSpeed ZeRO-3 the engine keeps its
-own fp32 master weights. The reference model is M_t: TRL loads it from the same path, revision
-and ``trust_remote_code``; with ``training.precompute_ref_log_probs`` its log-probabilities are
+own fp32 master weights. With LoRA only the adapters train: the frozen base is loaded in the
+compute dtype (bf16 under bf16 mixed precision) and the adapters in float32; under QLoRA the
+base is 4-bit and the adapters are float32 too (TRL casts them to bf16; they are cast back).
+The precision that runs is this setting's, whatever an accelerate config exported
+(``ACCELERATE_MIXED_PRECISION``), and the checkpoint record says what ran (``engine``).
+
+The reference model is M_t: TRL loads it from the same path, revision and
+``trust_remote_code``; with ``training.precompute_ref_log_probs`` its log-probabilities are
 computed once and no reference stays in memory; with LoRA the reference is the base model with
-the adapter disabled, and the adapter is merged into a full checkpoint at the end.
+the adapter disabled, and the adapter is merged into a full checkpoint at the end. The pairs
+are written once into the iteration's ``trainer/pairs`` dataset, so every rank (and TRL's
+caches, the precomputed reference among them) shares one on-disk copy. A pair whose prompt
+alone fills ``training.max_length`` is dropped by TRL; the record names it.
 
 Rank 0 alone writes the metrics (``train_metrics.jsonl``) and the checkpoint, first into
 ``checkpoint.tmp`` and renamed into place when complete, so a killed training leaves no half
@@ -18,8 +28,6 @@ checkpoint and simply reruns.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import logging
 import math
@@ -32,17 +40,28 @@ from typing import Any
 
 from metajudge.config import TrainingConfig
 from metajudge.extras import require
+from metajudge.jsonl import read_objects
 from metajudge.models import resolve_model
+from metajudge.training.checkpoint import (
+    CHECKPOINT,
+    MARKER,
+    cast_checkpoint,
+    checkpoint_done,
+    engine_record,
+    merge_adapter,
+    weight_dtypes,
+    weights_digest,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint"
 METRICS = "train_metrics.jsonl"
 #: the reference log-probabilities, when precomputed
 REFERENCE = "reference_logps.jsonl"
-#: written last into a finished checkpoint
-MARKER = "metajudge.json"
-
+#: the column that ties TRL's (filtered) dataset back to our rows
+ROW = "metajudge_row"
+#: what accelerate exports from its config and transformers applies when bf16 and fp16 are off
+PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -53,15 +72,11 @@ class TrainResult:
     final_metrics: dict[str, float]
 
 
-def checkpoint_done(iteration_dir: Path) -> bool:
-    return (iteration_dir / CHECKPOINT / MARKER).is_file()
-
-
 def read_metrics(iteration_dir: Path) -> list[dict[str, Any]]:
     path = iteration_dir / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_objects(path)  # a bad line is named by file and line
 
 
 def precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
@@ -87,6 +102,22 @@ def check_master_weights(model: Any, deepspeed: bool) -> None:
                          "rounds small updates away; train float32 weights with mixed precision")
 
 
+def upcast_trainable(model: Any) -> int:
+    """Cast 16-bit trainable weights to float32 (master weights); returns how many.
+
+    TRL casts a quantized model's LoRA adapters to bf16 (the QLoRA paper's choice); peft's own
+    default keeps them in float32, and its 4-bit layers take float32 adapters under bf16
+    autocast. The adapters are a fraction of a percent of the model, so their fp32 copy costs
+    little, and lr 5e-6 updates are not rounded away."""
+    torch = require("torch", "transformers")
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
 def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
               cfg: TrainingConfig, seed: int, *, revision: str | None = None,
               trust_remote_code: bool = False, progress: bool = True) -> TrainResult:
@@ -95,7 +126,6 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
     torch = require("torch", "transformers")
     transformers = require("transformers", "transformers")
     trl = require("trl", "transformers")
-    datasets = require("datasets", "transformers")
     target = iteration_dir / CHECKPOINT
     if checkpoint_done(iteration_dir):
         meta = json.loads((target / MARKER).read_text())
@@ -107,18 +137,22 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
     resolved = resolve_model(model, revision)
     cuda = torch.cuda.is_available()
     mixed = precision(cfg.mixed_precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    if os.environ.get(PRECISION_ENV, mixed) != mixed:  # exported by an accelerate config
+        log.info("training.mixed_precision %s overrides the launcher's %s", mixed,
+                 os.environ[PRECISION_ENV])
+        os.environ[PRECISION_ENV] = mixed
     load = {"revision": None if resolved.local else resolved.revision,
             "trust_remote_code": trust_remote_code}
     tokenizer = transformers.AutoTokenizer.from_pretrained(resolved.path, **load)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dataset = datasets.Dataset.from_list(
-        [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]}
-         for r in rows])
     work = iteration_dir / "trainer"
     extra: dict[str, Any] = {}
     if cfg.data_order == "sequential":
         extra["train_sampling_strategy"] = "sequential"
+    # under LoRA the frozen base computes in the compute dtype; trained weights stay float32
+    base_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+        mixed, torch.float32) if cfg.lora is not None else torch.float32
     args = trl.DPOConfig(
         output_dir=str(work), beta=cfg.beta, learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler, per_device_train_batch_size=cfg.per_device_batch_size,
@@ -128,7 +162,7 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
         use_cpu=not cuda, seed=seed, data_seed=seed, disable_tqdm=not progress,
         warmup_steps=0, gradient_checkpointing=cfg.gradient_checkpointing,
         precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-        model_init_kwargs={"dtype": torch.float32, **load},
+        model_init_kwargs={"dtype": base_dtype, **load},
         **extra,
     )
     if "tensorboard" in cfg.report_to:  # the step scalars beside the run's other records
@@ -152,15 +186,30 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
                                          **logs, **memory}) + "\n")
 
     peft_config, quantization = _lora(cfg, cuda)
-    trainer = trl.DPOTrainer(model=resolved.path, args=args, train_dataset=dataset,
+    trainer = trl.DPOTrainer(model=resolved.path, args=args,
+                             train_dataset=pairs_dataset(rows, work / "pairs", args),
                              processing_class=tokenizer, callbacks=[_Log()],
                              peft_config=peft_config, quantization_config=quantization)
+    if quantization is not None and not trainer.is_deepspeed_enabled:
+        upcast_trainable(trainer.model)
     check_master_weights(trainer.model, trainer.is_deepspeed_enabled)
-    if cfg.precompute_ref_log_probs and trainer.accelerator.is_main_process:
-        _write_reference(iteration_dir, rows, trainer.train_dataset)
-    trainer.train()
-    tmp = iteration_dir / (CHECKPOINT + ".tmp")
+    weights = weight_dtypes(trainer.model)
+    kept = list(trainer.train_dataset[ROW])
+    dropped = [rows[k].get("id") or str(k) for k in sorted(set(range(len(rows))) - set(kept))]
+    if not kept:
+        raise ValueError(f"every pair's prompt alone fills training.max_length "
+                         f"{cfg.max_length} tokens: nothing to train on")
+    if dropped:
+        log.warning("%d of %d pairs dropped: their prompt alone fills training.max_length "
+                    "%d tokens (%s)", len(dropped), len(rows), cfg.max_length,
+                    ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
     main = trainer.accelerator.is_main_process
+    if cfg.precompute_ref_log_probs and main:
+        _write_reference(iteration_dir / REFERENCE, rows, trainer.train_dataset,
+                         cfg.max_length)
+    trainer.train()
+    engine = engine_record(trainer, weights)
+    tmp = iteration_dir / (CHECKPOINT + ".tmp")
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
@@ -188,9 +237,10 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
     seconds = time.perf_counter() - started
     (tmp / MARKER).write_text(json.dumps({
         "base_model": model, "base_revision": resolved.revision, "pairs": len(rows),
+        "pairs_trained": len(kept), "pairs_dropped": dropped,
         "steps": steps, "seconds": seconds, "final_metrics": final, "beta": cfg.beta,
         "learning_rate": cfg.learning_rate, "seed": seed, "mixed_precision": mixed,
-        "save_dtype": save_dtype, "world_size": world,
+        "save_dtype": save_dtype, "world_size": world, "engine": engine,
         "per_device_batch_size": cfg.per_device_batch_size,
         "gradient_accumulation": cfg.accumulation,
         "global_batch_size": cfg.per_device_batch_size * cfg.accumulation * world,
@@ -202,13 +252,37 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
     return TrainResult(target, len(rows), steps, seconds, final)
 
 
-def _write_reference(iteration_dir: Path, rows: list[dict[str, Any]], dataset: Any) -> None:
-    """The precomputed reference log-probabilities (M_t's), one line per pair."""
-    columns = dataset.select_columns(["ref_chosen_logps", "ref_rejected_logps"]).to_list()
-    with (iteration_dir / REFERENCE).open("w") as fh:
-        for row, ref in zip(rows, columns, strict=True):
-            fh.write(json.dumps({"id": row.get("id"), "chosen": ref["ref_chosen_logps"],
-                                 "rejected": ref["ref_rejected_logps"]}) + "\n")
+def pairs_dataset(rows: list[dict[str, Any]], folder: Path, args: Any) -> Any:
+    """The pairs as a dataset saved in ``folder``, which every rank loads.
+
+    An in-memory dataset would give each process its own random cache directory, and TRL's
+    precomputed reference, written by rank 0 into the dataset's cache directory, would be
+    missing on the other ranks. On disk, every cache TRL writes lies in ``folder``, under names
+    derived from the data, for all ranks (the run directory is shared by every machine)."""
+    datasets = require("datasets", "transformers")
+    with args.main_process_first(local=False, desc="the pairs dataset"):
+        if args.process_index == 0:  # first, while the others wait; never a stale copy
+            shutil.rmtree(folder, ignore_errors=True)
+            datasets.Dataset.from_list([
+                {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+                 ROW: k} for k, r in enumerate(rows)]).save_to_disk(str(folder))
+        return datasets.load_from_disk(str(folder))
+
+
+def _write_reference(path: Path, rows: list[dict[str, Any]], dataset: Any,
+                     max_length: int) -> None:
+    """The precomputed reference log-probabilities (M_t's), one line per pair in file order;
+    a pair TRL dropped has none and says why."""
+    found = {row: (chosen, rejected) for row, chosen, rejected in zip(
+        dataset[ROW], dataset["ref_chosen_logps"], dataset["ref_rejected_logps"], strict=True)}
+    with path.open("w") as fh:
+        for k, row in enumerate(rows):
+            line: dict[str, Any] = {"id": row.get("id"), "chosen": None, "rejected": None}
+            if k in found:
+                line["chosen"], line["rejected"] = found[k]
+            else:
+                line["dropped"] = f"its prompt alone fills training.max_length ({max_length})"
+            fh.write(json.dumps(line) + "\n")
 
 
 def _lora(cfg: TrainingConfig, cuda: bool) -> tuple[Any, Any]:
@@ -218,7 +292,8 @@ def _lora(cfg: TrainingConfig, cuda: bool) -> tuple[Any, Any]:
     quantization = None
     if cfg.lora.qlora:
         if not cuda:
-            raise ValueError("training.lora.qlora needs a GPU (bitsandbytes 4-bit kernels)")
+            raise ValueError("training.lora.qlora needs a CUDA GPU (bitsandbytes 4-bit "
+                             "kernels); none is visible here")
         require("bitsandbytes", "qlora")
         torch = require("torch", "transformers")
         transformers = require("transformers", "transformers")
@@ -229,47 +304,6 @@ def _lora(cfg: TrainingConfig, cuda: bool) -> tuple[Any, Any]:
                              lora_dropout=cfg.lora.dropout,
                              target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
     return config, quantization
-
-
-def merge_adapter(base: str, adapter: Path, out: Path, dtype: str,
-                  load: dict[str, Any]) -> None:
-    """Merge a LoRA adapter into a fresh copy of its (unquantised) base model and save a full
-    safetensors checkpoint that loads without peft."""
-    torch = require("torch", "transformers")
-    transformers = require("transformers", "transformers")
-    peft = require("peft", "lora")
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        base, dtype=getattr(torch, dtype), **load)
-    merged = peft.PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged.save_pretrained(str(out), safe_serialization=True)
-
-
-def cast_checkpoint(folder: Path, dtype: str) -> None:
-    """Rewrite a checkpoint's floating-point tensors in ``dtype`` (no-op when they are)."""
-    torch = require("torch", "transformers")
-    safetensors = require("safetensors.torch", "transformers")
-    want = getattr(torch, dtype)
-    for path in sorted(folder.glob("*.safetensors")):
-        tensors = safetensors.load_file(str(path))
-        if all(t.dtype == want or not t.is_floating_point() for t in tensors.values()):
-            continue
-        safetensors.save_file({k: t.to(want) if t.is_floating_point() else t
-                               for k, t in tensors.items()}, str(path), metadata={"format": "pt"})
-    config = folder / "config.json"
-    if config.is_file():
-        data = json.loads(config.read_text())
-        data["torch_dtype" if "torch_dtype" in data else "dtype"] = dtype
-        config.write_text(json.dumps(data, indent=2))
-
-
-def weights_digest(folder: Path) -> str:
-    """Content hash of a checkpoint's weights: its revision in record fingerprints."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")):
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def sequence_logprob(model: Any, tokenizer: Any, prompt: list[dict[str, str]],
@@ -304,22 +338,3 @@ def reward_margins(policy: str, reference: str, rows: list[dict[str, Any]], beta
                for side in ("chosen", "rejected")] for m in models]
         margins.append(beta * ((lp[0][0] - lp[1][0]) - (lp[0][1] - lp[1][1])))
     return margins
-
-
-def main(argv: list[str] | None = None) -> None:
-    """One rank of a launched training job (torchrun / accelerate launch run this)."""
-    from metajudge.processes import die_with_parent
-    from metajudge.stages.train import train_iteration
-
-    die_with_parent()  # a rank never outlives its launcher
-    parser = argparse.ArgumentParser(prog="python -m metajudge.training.dpo")
-    parser.add_argument("run_dir")
-    parser.add_argument("--iteration", type=int, required=True)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    train_iteration(Path(args.run_dir), args.iteration, progress=not args.no_progress)
-
-
-if __name__ == "__main__":
-    main()

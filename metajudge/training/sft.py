@@ -18,15 +18,16 @@ from typing import Any
 
 from metajudge.config import RunConfig
 from metajudge.extras import require
+from metajudge.jsonl import read_objects
 from metajudge.models import resolve_model
-from metajudge.training.dpo import (
+from metajudge.training.checkpoint import (
     CHECKPOINT,
     MARKER,
     cast_checkpoint,
     checkpoint_done,
-    precision,
     weights_digest,
 )
+from metajudge.training.dpo import precision
 
 METRICS = "sft_metrics.jsonl"
 
@@ -93,7 +94,7 @@ def train_sft(model: str, rows: list[dict[str, Any]], folder: Path, config: RunC
     tokenizer.save_pretrained(str(tmp))
     (tmp / "training_args.bin").unlink(missing_ok=True)
     shutil.rmtree(work, ignore_errors=True)
-    logged = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    logged = read_objects(metrics)
     final = {k: float(v) for k, v in (logged[-1] if logged else {}).items()
              if isinstance(v, int | float) and math.isfinite(v)}
     meta = {"base_model": model, "base_revision": resolved.revision, "stage": "eft",

@@ -51,14 +51,15 @@ def test_core_stages_end_to_end(tmp_path: Path, embedded_model_dir: str,
     selections = store.read(META_SELECTION, 1)
     decisions = store.read(PAIR_DECISIONS, 1)
     assert len(responses) == 12 and len(judgments) == 36
-    assert {j.score_source for j in judgments} <= {"parsed", "forced", "failed"}
+    assert {j.score_source for j in judgments} <= {"parsed", "completed", "forced", "failed"}
     for j in judgments:
         assert j.provenance.template == "judge-additive-5pt@1"
         assert (j.score is None) == (j.score_source == "failed")
         if j.score_source == "failed":
             assert j.parse_error
-        if j.score_source == "forced":
+        if j.score_source in ("forced", "completed"):  # completed: on in tiny.yaml
             assert j.score_probs is not None and abs(sum(j.score_probs) - 1) < 1e-6
+        assert (j.completed_text is not None) == (j.score_source == "completed")
         if j.prob_score is not None:
             assert 0 <= j.prob_score <= 5
     # forced read-out (on in tiny.yaml) leaves almost nothing unscored
@@ -87,14 +88,15 @@ def test_core_stages_end_to_end(tmp_path: Path, embedded_model_dir: str,
         shown = [(m.first, m.second) for m in mine]
         assert sorted(shown) == [(a, b) for a in scored for b in scored if a != b]
         assert all(m.provenance.swapped == (m.first > m.second) for m in mine)
-        # a judge pair's chosen is the top-rated judgment with a parsed verdict
+        # a judge pair's chosen is the top-rated judgment with a parsed or completed verdict
         pair = pairs_by_id.get(f"judge:{sel.response_id}")
         if pair is not None and omega is not None:
             ratings = rate_judgments(pd.DataFrame(
                 [(m.first, m.second, m.winner) for m in mine],
                 columns=["first", "second", "winner"]), omega) * ELO_PER_LOGIT
             by_index = {j.index: j for j in judgments if j.response_id == sel.response_id}
-            eligible = [n for n in ratings.index if by_index[n].score_source == "parsed"
+            eligible = [n for n in ratings.index if by_index[n].score_source == "completed"
+                        or by_index[n].score_source == "parsed"
                         and by_index[n].finish_reason == "stop"]
             best = max(eligible, key=lambda n: (ratings[n], -n))
             assert pair.chosen_id == by_index[best].id
@@ -105,12 +107,16 @@ def test_core_stages_end_to_end(tmp_path: Path, embedded_model_dir: str,
     assert all(d.reason for d in decisions)
     rows = [json.loads(x) for x in store.path(DPO_PAIRS, 1).read_text().splitlines()]
     assert rows, "4 prompts x 3 responses should give at least one pair"
+    # each side is its own record's text (a judgment's with its completed verdict, if any)
+    texts = {r.id: r.text for r in responses} | {
+        j.id: j.completed_text or j.text for j in judgments}
     for row in rows:
         assert row["prompt"][0]["role"] == "user"
         assert row["chosen"][0]["role"] == row["rejected"][0]["role"] == "assistant"
         assert row["pair_type"] in {"actor", "judge"}
-        assert row["chosen"][0]["content"] != row["rejected"][0]["content"] or (
-            row["chosen_id"] != row["rejected_id"])
+        assert row["chosen_id"] != row["rejected_id"]
+        assert row["chosen"][0]["content"] == texts[row["chosen_id"]]
+        assert row["rejected"][0]["content"] == texts[row["rejected_id"]]
     assert "pairs iteration 1" in out
 
     # every stage resumes: a rerun makes no new record and the pairs come out the same

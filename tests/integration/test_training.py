@@ -1,15 +1,12 @@
 """`metajudge train` on the embedded model: torchrun with 2 ranks against one process with
-accumulation, LoRA merged into a full checkpoint, fp32 master weights at lr 5e-6, and kill -9
-during a launched job (issue 14)."""
+accumulation, LoRA merged into a full checkpoint, fp32 master weights at lr 5e-6 (and for LoRA
+and QLoRA adapters), a pair TRL drops, and the loop counting a training once. Kill -9 during a
+launched job (issue 14) is in test_zero3.py, on DeepSpeed ZeRO-3's 2 ranks."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +25,8 @@ PAIRS = [("Name a colour.", "Blue.", "I refuse to answer questions about colours
          ("Name a planet.", "Mars.", "The sun is a planet.")]
 
 
-def make_run(path: Path, *overrides: str) -> Path:
-    """A run directory whose iteration 1 has four preference pairs to train on."""
+def make_run(path: Path, *overrides: str, pairs: list[tuple[str, str, str]] = PAIRS) -> Path:
+    """A run directory whose iteration 1 has four preference pairs (or ``pairs``) to train on."""
     config = load_config(ROOT / "configs" / "tiny.yaml", [
         "training.per_device_batch_size=1", "training.global_batch_size=2",
         "training.data_order=sequential", "training.learning_rate=1e-4", *overrides])
@@ -40,7 +37,7 @@ def make_run(path: Path, *overrides: str) -> Path:
         rejected=(Message(role="assistant", content=bad),), pair_type="actor",
         id=f"actor:p{k}", iteration=1, prompt_id=f"p{k}", chosen_id=f"p{k}#0",
         rejected_id=f"p{k}#1", chosen_score=4.0, rejected_score=1.0)
-        for k, (q, good, bad) in enumerate(PAIRS)], 1)
+        for k, (q, good, bad) in enumerate(pairs)], 1)
     store.close()
     return path
 
@@ -65,6 +62,8 @@ def test_torchrun_two_ranks_give_the_losses_of_one_process_with_accumulation(
     one = json.loads((single / "manifest.json").read_text())["stages"]["iter_01/train"]
     assert (one["world_size"], one["gradient_accumulation"], one["global_batch_size"]) == (
         1, 2, 2)
+    # the engine as accelerate reported it: DDP over CPU processes, against one process
+    assert (entry["distributed_type"], one["distributed_type"]) == ("MULTI_CPU", "NO")
     assert len(losses(ranks)) == len(losses(single)) == 2
     assert losses(ranks) == pytest.approx(losses(single), rel=1e-4, abs=1e-5)
     assert losses(ranks)[1] != pytest.approx(losses(ranks)[0])  # the first step moved it
@@ -133,40 +132,102 @@ def test_mixed_precision_keeps_fp32_master_weights_that_move_at_lr_5e_6(
         check_master_weights(torch.nn.Linear(2, 2).bfloat16(), deepspeed=False)
 
 
-def _left(run: Path) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, ValueError):
-                continue
-            if str(run) in args:
-                found.append(args)
-    return found
+@pytest.mark.timeout(600)
+def test_a_pair_whose_prompt_fills_max_length_is_dropped_by_name_not_misaligned(
+        tmp_path: Path, embedded_model_dir: str) -> None:
+    # TRL drops an example whose prompt reaches max_length; the reference log-probabilities of
+    # the others must stay with their own pairs
+    long = ("Summarise: " + "the quick brown fox jumps over the lazy dog " * 12,
+            "A fox jumps.", "No.")
+    pairs = [PAIRS[0], long, *PAIRS[1:]]
+    run = make_run(tmp_path / "long", "training.precompute_ref_log_probs=true",
+                   "training.max_length=64", "training.global_batch_size=4", pairs=pairs)
+    assert main(["train", str(run), "--no-progress"]) == 0
+    meta = json.loads((run / "iter_01" / "checkpoint" / "metajudge.json").read_text())
+    assert (meta["pairs"], meta["pairs_trained"], meta["pairs_dropped"]) == (5, 4, ["actor:p1"])
+    refs = [json.loads(x) for x in (run / "iter_01" / "reference_logps.jsonl").read_text()
+            .splitlines()]
+    assert [r["id"] for r in refs] == [f"actor:p{k}" for k in range(5)]
+    assert refs[1]["chosen"] is None and "max_length" in refs[1]["dropped"]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from metajudge.training.dpo import sequence_logprob
+
+    model = AutoModelForCausalLM.from_pretrained(embedded_model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    for ref, (question, good, bad) in zip(refs, pairs, strict=True):
+        if ref["chosen"] is None:
+            continue
+        prompt = [{"role": "user", "content": question}]
+        assert ref["chosen"] == pytest.approx(sequence_logprob(model, tokenizer, prompt, good),
+                                              abs=0.05)
+        assert ref["rejected"] == pytest.approx(sequence_logprob(model, tokenizer, prompt, bad),
+                                                abs=0.05)
+
+
+@pytest.mark.timeout(600)
+def test_lora_with_bf16_loads_its_base_in_bf16_and_trains_fp32_adapters(
+        tmp_path: Path, embedded_model_dir: str) -> None:
+    # what the README's memory table counts: a 2-byte frozen base, 4-byte adapters
+    run = make_run(tmp_path / "lora16", "training.mixed_precision=bf16",
+                   "training.global_batch_size=4", "training.learning_rate=1e-3",
+                   "training.lora={r: 8, alpha: 16, dropout: 0.0, "
+                   "target_modules: [q_proj, v_proj]}")
+    assert main(["train", str(run), "--no-progress"]) == 0
+    meta = json.loads((run / "iter_01" / "checkpoint" / "metajudge.json").read_text())
+    assert meta["engine"]["mixed_precision"] == "bf16" and meta["steps"] == 1
+    assert (meta["engine"]["frozen_dtype"], meta["engine"]["trainable_dtype"]) == (
+        "bfloat16", "float32")
+    merged = load_file(str(run / "iter_01" / "checkpoint" / "model.safetensors"))
+    base = load_file(str(Path(embedded_model_dir) / "model.safetensors"))
+    assert {t.dtype for t in merged.values()} == {torch.bfloat16}
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged[name], base[name].bfloat16())
 
 
 @pytest.mark.timeout(900)
-def test_kill_9_during_launched_training_leaves_no_rank_and_no_half_checkpoint(
-        tmp_path: Path, embedded_model_dir: str) -> None:
-    run = make_run(tmp_path / "killed", "training.launcher=torchrun",
-                   "training.num_processes=2", "training.epochs=20")
-    command = [sys.executable, "-m", "metajudge.cli", "train", str(run), "--no-progress"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = run / "iter_01" / "train_metrics.jsonl"
-    deadline = time.monotonic() + 600
-    while not (metrics.is_file() and metrics.read_text().strip()):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 60
-    while _left(run):
-        assert time.monotonic() < deadline, f"orphans: {_left(run)}"
-        time.sleep(0.2)
-    assert not (run / "iter_01" / "checkpoint").exists()
-    assert main(["train", str(run), "--no-progress", "--set", "training.epochs=1"]) == 0
-    meta = json.loads((run / "iter_01" / "checkpoint" / "metajudge.json").read_text())
-    assert meta["steps"] == 2 and meta["world_size"] == 2
-    assert losses(run)[0] == pytest.approx(0.6931, abs=1e-3)  # retrained from M_t
-    assert not _left(run)
+def test_the_loop_counts_training_once(tmp_path: Path, embedded_model_dir: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 22 item 5: the child `metajudge train` records the entry; nothing adds it again
+    benchmarks = str(ROOT / "benchmarks")
+    monkeypatch.setenv("PYTHONPATH", benchmarks + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    run = tmp_path / "loop"
+    settings = ["backend.kind=instant_backend:InstantBackend", "prompts.per_iteration=2",
+                "generation.samples_per_prompt=3", "judge.judgments_per_response=2",
+                "runner.retry_delay_s=0", "pairs.pair_types=[[actor]]",
+                "training.global_batch_size=2", "training.max_length=96"]
+    args = ["run", str(ROOT / "configs" / "tiny.yaml"), "--iterations", "1", "--no-progress",
+            "--out", str(run)]
+    assert main(args + [w for s in settings for w in ("--set", s)]) == 0
+    trained = json.loads((run / "iter_01" / "checkpoint" / "metajudge.json").read_text())
+    entry = json.loads((run / "manifest.json").read_text())["stages"]["iter_01/train"]
+    assert entry["seconds"] == trained["seconds"] and entry["passes"] == 1
+    import pandas as pd
+
+    assert pd.read_csv(run / "summary.csv")["train_seconds"][0] == round(trained["seconds"], 1)
+    # a later `metajudge train` on the finished iteration adds nothing either
+    assert main(["train", str(run), "--iteration", "1", "--no-progress"]) == 0
+    again = json.loads((run / "manifest.json").read_text())["stages"]["iter_01/train"]
+    assert again["seconds"] == trained["seconds"] and again["passes"] == 1
+
+
+def test_qlora_adapters_that_trl_casts_to_bf16_train_as_fp32_master_weights(
+        embedded_model_dir: str) -> None:
+    # TRL casts a quantized model's trainable adapters to bf16; they are cast back (peft's own
+    # default for quantized models) so the fp32-master check holds for QLoRA too. bitsandbytes'
+    # 4-bit layers need a GPU: here a bf16 base stands in for the frozen 4-bit one.
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    from metajudge.training.dpo import check_master_weights, upcast_trainable
+
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.bfloat16)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["q_proj"]))
+    for param in model.parameters():  # trl/trainer/dpo_trainer.py, `if _is_quantized_model`
+        if param.requires_grad:
+            param.data = param.data.to(torch.bfloat16)
+    with pytest.raises(ValueError, match="16-bit weights"):
+        check_master_weights(model, deepspeed=False)
+    assert upcast_trainable(model) == 2 * base.config.num_hidden_layers  # lora_A, lora_B
+    check_master_weights(model, deepspeed=False)
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}

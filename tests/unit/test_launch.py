@@ -1,16 +1,22 @@
-"""The launched-training commands and the shipped accelerate configs, checked statically (FSDP
-and DeepSpeed do not run on this CPU; scripts/gpu_check.sh runs them on a GPU)."""
+"""The launched-training commands, the shipped accelerate configs and the set-ups refused before
+anything starts, checked statically (FSDP through accelerate falls back to plain DDP on a CPU;
+DeepSpeed ZeRO-3 runs for real in tests/integration/test_zero3.py)."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
+from metajudge.cli import main
 from metajudge.config import load_config
 from metajudge.stages.train import accelerate_config, launch_command
 
@@ -41,7 +47,7 @@ def test_launch_commands(tmp_path: Path) -> None:
                                   "training.per_device_batch_size=1"]).training
     command = launch_command(tmp_path, 2, torchrun)
     assert command[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=8"]
-    assert command[-5:] == ["-m", "metajudge.training.dpo", str(tmp_path), "--iteration", "2"]
+    assert command[-5:] == ["-m", "metajudge.stages.train", str(tmp_path), "--iteration", "2"]
     assert "--nnodes=1" in command and torchrun.accumulation == 4
     nodes = load_config(None, ["training.launcher=torchrun", "training.num_processes=16",
                                "training.num_machines=2", "training.global_batch_size=32",
@@ -79,3 +85,116 @@ def test_launch_commands(tmp_path: Path) -> None:
     assert "--machine_rank=1 " in ranked  # what srun's shell on the second machine runs
     with pytest.raises(FileNotFoundError, match="shipped: ddp, fsdp, zero3"):
         accelerate_config("zero9")
+
+
+def test_torchrun_with_an_accelerate_config_is_refused_by_name() -> None:
+    # torchrun never reads an accelerate config: zero3 with it trained plain DDP
+    with pytest.raises(ValueError, match=r"training.accelerate_config zero3 .* training.launcher "
+                       r"torchrun"):
+        load_config(None, ["training.launcher=torchrun", "training.accelerate_config=zero3",
+                           "training.num_processes=2", "training.per_device_batch_size=1"])
+    assert load_config(ROOT / "configs" / "paper.yaml").training.launcher == "accelerate"
+
+
+def test_qlora_without_a_gpu_is_refused_before_anything_starts(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    qlora = ["--set", "training.lora={qlora: true}"]
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks") + os.pathsep
+                       + os.environ.get("PYTHONPATH", ""))
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the instant backend, for the loop below
+    try:
+        out = tmp_path / "loop"
+        assert main(["run", str(ROOT / "configs" / "tiny.yaml"), "--no-progress", "--out",
+                     str(out), "--set", "backend.kind=instant_backend:InstantBackend",
+                     *qlora]) == 2
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert "training.lora.qlora needs a CUDA GPU" in capsys.readouterr().err
+    assert not (out / "iter_01").exists()  # nothing generated first
+    # the train command: refused before it saves the settings or starts a trainer
+    from tests.integration.test_training import make_run
+
+    run = make_run(tmp_path / "run")
+    saved = (run / "config.yaml").read_text()
+    assert main(["train", str(run), "--no-progress", *qlora]) == 2
+    assert "training.lora.qlora" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == saved
+    assert sorted(p.name for p in (run / "iter_01").iterdir()) == ["dpo_pairs.jsonl"]
+
+
+def test_a_zero3_config_that_saves_no_full_model_is_refused(tmp_path: Path) -> None:
+    from metajudge.stages.train import check_training
+
+    raw = yaml.safe_load(accelerate_config("zero3").read_text())
+    raw["deepspeed_config"]["zero3_save_16bit_model"] = False
+    path = tmp_path / "zero3.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_config(None, ["training.launcher=accelerate", f"training.accelerate_config={path}",
+                             "training.num_processes=2", "training.per_device_batch_size=1"])
+    with pytest.raises(ValueError, match="zero3_save_16bit_model"):
+        check_training(cfg.training)
+    check_training(cfg.training.model_copy(update={"accelerate_config": "zero3"}))
+
+
+def test_training_never_imports_the_stages() -> None:
+    # the rank entry point lives in stages/train.py; training/ is below it
+    for path in sorted((ROOT / "metajudge" / "training").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith("metajudge.stages")], path.name
+
+
+#: fast-moving dependencies: each has a lower and a tested upper bound
+BOUNDED = ("trl", "transformers", "accelerate", "deepspeed", "vllm", "peft", "datasets")
+
+
+def test_fast_moving_dependencies_have_tested_bounds() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    found: dict[str, list[Requirement]] = {}
+    for group in extras.values():
+        requirements = [Requirement(text) for text in group]
+        installed = {}
+        for requirement in requirements:
+            found.setdefault(requirement.name, []).append(requirement)
+            try:
+                installed[requirement.name] = importlib.metadata.version(requirement.name)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        if len(installed) < len(requirements):
+            continue  # an extra not installed in this environment
+        for requirement in requirements:  # what is installed here is what was tested
+            assert requirement.specifier.contains(installed[requirement.name],
+                                                  prereleases=True), requirement
+    for name in BOUNDED:
+        assert name in found, name
+        for requirement in found[name]:
+            operators = {spec.operator for spec in requirement.specifier}
+            assert operators & {"<", "==", "~="} and operators & {">=", "==", "~="}, requirement
+    # ZeRO-3 with precomputed reference log-probabilities works from TRL 1.9 (TRL PR 6403)
+    assert all(not r.specifier.contains("1.8.9") for r in found["trl"])
+
+
+def test_a_build_lock_left_by_a_killed_rank_is_cleared_before_a_launch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's JIT build lock (DeepSpeed's CPU op, loaded by every rank) is a plain file: a rank
+    # killed while holding it made every later ZeRO-3 launch wait for ever
+    from metajudge.stages.train import STALE_LOCK_S, clear_stale_build_locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    old, fresh = tmp_path / "py311_cpu" / "shm" / "lock", tmp_path / "py311_cpu" / "adam" / "lock"
+    for lock in (old, fresh):
+        lock.parent.mkdir(parents=True)
+        lock.touch()
+    stale = old.stat().st_mtime - STALE_LOCK_S - 60
+    os.utime(old, (stale, stale))
+    assert clear_stale_build_locks() == [old]
+    assert not old.exists() and fresh.exists()  # a build in progress keeps its lock

@@ -68,3 +68,30 @@ def test_transformers_replicas_share_the_cores_unless_told(monkeypatch: pytest.M
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     many = server_commands(config(engine="transformers", replicas=4), "m", [1, 2, 3, 4])
     assert {env["OMP_NUM_THREADS"] for _, env in many} == {"1"}
+
+
+TRAPS_TERM = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(7))\n" \
+    "print('ready', flush=True)\ntime.sleep(60)\n"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("script", "code"), [
+    (TRAPS_TERM, 7),  # the command's own exit code
+    ("import time\nprint('ready', flush=True)\ntime.sleep(60)\n", 143),  # 128 + SIGTERM
+])
+def test_the_guard_returns_the_stopped_commands_status(tmp_path, script: str, code: int
+                                                       ) -> None:  # type: ignore[no-untyped-def]
+    """Stopping a guarded child returns how the command ended, not 0 (the guard reaps the
+    command with the rest of its tree; issue 22)."""
+    import sys
+    import time
+
+    from metajudge.processes import Child
+
+    log = tmp_path / "child.log"
+    child = Child.start([sys.executable, "-c", script], log=log)
+    deadline = time.monotonic() + 30
+    while "ready" not in (log.read_text() if log.exists() else ""):
+        assert child.alive() and time.monotonic() < deadline, child.tail()
+        time.sleep(0.05)
+    assert child.stop() == code

@@ -1,0 +1,175 @@
+"""Harness folders in the explorer: AlpacaEval, Arena-Hard and MT-Bench per question.
+
+A harness folder is what ``metajudge eval`` writes under one root
+(``ROOT/{alpaca_eval,arena_hard,mt_bench}/<model>/``, as ``metajudge report --harness`` reads
+it). Per question: the model's answer beside the baseline's (AlpacaEval's gpt4_1106_preview
+and Arena-Hard's gpt-4-0314 reference answers, from the bundled benchmark data), every game
+the judge played with where the model's answer was shown, the verdict and its source, and the
+lengths; for MT-Bench (single-answer grading, no baseline) the two turns and each turn's
+rating. These folders are small (at most 805 questions), so they are read whole and kept while
+their files are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from metajudge.evaluation.records import EvalOutput, MTBenchAnswer, MTBenchJudgment, PairwiseGame
+
+KINDS = {"alpaca_eval": "annotations", "arena_hard": "games", "mt_bench": "mt_judgments"}
+_lock = threading.Lock()
+_cache: dict[tuple[str, str, str], tuple[tuple, dict[str, Any]]] = {}
+
+
+def models(root: Path) -> list[dict[str, Any]]:
+    """Every (kind, model) folder under ``root`` with its metrics."""
+    found = []
+    for kind in KINDS:
+        folder = root / kind
+        if not folder.is_dir():
+            continue
+        for model in sorted(p for p in folder.iterdir() if p.is_dir()):
+            metrics = model / "metrics.json"
+            data = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
+            keep = ("length_controlled_winrate", "win_rate", "score", "lower", "upper",
+                    "score_with_readouts", "n_total", "battles", "questions", "judgments")
+            found.append({"kind": kind, "model": model.name,
+                          "metrics": {k: data[k] for k in keep if k in data}})
+    return found
+
+
+def folder_of(root: Path, kind: str, model: str) -> Path | None:
+    """The folder of a listed (kind, model), never a path built from the request."""
+    for entry in models(root):
+        if entry["kind"] == kind and entry["model"] == model:
+            return root / kind / model
+    return None
+
+
+def _records(path: Path, model: type[BaseModel]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        return rows
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        data = json.loads(line)
+        try:
+            model.model_validate(data)
+        except ValidationError as exc:
+            data["problems"] = [f"{path.name}, line {number}, field "
+                                f"'{'.'.join(str(p) for p in e['loc'])}': {e['msg']}"
+                                for e in exc.errors() if e["type"] != "extra_forbidden"]
+        rows.append(data)
+    return rows
+
+
+@cache
+def _baselines(kind: str) -> dict[str, str]:
+    from metajudge.evaluation import benchmarks
+
+    if kind == "alpaca_eval":
+        return {f"alpaca_eval/{i.index}": i.reference for i in benchmarks.alpaca_eval_items()}
+    if kind == "arena_hard":
+        return {q.uid: q.baseline_answer for q in benchmarks.arena_hard_questions()}
+    return {}
+
+
+def questions(root: Path, kind: str, model: str) -> dict[str, Any] | None:
+    """Every question of one harness folder, each with its games or ratings in full."""
+    folder = folder_of(root, kind, model)
+    if folder is None:
+        return None
+    files = sorted(p for p in folder.glob("*.jsonl"))
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(root), kind, model)
+    with _lock:
+        cached = _cache.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+    data = _mt_bench(folder) if kind == "mt_bench" else _pairwise(folder, kind)
+    data.update(kind=kind, model=model)
+    with _lock:
+        _cache[key] = (stamp, data)
+    return data
+
+
+def _pairwise(folder: Path, kind: str) -> dict[str, Any]:
+    outputs = {o["id"]: o for o in _records(folder / "outputs.jsonl", EvalOutput)}
+    games: dict[str, list[dict[str, Any]]] = {}
+    for game in _records(folder / f"{KINDS[kind]}.jsonl", PairwiseGame):
+        games.setdefault(game.get("item_id", ""), []).append(game)
+    baselines = _baselines(kind)
+    items = []
+    for item_id in list(outputs) + [i for i in games if i not in outputs]:
+        output = outputs.get(item_id, {})
+        baseline = baselines.get(item_id)
+        mine = sorted(games.get(item_id, []), key=lambda g: str(g.get("id")))
+        for game in mine:
+            game["model_outcome"] = _outcome(game)
+        items.append({
+            "id": item_id, "instruction": output.get("instruction"),
+            "model_answer": output.get("output"), "baseline_answer": baseline,
+            "model_chars": len(output.get("output") or ""),
+            "baseline_chars": len(baseline) if baseline is not None else None,
+            "baseline": mine[0].get("baseline") if mine else None,
+            "games": mine, "problems": output.get("problems", [])})
+    return {"layout": "pairwise", "items": items}
+
+
+def _outcome(game: dict[str, Any]) -> float | None:
+    try:
+        return PairwiseGame.model_validate(game).model_outcome()
+    except ValidationError:
+        return None
+
+
+def _mt_bench(folder: Path) -> dict[str, Any]:
+    answers = {a["id"]: a for a in _records(folder / "mt_answers.jsonl", MTBenchAnswer)}
+    ratings: dict[str, list[dict[str, Any]]] = {}
+    for judgment in _records(folder / "mt_judgments.jsonl", MTBenchJudgment):
+        ratings.setdefault(str(judgment.get("question_id")), []).append(judgment)
+    from metajudge.evaluation.mt_bench import mt_bench_questions
+
+    asked = {str(q.question_id): q for q in mt_bench_questions()}
+    items = []
+    for qid in list(answers) + [q for q in ratings if q not in answers]:
+        answer = answers.get(qid, {})
+        turns = list(answer.get("turns") or [])
+        mine = sorted(ratings.get(qid, []), key=lambda j: j.get("turn", 0))
+        question = asked.get(qid)
+        items.append({"id": qid, "category": answer.get("category"), "turns": turns,
+                      "questions": list(question.turns) if question else [],
+                      "references": list(question.reference or ()) if question else [],
+                      "turn_chars": [len(t) for t in turns], "ratings": mine,
+                      "instruction": question.turns[0] if question else None,
+                      "problems": answer.get("problems", [])})
+    return {"layout": "single", "items": items}
+
+
+def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The list view's rows: no long texts."""
+    rows = []
+    for item in data["items"]:
+        row = {"id": item["id"], "instruction": (item.get("instruction") or "")[:200]}
+        if data["layout"] == "pairwise":
+            row.update(model_chars=item["model_chars"], baseline_chars=item["baseline_chars"],
+                       verdicts=[{"model_position": g.get("model_position"),
+                                  "verdict": g.get("verdict"),
+                                  "source": g.get("verdict_source"),
+                                  "model_outcome": g.get("model_outcome")}
+                                 for g in item["games"]])
+        else:
+            row.update(category=item["category"], turn_chars=item["turn_chars"],
+                       ratings=[{"turn": r.get("turn"), "score": r.get("score"),
+                                 "source": r.get("score_source"),
+                                 "forced_score": r.get("forced_score")}
+                                for r in item["ratings"]])
+        rows.append(row)
+    return rows

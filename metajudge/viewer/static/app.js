@@ -1,0 +1,414 @@
+// metajudge explorer: one page, hash routes, plain JavaScript, no build step.
+// Every text from the run is inserted with textContent (createTextNode): never innerHTML.
+// The same file runs against the server (`metajudge view RUN`) and a static bundle
+// (`metajudge view RUN --bundle DIR`): a prompt list answered `complete: true` is filtered,
+// sorted and paged here, with the server's rules (metajudge/viewer/queries.py: prompt_list).
+"use strict";
+
+const main = document.getElementById("main");
+const crumbs = document.getElementById("crumbs");
+const PAGE = 50;
+const SVG = "http://www.w3.org/2000/svg";
+let overviewCache = null;
+
+// ------------------------------------------------------------------ building blocks
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "text") node.textContent = String(value);
+    else if (key === "on") for (const [ev, fn] of Object.entries(value)) node.addEventListener(ev, fn);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    node.appendChild(typeof child === "object" ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+function show(...nodes) {
+  main.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
+}
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  for (const child of children.flat(Infinity)) {
+    if (child !== null && child !== undefined) {
+      node.appendChild(typeof child === "object" ? child : document.createTextNode(String(child)));
+    }
+  }
+  return node;
+}
+const text = (value, cls) => el("pre", {class: "text " + (cls || "")}, value === null || value === undefined ? "" : String(value));
+const fmt = (v, digits) => v === null || v === undefined ? "absent" :
+  typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(digits === undefined ? 3 : digits)) :
+  typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
+const badge = (label, cls) => el("span", {class: "badge " + (cls || "")}, label);
+const hex = (s) => Array.from(new TextEncoder().encode(String(s)), (b) => b.toString(16).padStart(2, "0")).join("");
+const link = (href, label, attrs) => el("a", Object.assign({href}, attrs || {}), label);
+const promptHref = (it, id) => `#/iter/${it}/prompt/${encodeURIComponent(id)}`;
+
+async function api(path) {
+  const answer = await fetch(path, {headers: {Accept: "application/json"}});
+  if (!answer.ok) throw new Error(`${path}: ${answer.status}`);
+  return answer.json();
+}
+async function overview() {
+  if (!overviewCache) overviewCache = await api("api/overview.json");
+  return overviewCache;
+}
+function problems(list) {
+  return list && list.length ? el("div", {class: "problems"}, list.map((p) => el("div", {}, "⚠ " + p))) : null;
+}
+function kv(pairs) {
+  return el("dl", {class: "kv"}, pairs.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+function setCrumbs(items) {
+  crumbs.replaceChildren(...items.map(([label, href]) => href ? link(href, label) : el("span", {}, label)));
+}
+
+// ------------------------------------------------------------------ charts (inline SVG)
+function barChart(counts, title) {
+  const keys = Object.keys(counts);
+  const max = Math.max(1, ...Object.values(counts));
+  const width = 400, height = 130, bw = Math.max(4, (width - 20) / Math.max(keys.length, 1) - 6);
+  const chart = svg("svg", {class: "chart", viewBox: `0 0 ${width} ${height + 20}`, role: "img"},
+    svg("title", {}, title));
+  keys.forEach((key, i) => {
+    const h = (counts[key] / max) * (height - 20);
+    const x = 10 + i * (bw + 6);
+    chart.appendChild(svg("rect", {class: "bar", x, y: height - h, width: bw, height: h},
+      svg("title", {}, `${key}: ${counts[key]}`)));
+    chart.appendChild(svg("text", {x: x + bw / 2, y: height + 12, "text-anchor": "middle"}, key));
+    chart.appendChild(svg("text", {x: x + bw / 2, y: height - h - 3, "text-anchor": "middle"}, counts[key]));
+  });
+  return chart;
+}
+function lineChart(points, title) {
+  const width = 400, height = 130, pad = 28;
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const sx = (x) => pad + ((x - x0) / ((x1 - x0) || 1)) * (width - pad - 6);
+  const sy = (y) => height - 14 - ((y - y0) / ((y1 - y0) || 1)) * (height - 28);
+  return svg("svg", {class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img"},
+    svg("title", {}, title),
+    svg("line", {class: "axis", x1: pad, y1: height - 14, x2: width - 6, y2: height - 14}),
+    svg("text", {x: 2, y: 12}, fmt(y1)), svg("text", {x: 2, y: height - 16}, fmt(y0)),
+    svg("text", {x: width - 40, y: height - 2}, `step ${x1}`),
+    svg("text", {x: pad + 4, y: 12}, title),
+    svg("polyline", {class: "line", points: points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ")}));
+}
+
+// ------------------------------------------------------------------ overview
+const HEALTH = [["score_top_share", "top score share"], ["score_entropy", "score entropy (bits)"],
+  ["meta_first_share", "meta-judge first-position share"], ["meta_position_consistency", "meta-judge position consistency"],
+  ["score_length_spearman", "score–length Spearman"]];
+const SOURCES = ["parsed", "completed", "forced", "failed"];
+
+function sourcesTable(counts) {
+  const total = Object.values(counts || {}).reduce((a, b) => a + b, 0);
+  const names = SOURCES.concat(Object.keys(counts || {}).filter((k) => !SOURCES.includes(k)));
+  return el("table", {class: "sources"}, el("tr", {}, el("th", {}, "source"), el("th", {class: "num"}, "count"), el("th", {class: "num"}, "share")),
+    names.map((name) => el("tr", {}, el("td", {}, name), el("td", {class: "num"}, fmt((counts || {})[name] || 0)),
+      el("td", {class: "num"}, total ? fmt(((counts || {})[name] || 0) / total) : "absent"))));
+}
+
+function iterationCard(it) {
+  const card = el("section", {class: "card iteration", id: `iteration-${it.iteration}`});
+  card.appendChild(el("h2", {}, `Iteration ${it.iteration} `,
+    it.counts ? link(`#/iter/${it.iteration}`, "prompts →", {class: "prompts-link"}) : null));
+  if (it.counts) {
+    card.appendChild(el("p", {class: "muted"}, Object.entries(it.counts).map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(" · ")));
+  }
+  const health = it.health || {};
+  const alarms = it.alarms;
+  const summary = it.summary || {};
+  const healthBox = el("div", {class: "health"}, el("h3", {}, "Judge health"),
+    alarms === undefined ? el("p", {class: "muted"}, "alarms: ", summary.alarms !== undefined ? fmt(summary.alarms || "none") : "absent") :
+      el("p", {class: "alarms"}, Object.keys(alarms).length ? Object.entries(alarms).map(([k, why]) => el("div", {}, badge(k, "alarm"), " ", why)) : "alarms: none"),
+    kv(HEALTH.map(([key, label]) => [label, fmt(health[key] !== undefined ? health[key] : summary[key])])),
+    el("h3", {}, "Score sources"), sourcesTable(it.score_sources),
+    el("h3", {}, "Meta-judge verdicts"), kv(Object.entries(it.meta_winners || {}).map(([k, v]) => [k, fmt(v)])),
+    sourcesTable(it.meta_sources));
+  const dist = it.score_distribution ? el("div", {}, el("h3", {}, "Score distribution"), barChart(it.score_distribution, "judge scores")) : null;
+  const pairs = el("div", {}, el("h3", {}, "Pairs by type"), kv(Object.entries(it.pairs_by_type || {}).map(([k, v]) => [k, fmt(v)])),
+    el("h3", {}, "Decisions by reason"),
+    el("table", {class: "reasons"}, el("tr", {}, el("th", {}, "type"), el("th", {}, "reason"), el("th", {class: "num"}, "prompts")),
+      (it.decisions_by_reason || []).map((d) => el("tr", {}, el("td", {}, d.pair_type),
+        el("td", {}, link(`#/iter/${it.iteration}?reason=${encodeURIComponent(d.reason)}`, d.reason)), el("td", {class: "num"}, d.count)))));
+  const curves = Object.entries(it.curves || {});
+  const dpo = el("div", {}, el("h3", {}, "DPO per step"), curves.length ? curves.map(([name, pts]) => lineChart(pts, name)) : el("p", {class: "muted"}, "no train_metrics.jsonl"));
+  card.appendChild(el("div", {class: "grid"}, healthBox, el("div", {}, dist, dpo), pairs));
+  if (it.summary) {
+    card.appendChild(el("details", {class: "summary-row"}, el("summary", {}, "summary.csv row"),
+      el("table", {}, Object.entries(it.summary).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, fmt(v)))))));
+  } else {
+    card.appendChild(el("p", {class: "muted"}, "summary.csv row: absent"));
+  }
+  return card;
+}
+
+async function showOverview() {
+  setCrumbs([["overview", null]]);
+  const data = await overview();
+  const run = data.run || {};
+  const out = [el("h1", {}, run.name ? `Run ${run.name}` : "Harness results")];
+  if (data.run) {
+    out.push(el("p", {class: "muted"}, `model ${fmt(run.model)} · backend ${fmt(run.backend)} · K ${fmt(run.K)} · N ${fmt(run.N)} · ${fmt(run.prompts_per_iteration)} prompts per iteration`));
+  }
+  if (data.harness) out.push(el("p", {}, link("#/harness", "Harness results →", {class: "harness-link"})));
+  out.push(problems((data.problems || []).map((p) => `${p.name}, line ${p.line}: ${p.problem}`)));
+  for (const it of data.iterations) out.push(iterationCard(it));
+  show(...out.filter(Boolean));
+}
+
+// ------------------------------------------------------------------ prompt list
+const FILTERS = ["q", "reason", "pair", "min_variance", "max_variance", "min_spread", "max_spread", "min_chars", "max_chars", "sort", "desc", "page"];
+const SORTS = {order: "ord", variance: "score_variance", spread: "score_spread", chars: "mean_chars", score: "score_mean", id: "prompt_id", judgments: "judgments"};
+const RANGES = {variance: "score_variance", spread: "score_spread", chars: "mean_chars"};
+const asciiLower = (s) => String(s || "").replace(/[A-Z]/g, (c) => c.toLowerCase());
+
+function filterHere(rows, params) {  // the server's prompt_list rules, for a static bundle
+  const q = asciiLower((params.get("q") || "").trim());
+  const reason = params.get("reason") || "", pair = params.get("pair") || "";
+  let out = rows.filter((r) => {
+    if (q && !asciiLower(r.instruction).includes(q) && !asciiLower(r.prompt_id).includes(q)) return false;
+    if (reason && r.actor_reason !== reason && r.judge_reason !== reason) return false;
+    if (pair === "actor" && !r.actor_pair) return false;
+    if (pair === "judge" && !r.judge_pair) return false;
+    if (pair === "both" && !(r.actor_pair && r.judge_pair)) return false;
+    if (pair === "none" && (r.actor_pair || r.judge_pair)) return false;
+    for (const [name, col] of Object.entries(RANGES)) {
+      for (const [bound, ok] of [["min", (v, b) => v >= b], ["max", (v, b) => v <= b]]) {
+        const raw = params.get(`${bound}_${name}`);
+        if (raw !== null && raw !== "" && Number.isFinite(Number(raw))) {
+          if (r[col] === null || r[col] === undefined || !ok(r[col], Number(raw))) return false;
+        }
+      }
+    }
+    return true;
+  });
+  const col = SORTS[params.get("sort") || "order"] || "ord";
+  const desc = params.get("desc") === "1" ? -1 : 1;
+  out = out.slice().sort((a, b) => {
+    const an = a[col] === null || a[col] === undefined, bn = b[col] === null || b[col] === undefined;
+    if (an !== bn) return an ? 1 : -1;
+    if (!an && a[col] !== b[col]) return (a[col] < b[col] ? -1 : 1) * desc;
+    return a.ord - b.ord;
+  });
+  const page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
+  return {total: out.length, page, size: PAGE, rows: out.slice((page - 1) * PAGE, page * PAGE)};
+}
+
+function toolbar(iteration, params, reasons) {
+  const input = (name, type, label, extra) => el("label", {}, label,
+    el("input", Object.assign({name, type, value: params.get(name) || ""}, extra || {})));
+  const select = (name, label, options) => el("label", {}, label, el("select", {name},
+    options.map(([value, text_]) => el("option", {value, selected: (params.get(name) || "") === value}, text_))));
+  const form = el("form", {class: "toolbar", id: "filters"},
+    input("q", "search", "search text", {placeholder: "instruction or id"}),
+    select("reason", "decision reason", [["", "any"]].concat(reasons.map((r) => [r.reason, `${r.pair_type}: ${r.reason} (${r.count})`]))),
+    select("pair", "pairs", [["", "any"], ["actor", "actor pair"], ["judge", "judge pair"], ["both", "both"], ["none", "none"]]),
+    input("min_variance", "number", "variance ≥", {step: "any"}), input("min_spread", "number", "spread ≥", {step: "any"}),
+    input("min_chars", "number", "length ≥", {step: "any"}), input("max_chars", "number", "length ≤", {step: "any"}),
+    select("sort", "sort by", [["order", "sample order"], ["variance", "score variance"], ["spread", "score spread"],
+      ["chars", "response length"], ["score", "mean score"], ["judgments", "judgments"], ["id", "prompt id"]]),
+    el("label", {}, "descending", el("input", {type: "checkbox", name: "desc", value: "1", checked: params.get("desc") === "1"})),
+    el("button", {type: "submit"}, "Apply"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const next = new URLSearchParams();
+    for (const [key, value] of new FormData(form).entries()) if (value !== "") next.set(key, value);
+    location.hash = `#/iter/${iteration}?${next.toString()}`;
+  });
+  return form;
+}
+
+async function showPrompts(iteration, params) {
+  setCrumbs([["overview", "#/"], [`iteration ${iteration}`, null]]);
+  const ov = await overview();
+  const figures = (ov.iterations || []).find((i) => i.iteration === iteration) || {};
+  const query = new URLSearchParams();
+  for (const key of FILTERS) if (params.get(key)) query.set(key, params.get(key));
+  let data = await api(`api/iter/${iteration}/prompts.json?${query.toString()}`);
+  if (data.complete) data = filterHere(data.rows, params);
+  const pages = Math.max(1, Math.ceil(data.total / data.size));
+  const pageLink = (page, label) => {
+    const next = new URLSearchParams(query); next.set("page", page);
+    return link(`#/iter/${iteration}?${next.toString()}`, label, {class: "page-" + label});
+  };
+  const rows = data.rows.map((r) => el("tr", {class: "prompt-row"},
+    el("td", {class: "num"}, r.ord), el("td", {}, link(promptHref(iteration, r.prompt_id), r.prompt_id, {class: "prompt-link"})),
+    el("td", {}, r.instruction.length > 160 ? r.instruction.slice(0, 160) + "…" : r.instruction),
+    el("td", {class: "num"}, r.responses), el("td", {class: "num"}, fmt(r.mean_chars, 0)), el("td", {class: "num"}, fmt(r.score_mean, 2)),
+    el("td", {class: "num"}, fmt(r.score_variance, 2)), el("td", {class: "num"}, fmt(r.score_spread, 2)),
+    el("td", {}, fmt(r.actor_reason)), el("td", {}, fmt(r.judge_reason)),
+    el("td", {}, r.actor_pair ? badge("actor") : null, r.judge_pair ? badge("judge") : null)));
+  show(el("h1", {}, `Iteration ${iteration}: prompts`), toolbar(iteration, params, figures.decisions_by_reason || []),
+    el("div", {class: "pager"}, el("span", {id: "total"}, `${data.total} prompts · page ${data.page} of ${pages}`),
+      data.page > 1 ? pageLink(data.page - 1, "previous") : null, data.page < pages ? pageLink(data.page + 1, "next") : null),
+    el("table", {id: "prompts"}, el("tr", {}, ["#", "prompt", "instruction", "responses", "mean length", "mean score", "variance", "spread", "actor decision", "judge decision", "pairs"].map((h) => el("th", {}, h))), rows));
+}
+
+// ------------------------------------------------------------------ one prompt
+function judgmentRow(iteration, promptId, j, target) {
+  const id = j.id || "";
+  const row = el("tr", {class: "judgment" + (target === id ? " target" : ""), "data-id": id},
+    el("td", {}, link(`${promptHref(iteration, promptId)}/judgment/${encodeURIComponent(id)}`, `j${fmt(j.index)}`)),
+    el("td", {class: "num score"}, fmt(j.score)), el("td", {}, badge(fmt(j.score_source), "source-" + j.score_source)),
+    el("td", {}, fmt(j.finish_reason)), el("td", {class: "num"}, fmt(j.prob_score, 2)),
+    el("td", {}, j.mark ? badge(j.mark, j.mark) : null),
+    el("td", {}, el("details", {open: target === id}, el("summary", {}, `text (${(j.text || "").length} chars)`), text(j.text, "judgment-text"),
+      j.completed_text ? [el("div", {class: "muted"}, "completed text"), text(j.completed_text)] : null,
+      j.parse_error ? el("div", {class: "muted"}, "parse error: ", j.parse_error) : null, problems(j.problems))));
+  return row;
+}
+
+function responseCard(iteration, page, r, route) {
+  const selected = page.meta && page.meta.selection && page.meta.selection.response_id === r.id;
+  const isTarget = route.kind === "response" && route.id === r.id;
+  const judgmentTarget = route.kind === "judgment" ? route.id : null;
+  const hasTarget = judgmentTarget && r.judgments.some((j) => j.id === judgmentTarget);
+  return el("section", {class: "card response" + (isTarget ? " target" : ""), id: "r-" + hex(r.id), "data-id": r.id},
+    el("h3", {}, link(`${promptHref(iteration, page.prompt.id)}/response/${encodeURIComponent(r.id)}`, r.id),
+      r.mark ? badge(r.mark, r.mark) : null, selected ? badge("meta-judged", "selected") : null),
+    el("p", {class: "muted"}, `${r.chars} chars · mean score ${fmt(r.mean_score, 2)} · finish ${fmt(r.finish_reason)} · ${fmt(r.completion_tokens)} tokens`),
+    problems(r.problems), text(r.text, "response-text"),
+    el("details", {class: "judgments", open: isTarget || hasTarget}, el("summary", {}, `${r.judgments.length} judgments`),
+      el("table", {}, el("tr", {}, ["", "score", "source", "finish", "prob. score", "pair", "text"].map((h) => el("th", {}, h))),
+        r.judgments.map((j) => judgmentRow(iteration, page.prompt.id, j, judgmentTarget)))));
+}
+
+function metaSection(iteration, page, route) {
+  const meta = page.meta;
+  if (!meta) return el("section", {class: "card meta"}, el("h2", {}, "Meta-judge"), el("p", {class: "muted"}, "no meta-judge selection for this prompt"));
+  const target = route.kind === "battle" ? route.id : null;
+  const sel = meta.selection;
+  const winnerName = (b) => b.winner === "first" ? `j${b.first}` : b.winner === "second" ? `j${b.second}` : "none";
+  return el("section", {class: "card meta", id: "meta"}, el("h2", {}, "Meta-judge"),
+    kv([["selected response", sel.response_id ? link(`${promptHref(iteration, page.prompt.id)}/response/${encodeURIComponent(sel.response_id)}`, sel.response_id) : "none"],
+      ["score variance", fmt(sel.variance, 3)], ["scored judgments", fmt(sel.scored)], ["selection", fmt(sel.reason)],
+      ["position weights ω1, ω2", meta.omega ? meta.omega.map((w) => w.toFixed(3)).join(", ") : "absent"]]),
+    page.pairs.filter((p) => p.pair_type === "judge").map((p) => kv([
+      ["chosen judgment", link(`${promptHref(iteration, page.prompt.id)}/judgment/${encodeURIComponent(p.chosen_id)}`, p.chosen_id, {class: "chosen-judgment"})],
+      ["rejected judgment", link(`${promptHref(iteration, page.prompt.id)}/judgment/${encodeURIComponent(p.rejected_id)}`, p.rejected_id, {class: "rejected-judgment"})]])),
+    el("h3", {}, "Position-weighted ratings"),
+    el("table", {id: "ratings"}, el("tr", {}, ["judgment", "rating (logit)", "Elo", "pair"].map((h) => el("th", {}, h))),
+      meta.ratings.map((r) => el("tr", {}, el("td", {}, `j${r.index}`), el("td", {class: "num"}, fmt(r.rating, 3)), el("td", {class: "num"}, fmt(r.elo, 1)),
+        el("td", {}, r.mark ? badge(r.mark, r.mark) : null)))),
+    el("details", {class: "battles", open: true}, el("summary", {}, `${meta.battles.length} battles`),
+      el("table", {id: "battles"}, el("tr", {}, ["battle", "first (A)", "second (B)", "verdict", "source", "text"].map((h) => el("th", {}, h))),
+        meta.battles.map((b) => el("tr", {class: "battle" + (target === b.id ? " target" : ""), "data-id": b.id || ""},
+          el("td", {}, link(`${promptHref(iteration, page.prompt.id)}/battle/${encodeURIComponent(b.id || "")}`, b.id || "?")),
+          el("td", {}, `j${fmt(b.first)} (score ${fmt(b.first_score)})`), el("td", {}, `j${fmt(b.second)} (score ${fmt(b.second_score)})`),
+          el("td", {class: "verdict"}, `${fmt(b.winner)} → ${winnerName(b)}`), el("td", {}, badge(fmt(b.winner_source), "source-" + b.winner_source)),
+          el("td", {}, el("details", {open: target === b.id}, el("summary", {}, "text"), text(b.text, "battle-text"),
+            b.completed_text ? [el("div", {class: "muted"}, "completed text"), text(b.completed_text)] : null, problems(b.problems))))))));
+}
+
+function pairsSection(page) {
+  return el("section", {class: "card pairs"}, el("h2", {}, "Decisions and pairs"),
+    el("table", {}, el("tr", {}, ["type", "reason", "pair"].map((h) => el("th", {}, h))),
+      page.decisions.map((d) => el("tr", {class: "decision"}, el("td", {}, d.pair_type), el("td", {}, fmt(d.reason)), el("td", {}, fmt(d.pair_id))))),
+    page.pairs.map((p) => el("div", {class: "pair"}, el("h3", {}, `${p.pair_type} pair ${p.id}`),
+      kv([["chosen", `${p.chosen_id} (score ${fmt(p.chosen_score, 2)})`], ["rejected", `${p.rejected_id} (score ${fmt(p.rejected_score, 2)})`],
+        ["rho", fmt(p.rho)], ["omega", p.omega ? p.omega.map((w) => fmt(w)).join(", ") : "absent"], ["template", fmt(p.template)]]),
+      problems(p.problems))),
+    el("h2", {}, "DPO rows, as written in dpo_pairs.jsonl"),
+    page.dpo_rows.length ? page.dpo_rows.map((row) => el("div", {class: "dpo-row"}, el("div", {class: "muted"}, `${row.pair_type} · ${row.id} · line ${row.line}`), text(row.raw, "dpo-raw"), problems(row.problems)))
+      : el("p", {class: "muted"}, "no DPO row for this prompt"));
+}
+
+async function showPrompt(iteration, promptId, route) {
+  setCrumbs([["overview", "#/"], [`iteration ${iteration}`, `#/iter/${iteration}`], [promptId, null]]);
+  const page = await api(`api/iter/${iteration}/prompt/${hex(promptId)}.json`);
+  show(el("h1", {}, `Prompt ${page.prompt.id}`),
+    el("p", {class: "muted"}, `iteration ${iteration} · source ${fmt(page.prompt.source)}`),
+    text(page.prompt.instruction, "instruction"),
+    el("h2", {}, `${page.responses.length} responses`),
+    page.decisions.filter((d) => d.pair_type === "actor").map((d) => el("p", {class: "actor-reason"}, "actor rule: ", fmt(d.reason))),
+    page.responses.map((r) => responseCard(iteration, page, r, route)),
+    metaSection(iteration, page, route), pairsSection(page));
+  const target = document.querySelector(".target");
+  if (target) target.scrollIntoView({block: "center"});
+}
+
+// ------------------------------------------------------------------ harness
+async function showHarness() {
+  setCrumbs([["overview", "#/"], ["harness", null]]);
+  const list = await api("api/harness.json");
+  show(el("h1", {}, "Harness results"),
+    list.length ? el("table", {id: "harness"}, el("tr", {}, ["harness", "model", "figures"].map((h) => el("th", {}, h))),
+      list.map((m) => el("tr", {}, el("td", {}, m.kind), el("td", {}, link(`#/harness/${m.kind}/${encodeURIComponent(m.model)}`, m.model, {class: "harness-model"})),
+        el("td", {}, Object.entries(m.metrics).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(" · ")))))
+      : el("p", {class: "muted"}, "no harness folder (metajudge view --harness DIR)"));
+}
+
+async function showHarnessModel(kind, model) {
+  setCrumbs([["overview", "#/"], ["harness", "#/harness"], [`${kind} / ${model}`, null]]);
+  const data = await api(`api/harness/${kind}/${hex(model)}.json`);
+  const href = (id) => `#/harness/${kind}/${encodeURIComponent(model)}/q/${encodeURIComponent(id)}`;
+  const pairwise = data.layout === "pairwise";
+  const head = pairwise ? ["question", "instruction", "model chars", "baseline chars", "verdicts (model shown as)"] : ["question", "category", "instruction", "turn chars", "ratings"];
+  show(el("h1", {}, `${kind}: ${model}`),
+    el("table", {id: "questions"}, el("tr", {}, head.map((h) => el("th", {}, h))),
+      data.rows.map((r) => pairwise ? el("tr", {}, el("td", {}, link(href(r.id), r.id, {class: "question-link"})), el("td", {}, r.instruction),
+        el("td", {class: "num"}, fmt(r.model_chars)), el("td", {class: "num"}, fmt(r.baseline_chars)),
+        el("td", {}, r.verdicts.map((v) => el("div", {}, `${fmt(v.model_position)}: ${fmt(v.verdict)} (${fmt(v.source)})`))))
+        : el("tr", {}, el("td", {}, link(href(r.id), r.id, {class: "question-link"})), el("td", {}, fmt(r.category)), el("td", {}, r.instruction),
+          el("td", {}, r.turn_chars.join(" / ")), el("td", {}, r.ratings.map((v) => el("div", {}, `turn ${v.turn}: ${fmt(v.score)} (${fmt(v.source)}${v.forced_score !== null && v.forced_score !== undefined ? `, read-out ${v.forced_score}` : ""})`)))))));
+}
+
+async function showHarnessItem(kind, model, id) {
+  setCrumbs([["overview", "#/"], ["harness", "#/harness"], [`${kind} / ${model}`, `#/harness/${kind}/${encodeURIComponent(model)}`], [id, null]]);
+  const data = await api(`api/harness/${kind}/${hex(model)}/${hex(id)}.json`);
+  const item = data.item;
+  if (data.layout === "pairwise") {
+    show(el("h1", {}, `${kind}: ${id}`), text(item.instruction, "instruction"), problems(item.problems),
+      el("div", {class: "two"},
+        el("section", {class: "card"}, el("h3", {}, `model ${model} (${item.model_chars} chars)`), text(item.model_answer, "model-answer")),
+        el("section", {class: "card"}, el("h3", {}, `baseline ${fmt(item.baseline)} (${fmt(item.baseline_chars)} chars)`), text(item.baseline_answer, "baseline-answer"))),
+      el("h2", {}, `${item.games.length} judgments (both orders where the harness plays both)`),
+      item.games.map((g) => el("section", {class: "card game"}, el("h3", {}, `${g.id}: model shown as ${g.model_position}`),
+        kv([["verdict", fmt(g.verdict)], ["source", fmt(g.verdict_source)], ["model outcome", fmt(g.model_outcome)], ["parse error", fmt(g.parse_error)]]),
+        text(g.judgment, "judgment-text"), problems(g.problems))));
+  } else {
+    show(el("h1", {}, `${kind}: question ${id} (${fmt(item.category)})`), el("p", {class: "muted"}, "single-answer grading: no baseline"), problems(item.problems),
+      item.turns.map((turn, n) => {
+        const rating = item.ratings.find((r) => r.turn === n + 1) || {};
+        return el("section", {class: "card turn"}, el("h3", {}, `turn ${n + 1}: rating ${fmt(rating.score)} (${fmt(rating.score_source)})`),
+          el("div", {class: "muted"}, "question"), text(item.questions[n] || ""),
+          el("div", {class: "muted"}, `answer (${turn.length} chars)`), text(turn, "model-answer"),
+          item.references[n] ? [el("div", {class: "muted"}, "reference answer"), text(item.references[n])] : null,
+          el("div", {class: "muted"}, "judgment"), text(rating.judgment || ""), problems(rating.problems));
+      }));
+  }
+}
+
+// ------------------------------------------------------------------ routing
+function parseRoute() {
+  const raw = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = raw.split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return {parts, params: new URLSearchParams(query || "")};
+}
+
+async function render() {
+  const {parts, params} = parseRoute();
+  document.body.removeAttribute("data-ready");
+  try {
+    if (parts[0] === "iter" && parts.length === 2) await showPrompts(Number(parts[1]), params);
+    else if (parts[0] === "iter" && parts[2] === "prompt") {
+      await showPrompt(Number(parts[1]), parts[3], {kind: parts[4] || null, id: parts[5] || null});
+    } else if (parts[0] === "harness" && parts.length === 1) await showHarness();
+    else if (parts[0] === "harness" && parts.length === 3) await showHarnessModel(parts[1], parts[2]);
+    else if (parts[0] === "harness" && parts[3] === "q") await showHarnessItem(parts[1], parts[2], parts[4]);
+    else await showOverview();
+  } catch (error) {
+    show(el("h1", {}, "Not found"), el("p", {class: "problems", id: "error"}, String(error.message || error)));
+  }
+  document.body.setAttribute("data-ready", location.hash || "#/");
+}
+
+window.addEventListener("hashchange", render);
+render();

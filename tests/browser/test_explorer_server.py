@@ -1,0 +1,202 @@
+"""The explorer without a browser: path traversal against the real server, the index extended
+(not rebuilt) as a run grows, a replaced file indexed again, nothing but the index written into
+the run, and the ratings shown equal to the pairs stage's."""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from metajudge.viewer.index import INDEX_NAME, RunIndex, connect
+from tests.browser.conftest import ROOT, Server, make_run, view_command
+
+TRAVERSALS = ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd",
+              "/%252e%252e/%252e%252e/etc/passwd", "/app.js/../../../etc/passwd",
+              "/static/../../../../etc/passwd", "//etc/passwd", "/api/../../../etc/passwd",
+              "/api/iter/1/prompt/../../../../etc/passwd.json",
+              "/api/iter/1/prompt/" + b"../../config.yaml".hex() + ".json",
+              "/api/harness/alpaca_eval/" + b"../../../etc".hex() + ".json",
+              "/api/harness/" + "..%2f..".replace("%", "%25") + "/2e2e.json",
+              "/.explorer.sqlite", "/config.yaml", "/iter_01/responses.jsonl",
+              "/api/overview.json/../../config.yaml", "/index.html%00.json",
+              "/\\..\\..\\etc\\passwd"]
+
+
+def _get(url: str, path: str, method: str = "GET") -> tuple[int, bytes]:
+    host = url.removeprefix("http://").rstrip("/")
+    connection = http.client.HTTPConnection(host, timeout=30)
+    try:
+        connection.putrequest(method, path, skip_host=False, skip_accept_encoding=True)
+        connection.endheaders()
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
+
+
+def test_no_path_outside_the_app_and_its_answers_is_served(server: Server) -> None:
+    secret = Path("/etc/passwd").read_bytes()[:20]
+    for path in TRAVERSALS:
+        status, body = _get(server.url, path)
+        assert status == 404, (path, status)
+        assert secret not in body and b"backend:" not in body, path
+    status, body = _get(server.url, "/app.js")
+    assert status == 200 and b"textContent" in body
+    for method in ("POST", "PUT", "DELETE"):
+        assert _get(server.url, "/api/overview.json", method)[0] == 405
+    with urllib.request.urlopen(server.url, timeout=30) as answer:
+        policy = answer.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+
+
+def _snapshot(run: Path) -> dict[str, tuple[int, int, str]]:
+    return {str(p.relative_to(run)): (p.stat().st_size, p.stat().st_mtime_ns,
+                                     hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _stage(run: Path, stage: str, **backend_options: object) -> None:
+    from echo_backend import EchoingInstantBackend
+
+    from metajudge.config import load_config
+    from metajudge.stages.judge import run_judge
+    from metajudge.stages.meta_judge import run_meta_judge
+    from metajudge.stages.pairs import run_pairs
+    from metajudge.stages.runner import RetryableFailuresRemain
+    from metajudge.store import Store
+
+    config = load_config(run / "config.yaml", ["runner.retry_passes=0"])
+    store = Store.open(run, config)
+    try:
+        if stage == "pairs":
+            run_pairs(store, 1)
+        elif stage == "redo-pairs":
+            run_pairs(store, 1, redo=True)
+        else:
+            backend = EchoingInstantBackend(config.backend, **backend_options)  # type: ignore[arg-type]
+            stages = {"judge": run_judge, "meta-judge": run_meta_judge}
+            try:
+                stages[stage](store, backend, 1, progress=False)
+            except RetryableFailuresRemain:
+                pass  # what a run stopped by failures leaves: a part of the file
+    finally:
+        store.close()
+
+
+def _overview_counts(url: str) -> dict[str, int]:
+    with urllib.request.urlopen(url + "api/overview.json", timeout=30) as answer:
+        return json.loads(answer.read())["iterations"][0]["counts"]  # type: ignore[no-any-return]
+
+
+def test_the_index_is_extended_as_the_run_grows_and_nothing_else_is_written(
+        tmp_path: Path) -> None:
+    run = make_run(tmp_path, stages=("generate",))
+    _stage(run, "judge", fail_first=3)  # a third of the judgments fail once: a partial file
+    judgments = run / "iter_01" / "judgments.jsonl"
+    partial = judgments.stat().st_size
+    before = _snapshot(run)
+    first = RunIndex(run).update()
+    assert first.created and not first.reindexed
+    db = connect(run / INDEX_NAME)
+    keys = dict(db.execute("SELECT id, pk FROM responses"))
+    indexed = db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+    db.close()
+    assert 0 < indexed == len(judgments.read_text().splitlines()) < 4 * 3 * 3
+
+    server = Server(view_command(str(run), "--port", "0", "--refresh", "0.5"),
+                    "explorer: http://")
+    try:
+        assert _overview_counts(server.url)["judgments"] == indexed
+        _stage(run, "judge")  # the rerun appends the missing judgments
+        _stage(run, "meta-judge")
+        _stage(run, "pairs")
+        deadline = time.monotonic() + 60
+        while _overview_counts(server.url)["pairs"] == 0:  # the server extends its index
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert _overview_counts(server.url)["judgments"] == 4 * 3 * 3
+    finally:
+        server.stop()
+    again = RunIndex(run).update()
+    assert not again.changed  # the server's refresh has read everything already
+    db = connect(run / INDEX_NAME)
+    files = {name: offset for name, offset in db.execute("SELECT name, offset FROM files")}
+    assert files["iter_01/judgments.jsonl"] == judgments.stat().st_size > partial
+    assert dict(db.execute("SELECT id, pk FROM responses")) == keys  # rows kept, not rebuilt
+    assert db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] == 4 * 3 * 3
+    db.close()
+
+    growth = RunIndex(run)
+    with judgments.open("ab") as fh:  # a write in progress: no newline yet
+        fh.write(b'{"id": "partial')
+    assert not growth.update().changed
+    with judgments.open("r+b") as fh:
+        fh.truncate(files["iter_01/judgments.jsonl"])
+
+    _stage(run, "redo-pairs")  # --redo moves the pair files aside and writes them anew
+    redone = RunIndex(run).update()
+    assert "iter_01/pairs.jsonl" in redone.reindexed and not redone.extended
+    assert "iter_01/judgments.jsonl" not in redone.reindexed
+
+    after = _snapshot(run)
+    written = set(after) - set(before)
+    assert {INDEX_NAME} <= written
+    stage_files = {n for n in written if not n.startswith((".explorer", "iter_01/replaced/"))}
+    assert stage_files <= {f"iter_01/{n}" for n in (
+        "judgments.jsonl", "meta_judgments.jsonl", "meta_judgments.failures.jsonl",
+        "meta_judgments.settings.json", "meta_selection.jsonl", "pairs.jsonl",
+        "pairs.settings.json", "pair_decisions.jsonl", "dpo_pairs.jsonl")} | {
+        "manifest.json", "config.yaml", ".lock"}, stage_files
+    assert not {n for n in written if n.startswith(".explorer") and n != INDEX_NAME}
+    untouched = set(before) - {"iter_01/judgments.jsonl", "manifest.json", "config.yaml",
+                               ".lock", "iter_01/judgments.failures.jsonl",
+                               "iter_01/judgments.settings.json"}
+    assert {n: before[n] for n in untouched} == {n: after[n] for n in untouched}
+
+    lines = len(judgments.read_text().splitlines())
+    with judgments.open("ab") as fh:  # a line that is not a record is named, not fatal
+        fh.write(b"not json\n")
+    assert RunIndex(run).update().extended == ["iter_01/judgments.jsonl"]
+    db = connect(run / INDEX_NAME)
+    problems = [tuple(r) for r in db.execute("SELECT name, line FROM problems")]
+    db.close()
+    assert problems == [("iter_01/judgments.jsonl", lines + 1)]
+
+
+def test_the_bundle_and_server_write_only_their_index_into_the_run(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    before = _snapshot(run)
+    made = subprocess.run(view_command(str(run), "--bundle", str(tmp_path / "bundle")),
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert made.returncode == 0, made.stderr
+    server = Server(view_command(str(run), "--port", "0"), "explorer: http://")
+    try:
+        assert _overview_counts(server.url)["responses"] == 12
+    finally:
+        server.stop()
+    after = _snapshot(run)
+    assert set(after) - set(before) == {INDEX_NAME}  # its -wal and -shm are gone too
+    assert {n: after[n] for n in before} == before
+
+
+def test_the_ratings_shown_are_the_pairs_stage_ratings(server: Server, tiny_run: Path) -> None:
+    pairs = [json.loads(x) for x in (tiny_run / "iter_01" / "pairs.jsonl").read_text()
+             .splitlines()]
+    judge_pairs = [p for p in pairs if p["pair_type"] == "judge"]
+    assert judge_pairs
+    for pair in judge_pairs:
+        url = server.url + f"api/iter/1/prompt/{pair['prompt_id'].encode().hex()}.json"
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            page = json.loads(answer.read())
+        elo = {f"{page['meta']['selection']['response_id']}@j{r['index']}": r["elo"]
+               for r in page["meta"]["ratings"]}
+        assert elo[pair["chosen_id"]] == pytest.approx(pair["chosen_score"], abs=1e-6)
+        assert elo[pair["rejected_id"]] == pytest.approx(pair["rejected_score"], abs=1e-6)
+
