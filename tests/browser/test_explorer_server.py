@@ -118,7 +118,7 @@ def test_the_index_is_extended_as_the_run_grows_and_nothing_else_is_written(
         _stage(run, "meta-judge")
         _stage(run, "pairs")
         deadline = time.monotonic() + 60
-        while _overview_counts(server.url)["pairs"] == 0:  # the server extends its index
+        while _overview_counts(server.url)["dpo_rows"] == 0:  # written last by the pairs stage
             assert time.monotonic() < deadline
             time.sleep(0.3)
         assert _overview_counts(server.url)["judgments"] == 4 * 3 * 3

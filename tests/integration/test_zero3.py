@@ -77,12 +77,14 @@ def test_kill_9_during_zero3_with_precompute_then_the_rerun_trains_fp32_and_save
     command = [sys.executable, "-m", "metajudge.cli", "train", str(run), "--no-progress"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = run / "iter_01" / "train_metrics.jsonl"
-    deadline = time.monotonic() + 600
-    while not (metrics.is_file() and metrics.read_text().strip()):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 600
+        while not (metrics.is_file() and metrics.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:  # the kill, or the clean-up of a test that failed before it
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     deadline = time.monotonic() + 60
     while _left(run):
         assert time.monotonic() < deadline, f"orphans: {_left(run)}"

@@ -96,7 +96,9 @@ function lineChart(points, title) {
     svg("text", {x: 2, y: 12}, fmt(y1)), svg("text", {x: 2, y: height - 16}, fmt(y0)),
     svg("text", {x: width - 40, y: height - 2}, `step ${x1}`),
     svg("text", {x: pad + 4, y: 12}, title),
-    svg("polyline", {class: "line", points: points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ")}));
+    svg("polyline", {class: "line", points: points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ")}),
+    points.length <= 60 ? points.map((p) => svg("circle", {class: "dot", cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: 2.5},
+      svg("title", {}, `step ${p[0]}: ${fmt(p[1], 4)}`))) : null);
 }
 
 // ------------------------------------------------------------------ overview
