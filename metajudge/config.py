@@ -166,8 +166,9 @@ class JudgeConfig(Section):
     template: str | None = Field(None, description="path to a template file; None = built-in")
     forced_readout: bool = Field(False, description="SPEC §3: read a score when none parsed")
     complete_verdict: bool = Field(
-        False, description="SPEC §3: a judgment without a parsed score gets the read-out's top "
-        "score appended after '\\nScore: ' (source completed), so it may be a judge pair's "
+        False, description="SPEC §3: a judgment without a parsed score gets a score appended "
+        "after '\\nScore: ', drawn from the read-out as the judge's sampler would (source "
+        "completed), so it may be a judge pair's "
         "chosen text; needs forced_readout (small judges)")
     probability_weighted: bool = Field(True, description="SPEC §3: one label-scoring request "
                                        "per scored judgment; needs a backend that scores labels")
@@ -186,7 +187,8 @@ class MetaJudgeConfig(Section):
     forced_readout: bool = Field(False, description="SPEC §3: read A/B when none parsed")
     complete_verdict: bool = Field(
         False, description="SPEC §3: a meta-judgment without a parsed winner gets the "
-        "read-out's 'Winner: Judgment A|B' appended (source completed); needs forced_readout")
+        "read-out's 'Winner: Judgment A|B' appended, drawn as the sampler would (source "
+        "completed); needs forced_readout")
     consistent_only: bool = False
     hide_scores: bool = False
 

@@ -11,6 +11,7 @@ next token.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,44 @@ def most_probable_score(distribution: Sequence[float]) -> float:
     """
     best = max(range(len(distribution)), key=lambda k: (distribution[k], -k))
     return float(SCORE_LABELS[best])
+
+
+def sampled_label(distribution: Sequence[float], temperature: float, top_p: float,
+                  seed: int) -> int:
+    """The index of the label a sampler at ``temperature`` and ``top_p`` draws from the label
+    distribution, seeded (the same request draws the same label on every rerun); greedy (the
+    most probable, the first on a tie) at temperature 0. Verdict completion writes this label:
+    the verdict line the model's own sampler would have written, so a meta-judge that prefers
+    the first-shown judgment 70/30 keeps that 70/30 instead of becoming 100/0.
+
+    >>> sampled_label((0.1, 0.6, 0.3), 0.0, 1.0, seed=7)
+    1
+    >>> sampled_label((0.97, 0.03), 1.0, 0.95, seed=7)  # top-p keeps only the first
+    0
+    >>> draws = [sampled_label((0.7, 0.3), 1.0, 1.0, seed=s) for s in range(2000)]
+    >>> 0.25 < sum(draws) / len(draws) < 0.35
+    True
+    """
+    probs = [max(float(p), 0.0) for p in distribution]
+    best = max(range(len(probs)), key=lambda k: (probs[k], -k))
+    if temperature <= 0 or sum(probs) <= 0:
+        return best
+    peak = max(probs)
+    weights = [(p / peak) ** (1.0 / temperature) if p > 0 else 0.0 for p in probs]
+    total = sum(weights)
+    order = sorted(range(len(weights)), key=lambda k: (-weights[k], k))
+    kept, mass = [], 0.0
+    for k in order:  # the smallest set whose mass reaches top_p, as vLLM's and HF's samplers
+        kept.append(k)
+        mass += weights[k] / total
+        if mass >= top_p:
+            break
+    draw = random.Random(f"verdict:{seed}").random() * sum(weights[k] for k in kept)
+    for k in kept:
+        draw -= weights[k]
+        if draw < 0:
+            return k
+    return kept[-1]
 
 
 def score_prefix(text: str) -> str | None:

@@ -8,9 +8,11 @@ score at the written score, or a forced read-out when nothing parsed), or a foll
 The last step calls ``finish`` with the outcome; the stage turns it into its record.
 
 **Verdict completion** (``complete`` / ``complete_verdict``, SPEC §3): a text without a parsed
-verdict, stopped or cut at ``max_tokens``, gets the read-out's prefix and the model's own top
-label appended, the text it would have ended with had it written the verdict line; the value is
-the forced read-out's, from the same request, and the source is ``completed``.
+verdict, stopped or cut at ``max_tokens``, gets the read-out's prefix and a label appended, the
+text it would have ended with had it written the verdict line: the label drawn from the
+read-out's distribution at the request's temperature and top-p, seeded by the request
+(:func:`~metajudge.judging.readout.sampled_label`; the top label at temperature 0), from the same
+request; the source is ``completed``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from metajudge.judging.readout import (
     WINNER_PREFILL,
     expected_score,
     most_probable_score,
+    sampled_label,
     score_prefix,
 )
 from metajudge.records import (
@@ -138,7 +141,8 @@ class RubricJudge:
             if self.forced:
                 readout = _readout(request, result.text + SCORE_PREFILL, SCORE_LABELS)
                 return Step(readout, lambda r: finish(forced(
-                    result, parsed.error or "", r, readout.prefill if self.complete else None)))
+                    result, parsed.error or "", r,
+                    (readout.prefill, request) if self.complete else None)))
             return finish(Outcome(None, "failed", parsed.error, result.text, [result]))
 
         return Step(request, judged)
@@ -152,26 +156,36 @@ def weighted(completion: Completion, value: float, result: Result) -> Outcome:
                    expected_score(probs) if probs else None, probs)
 
 
+def _drawn(probs: tuple[float, ...], request: GenerationRequest) -> int:
+    """The label index verdict completion writes: drawn as the request's sampler would."""
+    return sampled_label(probs, request.params.temperature, request.params.top_p, request.seed)
+
+
 def forced(completion: Completion, error: str, result: Result,
-           prefill: str | None = None) -> Outcome:
-    """A forced read-out's score, or a failed judgment with both reasons; with the read-out's
-    ``prefill`` given (verdict completion), the score written after it: source ``completed``."""
+           completion_of: tuple[str, GenerationRequest] | None = None) -> Outcome:
+    """A forced read-out's score (the most probable), or a failed judgment with both reasons;
+    with ``completion_of`` = (the read-out's prefill, the judgment's request) given (verdict
+    completion), the score drawn as the request's sampler would, written after the prefill:
+    source ``completed``."""
     probs = result.probs if isinstance(result, LabelScores) else None
     if probs is None:
         return Outcome(None, "failed", f"{error}; forced read-out: {_note(result)}",
                        completion.text, [completion])
-    score = most_probable_score(probs)
-    text = completed(prefill, f"{score:g}") if prefill is not None else None
-    if text is not None and parse_score(text).value == score:
-        return Outcome(score, "completed", error, completion.text, [completion],
-                       expected_score(probs), probs, completed_text=text)
-    return Outcome(score, "forced", error, completion.text, [completion],
+    if completion_of is not None:
+        prefill, request = completion_of
+        score = float(SCORE_LABELS[_drawn(probs, request)])
+        text = completed(prefill, f"{score:g}")
+        if parse_score(text).value == score:  # else the text would not carry it: forced
+            return Outcome(score, "completed", error, completion.text, [completion],
+                           expected_score(probs), probs, completed_text=text)
+    return Outcome(most_probable_score(probs), "forced", error, completion.text, [completion],
                    expected_score(probs), probs)
 
 
 class MetaJudge:
     """The meta-judge: ``Winner: Judgment A|B`` parsed from the last such line; else, with
-    ``forced``, the likelier of A and B after ``\\nWinner: Judgment`` (equal: no verdict)."""
+    ``forced``, the likelier of A and B after ``\\nWinner: Judgment`` (equal: no verdict); with
+    ``complete``, the one drawn as the request's sampler would, appended to the text."""
 
     def __init__(self, template: Template, forced_readout: bool, capabilities: Capabilities,
                  complete: bool = False):
@@ -190,21 +204,25 @@ class MetaJudge:
             if self.forced:
                 readout = _readout(request, result.text + WINNER_PREFILL, CHOICE_LABELS)
                 return Step(readout, lambda r: finish(self._read(
-                    result, parsed.error or "", r, readout.prefill if self.complete else None)))
+                    result, parsed.error or "", r,
+                    (readout.prefill, request) if self.complete else None)))
             return finish(Outcome(None, "failed", parsed.error, result.text, [result]))
 
         return Step(request, judged)
 
     @staticmethod
     def _read(completion: Completion, error: str, result: Result,
-              prefill: str | None = None) -> Outcome:
+              completion_of: tuple[str, GenerationRequest] | None = None) -> Outcome:
         probs = result.probs if isinstance(result, LabelScores) else None
-        if probs is not None and probs[0] != probs[1]:
-            winner = "A" if probs[0] > probs[1] else "B"
-            text = completed(prefill, winner) if prefill is not None else None
-            if text is not None and parse_winner(text).value == winner:
+        if probs is not None and completion_of is not None:
+            prefill, request = completion_of
+            winner = CHOICE_LABELS[_drawn(probs, request)]
+            text = completed(prefill, winner)
+            if parse_winner(text).value == winner:
                 return Outcome(winner, "completed", error, completion.text, [completion],
                                probs=probs, completed_text=text)
+        if probs is not None and probs[0] != probs[1]:
+            winner = "A" if probs[0] > probs[1] else "B"
             return Outcome(winner, "forced", error, completion.text, [completion], probs=probs)
         note = "A and B equally likely" if probs is not None else _note(result)
         return Outcome(None, "failed", f"{error}; forced read-out: {note}", completion.text,

@@ -1,6 +1,8 @@
 """Verdict completion on the embedded model (issue 23): a judgment cut at ``max_tokens`` gets
-``\\nScore: `` and the model's own top label appended, is recorded ``completed`` and may be a judge
-pair's chosen text; with completion off everything is as before (``forced``, never chosen)."""
+``\\nScore: `` and the label the model's own sampler draws appended (its read-out distribution at
+the request's temperature and top-p, seeded by the request), is recorded ``completed`` and may be
+a judge pair's chosen text; with completion off everything is as before (``forced`` with the top
+label, never chosen)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ import pytest
 
 from metajudge.config import load_config
 from metajudge.judging.parse import parse_score, parse_winner
-from metajudge.judging.readout import SCORE_LABELS, SCORE_PREFILL
+from metajudge.judging.readout import (
+    SCORE_LABELS,
+    SCORE_PREFILL,
+    most_probable_score,
+    sampled_label,
+)
 from metajudge.judging.scorers import ReadoutPolicy, RubricJudge
 from metajudge.records import (
     Judgment,
@@ -78,7 +85,7 @@ def _prefer(store: Store, winner: Judgment, backend) -> None:  # type: ignore[no
 
 
 @pytest.mark.timeout(600)
-def test_cut_judgment_is_completed_with_the_models_top_label_and_may_be_chosen(
+def test_cut_judgment_is_completed_with_the_models_own_label_and_may_be_chosen(
         tmp_path: Path, transformers_backend) -> None:  # type: ignore[no-untyped-def]
     on = _store(tmp_path / "on", transformers_backend, complete=True)
     off = _store(tmp_path / "off", transformers_backend, complete=False)
@@ -90,17 +97,20 @@ def test_cut_judgment_is_completed_with_the_models_top_label_and_may_be_chosen(
         assert j.score_source == "completed"
         assert j.completed_text == j.text + SCORE_PREFILL + f"{j.score:g}"
         assert parse_score(j.completed_text).value == j.score
-        # the appended label is the one the model itself ranks first after "\nScore: "
+        # the appended label is the one the model's sampler draws after "\nScore: "
         read = transformers_backend.score_labels([ScoreRequest(
             id=j.id, messages=judge.messages(INSTRUCTION, ANSWERS[int(j.response_id[-1])]),
             prefill=j.text + SCORE_PREFILL, labels=SCORE_LABELS)])[0]
         assert isinstance(read, LabelScores) and read.probs is not None
-        assert j.score == float(max(range(6), key=lambda k: (read.probs[k], -k)))
+        params = j.provenance.params
+        assert j.score == float(SCORE_LABELS[sampled_label(
+            read.probs, params.temperature, params.top_p, j.provenance.seed)])
         assert j.score_probs == pytest.approx(read.probs, abs=1e-3)
     # completion off: the same generations and read-outs, recorded as before
     for j, before in zip(judged_on, judged_off, strict=True):
-        assert (before.text, before.score, before.finish_reason) == (j.text, j.score,
-                                                                     j.finish_reason)
+        assert (before.text, before.finish_reason) == (j.text, j.finish_reason)
+        assert j.score_probs is not None and before.score_probs == j.score_probs
+        assert before.score == most_probable_score(j.score_probs)  # the top label, as before
         assert before.score_source == "forced" and before.completed_text is None
     assert "complete_verdict" not in off.settings(JUDGMENTS, 1)
     assert on.settings(JUDGMENTS, 1)["complete_verdict"] is True
