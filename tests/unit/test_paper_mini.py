@@ -27,6 +27,8 @@ MAY_DIFFER = {
     "judge.forced_readout", "judge.complete_verdict",
     "meta_judge.forced_readout", "meta_judge.complete_verdict",
     "training.global_batch_size", "training.max_length", "training.num_processes",
+    # on a GPU paper.yaml's `auto` trains bf16 and saves bf16; on a CPU `auto` is fp32
+    "training.save_dtype",
 }
 
 
