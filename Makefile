@@ -10,16 +10,22 @@ TORCH_SPEC ?= torch==2.13.0
 DEEPSPEED_SPEC ?= deepspeed==0.19.8
 RUN_DIR ?= runs/tiny
 
-.PHONY: install run test test-slow test-vllm bench bench-analysis results lint clean \
+.PHONY: install run test test-slow test-vllm test-paper-mini bench bench-analysis results lint clean \
 	test-browser explorer-screenshots bench-explorer
 
 # $(call deepspeed_with_cpu_op,BIN): DeepSpeed into the environment BIN, unless its CPU op is
-# already there (--no-cache-dir: a wheel cached by an earlier plain install has no op in it)
+# already there. The wheel is built once (--no-cache-dir: a wheel pip cached from a plain
+# install has no op in it) and kept in .whl-deepspeed/ for .venv and .venv-vllm (the same
+# torch and python)
+DS_WHEELS ?= .whl-deepspeed
 define deepspeed_with_cpu_op
 	$(1)/python -c "from deepspeed.git_version_info import installed_ops as o; \
 		exit(not o.get('deepspeed_shm_comm'))" 2>/dev/null || ( \
-		$(1)/pip install -q setuptools wheel && DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1 \
-		$(1)/pip install -q --no-cache-dir --no-build-isolation --no-deps --force-reinstall "$(DEEPSPEED_SPEC)")
+		ls $(DS_WHEELS)/deepspeed-*.whl >/dev/null 2>&1 || ( \
+			$(1)/pip install -q setuptools wheel && DS_ACCELERATOR=cpu DS_BUILD_SHM_COMM=1 \
+			$(1)/pip wheel -q --no-cache-dir --no-build-isolation --no-deps \
+				-w $(DS_WHEELS) "$(DEEPSPEED_SPEC)" ) && \
+		$(1)/pip install -q --no-deps --force-reinstall $(DS_WHEELS)/deepspeed-*.whl )
 endef
 
 # DeepSpeed is installed with its CPU communication op compiled (once, about 2 minutes):
@@ -61,6 +67,11 @@ $(VLLM_VENV)/bin/vllm: pyproject.toml
 
 test-vllm: $(VLLM_VENV)/bin/vllm
 	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/vllm
+
+# the paper's run in miniature (configs/paper_mini.yaml): vllm serve, ZeRO-3 on 2 ranks, a kill -9
+# mid-training and the rerun; CI runs it after the default suite
+test-paper-mini: $(VLLM_VENV)/bin/vllm
+	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/vllm/test_paper_mini.py
 
 # results/: the tiny run, the harness checks on its seed model and last checkpoint, the report
 results: install

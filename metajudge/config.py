@@ -55,6 +55,10 @@ class OpenAIOptions(Section):
                           "(vLLM, SGLang: continue_final_message); enables label scoring")
     logprobs: bool = Field(True, description="the server returns top log-probabilities "
                            "(transformers serve does not)")
+    structured_outputs: bool = Field(
+        False, description="the server takes vLLM's structured_outputs regex (vLLM >= 0.11; "
+        "on for served vLLM): a read-out then writes the prefill's trailing whitespace and reads "
+        "the labels after it, whatever the model would have written there")
     eject_after: int = Field(3, ge=1, description="consecutive resets, timeouts or 5xx answers "
                              "after which a replica leaves the rotation (refused connections: "
                              "at once); it rejoins when its health check passes")

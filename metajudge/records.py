@@ -60,6 +60,9 @@ class GenerationRequest(Record):
     prefill: str | None = Field(
         None, description="assistant text the completion continues (forced read-outs)"
     )
+    guide: str | None = Field(
+        None, description="a regular expression the continuation must match, for backends "
+        "with structured outputs (read-outs: the prefill's trailing whitespace, then a label)")
 
 
 class TopLogprob(Record):
@@ -174,6 +177,8 @@ class Capabilities(Record):
     seeds: bool
     prefill: bool = Field(False, description="can continue a given assistant prefix")
     label_scores: bool = Field(False, description="answers ScoreRequests (Backend.score_labels)")
+    guided: bool = Field(False, description="honours GenerationRequest.guide (structured "
+                         "outputs), with log-probabilities over the allowed tokens")
     context_length: int | None = None
 
 

@@ -127,8 +127,17 @@ def score_distribution(judgments: pd.DataFrame) -> pd.DataFrame:
     """Per iteration: judgments, parse failures and their rate, mean score, share of non-integer
     scores, and the count of each integer score 0–5 (non-integer scores counted apart).
 
-    ``judgments`` has ``iteration``, ``score`` (NaN when none) and optionally ``score_source``."""
+    ``judgments`` has ``iteration``, ``score`` (NaN or None when none) and optionally
+    ``score_source``.
+
+    >>> frame = pd.DataFrame({"iteration": [1, 1], "score": [None, None]})
+    >>> row = score_distribution(frame).iloc[0]
+    >>> int(row["parse_failures"]), float(row["parse_failure_rate"]), int(row["score_4"])
+    (2, 1.0, 0)
+    """
     frame = judgments.copy()
+    # all-None scores (every judgment failed) arrive as an object column
+    frame["score"] = pd.to_numeric(frame["score"], errors="raise").astype(float)
     failed = frame["score"].isna()
     if "score_source" in frame.columns:
         failed |= frame["score_source"].eq("failed")

@@ -19,7 +19,11 @@ Where the labels are read (:func:`read_labels`): a chat template may trim the pr
 its trailing whitespace, which every template renders alike, and the labels are read where their
 first token is predicted: at the first step, a label token with the whitespace merged in; while
 the greedy continuation writes exactly the whitespace the prefill ended with, at the step after
-it, weighted by the probability of that whitespace.
+it, weighted by the probability of that whitespace. A backend with structured outputs (served
+vLLM) is given a regex (:func:`label_guide`) that makes the continuation write that whitespace
+whatever the model prefers there, so the read-out always reaches the labels' step; without it, a
+model whose greedy token after ``Score:`` is not the space gets no read-out, and the record says
+where the read-out stopped.
 
 Users' own backends subclass :class:`Backend` (public as ``metajudge.backends.Backend``), give it
 a ``from_config(config)`` constructor and are named in the config as ``package.module:Class``.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -108,6 +113,7 @@ class Backend(ABC):
         top = min(TOP_K, caps.max_top_logprobs)
         generation = [GenerationRequest(
             id=r.id, messages=r.messages, prefill=r.prefill.rstrip() or None,
+            guide=label_guide(r.prefill, r.labels) if caps.guided else None,
             params=SamplingParams(temperature=0.0, max_tokens=1 + len(trailing_space(r.prefill)),
                                   logprobs=True, top_logprobs=top)) for r in requests]
         out: list[LabelResult | None] = [None] * len(requests)
@@ -176,6 +182,21 @@ def trailing_space(prefill: str) -> str:
     (' ', '')
     """
     return prefill[len(prefill.rstrip()):]
+
+
+def label_guide(prefill: str, labels: Sequence[str]) -> str:
+    """The structured-outputs regex of a read-out: the whitespace the prefill ends with, then one
+    label (an optional space where the prefill ends without whitespace, as ``Judgment`` before
+    `` A``). Under it the continuation writes that whitespace whatever the model would have
+    written (a trimming template's ``Score:`` then ``' '``), and the log-probabilities at each
+    step are over the allowed tokens: the labels, renormalised.
+
+    >>> label_guide("Clear.\\nScore: ", ("0", "1")), label_guide("Winner: Judgment", ("A", "B"))
+    (' (0|1)', ' ?(A|B)')
+    """
+    space = trailing_space(prefill)
+    head = space or " ?"  # whitespace is literal in a regex
+    return head + "(" + "|".join(re.escape(label) for label in labels) + ")"
 
 
 def normalised(mass: Sequence[float]) -> tuple[float, ...] | None:

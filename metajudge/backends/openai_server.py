@@ -154,7 +154,8 @@ class OpenAIBackend(Backend):
         opts = self._opts
         return Capabilities(logprobs=opts.logprobs, max_top_logprobs=20 if opts.logprobs else 0,
                             seeds=True, prefill=opts.prefill,
-                            label_scores=opts.prefill and opts.logprobs)
+                            label_scores=opts.prefill and opts.logprobs,
+                            guided=opts.structured_outputs)
 
     def stats(self) -> dict[str, Any]:
         """Requests each replica served, and which left the rotation (since the last call)."""
@@ -377,6 +378,8 @@ class OpenAIBackend(Backend):
             body["logprobs"] = True
             if p.top_logprobs:
                 body["top_logprobs"] = p.top_logprobs
+        if request.guide is not None and self._opts.structured_outputs:
+            body["structured_outputs"] = {"regex": request.guide}  # vLLM >= 0.11
         return body
 
 

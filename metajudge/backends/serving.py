@@ -215,6 +215,7 @@ def served_config(config: BackendConfig, model: str, urls: list[str]) -> Backend
     openai = config.openai.model_copy(update={
         "base_url": urls, "served_model": served_path(config, model),
         "prefill": capable or config.openai.prefill,
+        "structured_outputs": capable or config.openai.structured_outputs,
         "logprobs": capable or (serve_opts.engine == "custom" and config.openai.logprobs)})
     return config.model_copy(update={"model": model, "openai": openai,
                                      "revision": model_revision(model, config.revision)})

@@ -86,7 +86,7 @@ class VLLMBackend(Backend):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(logprobs=True, max_top_logprobs=20, seeds=True, prefill=True,
-                            label_scores=True, context_length=self._context)
+                            label_scores=True, guided=True, context_length=self._context)
 
     def generate(
         self, requests: Sequence[GenerationRequest], on_result: ResultCallback | None = None
@@ -158,9 +158,14 @@ class VLLMBackend(Backend):
     @staticmethod
     def _params(request: GenerationRequest) -> Any:
         p = request.params
+        guided: dict[str, Any] = {}
+        if request.guide is not None:  # a read-out: its whitespace, then a label
+            from vllm.sampling_params import StructuredOutputsParams
+
+            guided["structured_outputs"] = StructuredOutputsParams(regex=request.guide)
         return vllm.SamplingParams(
             temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
-            seed=request.seed, logprobs=(p.top_logprobs if p.logprobs else None),
+            seed=request.seed, logprobs=(p.top_logprobs if p.logprobs else None), **guided,
         )
 
     def _completion(self, request: GenerationRequest, output: Any) -> Completion:

@@ -138,7 +138,10 @@ def readouts_not_run(stage: str, requested: Mapping[str, bool], capabilities: Ca
     stage's settings: the file then says the read-outs did not run, and a resume on a backend
     that can make them (or the other way round) is refused by that name instead of mixing
     judgments with and without read-outs in one file. Returns ``{}`` when every requested
-    read-out runs, so the settings of such runs are unchanged.
+    read-out runs, so the settings of such runs are unchanged, except that read-outs guided by
+    structured outputs (``Capabilities.guided``: the continuation is made to write the prefill's
+    trailing whitespace) add ``{"readouts_guided": True}``: they read where an unguided read-out
+    may stop, so the two are not mixed in one file.
 
     >>> fp = BackendFingerprint(kind="openai", model="m", server_url="http://h:1/v1")
     >>> readouts_not_run("judge", {"forced_readout": True, "probability_weighted": False},
@@ -149,7 +152,8 @@ def readouts_not_run(stage: str, requested: Mapping[str, bool], capabilities: Ca
     {}
     """
     if capabilities.label_scores:
-        return {}
+        guided = capabilities.guided and any(requested.values())
+        return {"readouts_guided": True} if guided else {}
     missing = sorted(name for name, on in requested.items() if on)
     if not missing:
         return {}

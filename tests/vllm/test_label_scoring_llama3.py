@@ -29,7 +29,6 @@ from metajudge.judging.readout import (  # noqa: E402
 from metajudge.records import LabelScores, Message, ScoreRequest  # noqa: E402
 
 log = logging.getLogger(__name__)
-MODEL = "smollm2-llama3"
 JUDGE = (Message(role="user", content="Review the answer and end with 'Score: <0-5>'.\n"
                  "Question: What is 2 + 2?\nAnswer: 4, because two and two make four."),)
 PAIR = (Message(role="user", content="Which judgment is better, A or B? End with 'Winner: "
@@ -47,7 +46,12 @@ REQUESTS = [
 ]
 
 
-def test_readout_through_vllm_serve_on_the_llama3_template(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["smollm2-llama3", "llama3-mini"])
+def test_readout_through_vllm_serve_on_the_llama3_template(tmp_path: Path, model: str) -> None:
+    """SmolLM2's weights under Llama-3's template, and the random-init llama3-mini, whose greedy
+    token after ``Score:`` is never the space: without the structured-outputs guide its read-out
+    stopped there (shown below), with it the read-out reaches the digit's step."""
+    MODEL = model
     config = BackendConfig(
         kind="openai", model=MODEL, dtype="float32",
         vllm=VLLMOptions(gpu_memory_utilization=0.1, max_model_len=2048),
@@ -55,8 +59,16 @@ def test_readout_through_vllm_serve_on_the_llama3_template(tmp_path: Path) -> No
                            "--max-num-batched-tokens 2048", env={"OMP_NUM_THREADS": "1"}))
     with serve(config, MODEL, tmp_path) as urls, \
             load_backend(served_config(config, MODEL, urls)) as served:
-        assert served.capabilities.label_scores
+        assert served.capabilities.label_scores and served.capabilities.guided
         got = served.score_labels(REQUESTS)
+        if model == "llama3-mini":  # the same server, read without the guide
+            plain = served_config(config, MODEL, urls)
+            plain = plain.model_copy(update={"openai": plain.openai.model_copy(
+                update={"structured_outputs": False})})
+            with load_backend(plain) as unguided:
+                before = unguided.score_labels(REQUESTS[:1])[0]
+            assert isinstance(before, LabelScores) and before.probs is None
+            assert "instead of ' '" in (before.note or ""), before.note
         # what the server renders: the prefill's trailing space trimmed away
         import httpx
 

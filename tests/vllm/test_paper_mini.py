@@ -73,7 +73,8 @@ def test_paper_mini_two_iterations_with_a_kill_during_zero3(tmp_path: Path) -> N
         assert not _servers(), "M_0's server is stopped before training"
         time.sleep(5)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 60
     while _ranks() or _servers():
