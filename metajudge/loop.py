@@ -34,7 +34,7 @@ from metajudge.stages.meta_judge import run_meta_judge
 from metajudge.stages.pairs import run_pairs
 from metajudge.stages.runner import require_finished, stage_engine
 from metajudge.stages.summary import check_judge_health, run_table
-from metajudge.stages.train import check_training, iteration_model
+from metajudge.stages.train import check_checkpoint, check_training, iteration_model
 from metajudge.store import LOCK_ENV, Store
 from metajudge.tracking import log_summary
 from metajudge.training.dpo import checkpoint_done
@@ -85,6 +85,7 @@ def train_in_child(store: Store, iteration: int, *, progress: bool = True) -> No
 def run_iteration(store: Store, iteration: int, *, progress: bool = True) -> None:
     """All stages of one iteration; a finished iteration is skipped."""
     if checkpoint_done(store.iteration_dir(iteration)):
+        check_checkpoint(store, iteration, settings=False)  # not from remade pairs or M_t
         log.info("iteration %d is finished (checkpoint present)", iteration)
         return
     run_stages(store, iteration, progress=progress)

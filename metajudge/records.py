@@ -228,10 +228,10 @@ class FailedRequest(Record):
     provenance: Provenance
 
 
-#: where a judge's or meta-judge's value came from: parsed from its text; ``completed`` (the text
-#: had no verdict, so the template's verdict prefix and the label the model's sampler draws under label
-#: scoring were appended, ``completed_text``); ``forced`` (that label read out, the text left as
-#: it was); ``failed`` (no value, with the reason)
+#: where a judge's or meta-judge's value came from: parsed from its text; ``completed`` (the
+#: text had no verdict, so the template's verdict prefix and the label the model's sampler
+#: draws under label scoring were appended, ``completed_text``); ``forced`` (the top label read
+#: out, the text left as it was); ``failed`` (no value, with the reason)
 ValueSource = Literal["parsed", "completed", "forced", "failed"]
 
 

@@ -84,6 +84,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             stage.add_argument("--redo", action="store_true", help="move this stage's records "
                                "aside and make them again under the current settings and "
                                "from the current records of the stages before it")
+        if name == "train":
+            stage.add_argument("--redo", action="store_true", help="move the iteration's "
+                               "checkpoint aside and train again from M_t on the current pairs")
         _common(stage)
 
     from metajudge.cli.eft import add_parser as add_eft
@@ -160,7 +163,7 @@ def _stage(args: argparse.Namespace, config: RunConfig, progress: bool) -> None:
         if args.command == "train":
             from metajudge.stages.train import run_train
 
-            entry = run_train(store, iteration, progress=progress)
+            entry = run_train(store, iteration, progress=progress, redo=args.redo)
             print(f"train iteration {iteration}: {entry['pairs']} pairs, {entry['steps']} "
                   f"steps, launcher {entry['launcher']}, world size {entry['world_size']}, "
                   f"global batch {entry['global_batch_size']} in {entry['seconds']:.1f} s")

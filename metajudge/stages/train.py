@@ -14,6 +14,13 @@ training leaves none and retrains from M_t. The manifest's ``iter_NN/train`` ent
 launcher, the engine that ran (accelerate's distributed type, the ZeRO stage, the world size,
 the mixed precision, as the trainer reported them), the per-device batch, the accumulation and
 the global batch; it is written once per checkpoint, however often the stage is rerun.
+
+A checkpoint records what it was trained from (:func:`made_from`: M_t's identity, the digest
+of ``dpo_pairs.jsonl``, the seed and the training settings that shape the result, not those
+that only say how to launch). A rerun of a finished iteration reuses it only when all of these
+are still the run's; otherwise it is refused, naming what differs, and ``--redo`` moves the
+checkpoint aside into ``replaced/`` and trains again (the next iteration's records, made by the
+old checkpoint, are then refused by their model's fingerprint).
 """
 
 from __future__ import annotations
@@ -36,9 +43,15 @@ import yaml
 
 from metajudge.config import TrainingConfig
 from metajudge.extras import require
+from metajudge.models import resolve_model
 from metajudge.processes import Child, die_with_parent
 from metajudge.store import DPO_PAIRS, LOCK_ENV, Store
-from metajudge.training.checkpoint import CHECKPOINT, MARKER, checkpoint_done
+from metajudge.training.checkpoint import (
+    CHECKPOINT,
+    MARKER,
+    checkpoint_done,
+    file_digest,
+)
 from metajudge.training.dpo import train_dpo
 
 log = logging.getLogger(__name__)
@@ -48,6 +61,13 @@ STAGE = "train"
 STALE_LOCK_S = 15 * 60
 #: accelerate configs shipped with metajudge (``training.accelerate_config: zero3``)
 SHIPPED_CONFIGS = ("ddp", "fsdp", "zero3")
+
+
+#: training settings that say how a job is launched, not what it trains: a checkpoint made under
+#: other values of these is still this run's
+LAUNCH_ONLY = frozenset({"launcher", "num_processes", "num_machines", "accelerate_config",
+                         "launcher_prefix", "rdzv_endpoint", "machine_rank", "report_to",
+                         "per_device_batch_size"})
 
 
 class LaunchFailed(RuntimeError):
@@ -164,6 +184,63 @@ def launch_command(run_dir: Path, iteration: int, cfg: TrainingConfig,
     return ["bash", "-c", text]
 
 
+def model_identity(store: Store, model: str) -> str:
+    """M_t as a checkpoint names it: a checkpoint's weights digest, or the seed model's name
+    and revision (the embedded model's content hash, or the pinned ``backend.revision``)."""
+    resolved = resolve_model(model, store.config.backend.revision)
+    if (Path(model) / MARKER).is_file():  # wherever the run directory is moved
+        return str(resolved.revision)
+    return f"{resolved.name}@{resolved.revision}"
+
+
+def made_from(store: Store, iteration: int) -> dict[str, Any]:
+    """What iteration ``iteration``'s checkpoint is trained from (recorded in it, compared on
+    every rerun): M_t, the pairs file's digest, the seed and the shaping training settings."""
+    cfg = store.config
+    pairs = store.path(DPO_PAIRS, iteration)
+    return {"model": model_identity(store, iteration_model(store, iteration)),
+            "dpo_pairs": file_digest(pairs) if pairs.is_file() else None,
+            "seed": cfg.seed + iteration,
+            "training": {k: v for k, v in cfg.training.model_dump(mode="json").items()
+                         if k not in LAUNCH_ONLY}}
+
+
+def stale_inputs(recorded: dict[str, Any] | None, current: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's ``made_from`` and the run's now (a checkpoint made
+    before it was recorded differs in nothing it can name)."""
+    if recorded is None:
+        return []
+    differs = [key for key in ("model", "dpo_pairs", "seed") if recorded.get(key) != current[key]]
+    was, now = recorded.get("training", {}), current["training"]
+    return differs + [f"training.{key}" for key in sorted(set(was) | set(now))
+                      if was.get(key) != now.get(key)]
+
+
+def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
+                     settings: bool = True) -> None:
+    """Refuse (or with ``redo`` move aside) a finished checkpoint that was trained from other
+    pairs, another M_t or (``settings``) under other settings than the run's now. The loop
+    passes ``settings=False`` for a finished iteration: like its other stages, it is kept when
+    the settings change for the iterations still to run, but never when its inputs were remade."""
+    folder = store.iteration_dir(iteration)
+    if not checkpoint_done(folder):
+        return
+    meta = json.loads((folder / CHECKPOINT / MARKER).read_text(encoding="utf-8"))
+    differs = stale_inputs(meta.get("made_from"), made_from(store, iteration))
+    if not settings:
+        differs = [d for d in differs if d in ("model", "dpo_pairs")]
+    if redo:
+        target = folder / "replaced" / f"{CHECKPOINT}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder / CHECKPOINT), target)
+        log.warning("moved %s aside to %s", folder / CHECKPOINT, target)
+    elif differs:
+        raise store.refuse(
+            f"{folder / CHECKPOINT} was trained from another {', '.join(differs)} than the "
+            f"run's now (the pairs were remade, M_t retrained, or the settings changed): "
+            f"`metajudge train {store.root} --iteration {iteration} --redo` trains it again")
+
+
 def train_iteration(run_dir: Path, iteration: int, *, progress: bool = True) -> None:
     """Train in this process (one rank of a job, or the whole inprocess training)."""
     store = Store.open(run_dir, lock=False)
@@ -171,14 +248,18 @@ def train_iteration(run_dir: Path, iteration: int, *, progress: bool = True) -> 
     rows = [row.model_dump(mode="json") for row in store.read(DPO_PAIRS, iteration)]
     train_dpo(iteration_model(store, iteration), rows, store.iteration_dir(iteration),
               cfg.training, seed=cfg.seed + iteration, revision=cfg.backend.revision,
-              trust_remote_code=cfg.backend.trust_remote_code, progress=progress)
+              trust_remote_code=cfg.backend.trust_remote_code, progress=progress,
+              made_from=made_from(store, iteration))
 
 
-def run_train(store: Store, iteration: int, *, progress: bool = True) -> dict[str, Any]:
-    """Train iteration ``iteration`` unless its checkpoint is there; returns the manifest entry,
+def run_train(store: Store, iteration: int, *, progress: bool = True,
+              redo: bool = False) -> dict[str, Any]:
+    """Train iteration ``iteration`` unless its checkpoint is there, trained from what the run
+    holds now (:func:`check_checkpoint`; ``redo`` trains again); returns the manifest entry,
     which is recorded once per checkpoint (its weights' digest tells them apart)."""
     folder = store.iteration_dir(iteration)
     cfg = store.config.training
+    check_checkpoint(store, iteration, redo=redo)
     if not checkpoint_done(folder):
         try:
             check_training(cfg)

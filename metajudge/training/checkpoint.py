@@ -89,6 +89,15 @@ def cast_checkpoint(folder: Path, dtype: str) -> None:
         config.write_text(json.dumps(data, indent=2))
 
 
+def file_digest(path: Path) -> str:
+    """Content hash of one file (a checkpoint's training pairs)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def weights_digest(folder: Path) -> str:
     """Content hash of a checkpoint's weights: its revision in record fingerprints."""
     digest = hashlib.sha256()

@@ -120,9 +120,12 @@ def upcast_trainable(model: Any) -> int:
 
 def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
               cfg: TrainingConfig, seed: int, *, revision: str | None = None,
-              trust_remote_code: bool = False, progress: bool = True) -> TrainResult:
+              trust_remote_code: bool = False, progress: bool = True,
+              made_from: dict[str, Any] | None = None) -> TrainResult:
     """Train one DPO iteration from ``model`` on TRL conversational rows; reuses a finished
-    checkpoint. Works in a single process and in every rank of a launched job."""
+    checkpoint. Works in a single process and in every rank of a launched job. ``made_from``
+    (what the checkpoint is trained from: M_t's identity, the pairs' digest, the settings) goes
+    into the checkpoint's record as it is."""
     torch = require("torch", "transformers")
     transformers = require("transformers", "transformers")
     trl = require("trl", "transformers")
@@ -245,7 +248,7 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
         "gradient_accumulation": cfg.accumulation,
         "global_batch_size": cfg.per_device_batch_size * cfg.accumulation * world,
         "lora": cfg.lora.model_dump() if cfg.lora else None,
-        "weights_sha256": weights_digest(tmp),
+        "weights_sha256": weights_digest(tmp), "made_from": made_from,
     }, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

@@ -231,3 +231,43 @@ def test_qlora_adapters_that_trl_casts_to_bf16_train_as_fp32_master_weights(
     assert upcast_trainable(model) == 2 * base.config.num_hidden_layers  # lora_A, lora_B
     check_master_weights(model, deepspeed=False)
     assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
+
+
+@pytest.mark.timeout(900)
+def test_a_checkpoint_trained_from_other_pairs_or_settings_is_refused_until_redone(
+        tmp_path: Path, embedded_model_dir: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # a finished checkpoint is reused only when it was trained from the pairs, M_t and the
+    # shaping settings the run holds now; --redo moves it aside and trains again
+    run = make_run(tmp_path / "run", "training.max_length=96")
+    assert main(["train", str(run), "--no-progress"]) == 0
+    marker = run / "iter_01" / "checkpoint" / "metajudge.json"
+    first = json.loads(marker.read_text())
+    assert first["made_from"]["model"].startswith("smollm2-135m-instruct@")  # + content hash
+    assert first["made_from"]["model"] != "smollm2-135m-instruct@None"
+    assert first["made_from"]["training"]["beta"] == 0.1
+    assert "launcher" not in first["made_from"]["training"]  # how it ran is not what it is
+    # unchanged: reused; another launch set-up: reused
+    assert main(["train", str(run), "--no-progress", "--set", "training.num_processes=1",
+                 "--set", "training.per_device_batch_size=2"]) == 0
+    assert json.loads(marker.read_text()) == first
+    # another beta: refused by name, and the run's settings are not replaced
+    capsys.readouterr()
+    assert main(["train", str(run), "--no-progress", "--set", "training.beta=0.2"]) == 2
+    assert "training.beta" in capsys.readouterr().err
+    assert load_config(run / "config.yaml").training.beta == 0.1
+    # the pairs remade (one fewer): refused by name
+    store = Store.open(run)
+    rows = store.read(DPO_PAIRS, 1)
+    store.write_all(DPO_PAIRS, rows[:3], 1)
+    store.close()
+    assert main(["train", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "dpo_pairs" in err and "--redo" in err
+    # --redo trains again on the pairs the run holds now; the old checkpoint is kept aside
+    assert main(["train", str(run), "--no-progress", "--redo"]) == 0
+    again = json.loads(marker.read_text())
+    assert again["pairs"] == 3 and again["made_from"]["dpo_pairs"] != first["made_from"][
+        "dpo_pairs"]
+    aside = list((run / "iter_01" / "replaced").glob("checkpoint-*/metajudge.json"))
+    assert [json.loads(p.read_text())["pairs"] for p in aside] == [4]
+    assert main(["train", str(run), "--no-progress"]) == 0  # and is reused from then on
