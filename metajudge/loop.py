@@ -90,8 +90,22 @@ def run_iteration(store: Store, iteration: int, *, progress: bool = True) -> Non
         return
     run_stages(store, iteration, progress=progress)
     log.info("iteration %d pairs: %s", iteration, run_pairs(store, iteration))
-    check_judge_health(store, iteration)  # warns; stops here with judge_health.stop_on_alarm
+    try:
+        check_judge_health(store, iteration)  # warns; stops here with stop_on_alarm
+    finally:  # the iteration's judge health and alarms are in summary.csv before training
+        publish_summary(store)
     train_in_child(store, iteration, progress=progress)  # it records the training, once
+    publish_summary(store)
+
+
+def publish_summary(store: Store) -> pd.DataFrame:
+    """Write the per-iteration table to ``RUN/summary.csv`` and the trackers of
+    ``training.report_to``: after each iteration's pairs (its judge health and alarms, before
+    training, even when an alarm stops the loop) and after its training."""
+    table = run_table(store.root)
+    table.to_csv(store.root / "summary.csv")
+    log_summary(store, table)
+    return table
 
 
 def record_eft(store: Store) -> None:
@@ -117,9 +131,6 @@ def run_loop(config: RunConfig, out: str | Path, *, progress: bool = True) -> pd
         record_eft(store)
         for iteration in range(1, config.iterations + 1):
             run_iteration(store, iteration, progress=progress)
-        table = run_table(store.root)
-        table.to_csv(store.root / "summary.csv")
-        log_summary(store, table)
-        return table.reset_index()
+        return publish_summary(store).reset_index()
     finally:
         store.close()

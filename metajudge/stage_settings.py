@@ -5,11 +5,14 @@ variants) and two keys of its own:
 
 - ``generation``: which making of ``judgments.jsonl`` its records are, an id drawn when the file
   starts (first made, or remade by ``--redo``) and kept while the stage is resumed;
-- ``inputs``: the generations of the stage files the records were made from
-  (``{"responses": ...}``).
+- ``inputs``: which state of each stage file the records were made from
+  (``{"responses": "<generation>@<bytes>"}``): its generation and its size, since records are
+  only ever appended, so that a stage resumed after a later one had read it (records added
+  for requests that had failed, say) makes the later one's records stale too.
 
 A stage is refused, naming what differs, when its settings changed, when one of its inputs was
-remade since its records were made (their records are stale), or when an input is itself stale
+remade or grown since its records were made (their records are stale), or when an input is
+itself stale
 (made from an earlier making of its own inputs). ``--redo`` moves the old records aside and
 makes them again; it does not cascade: after ``generate --redo`` the judge, then the meta-judge,
 then the pairs refuse their records until each is redone in turn, so nothing is ever judged,
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from metajudge.jsonl import write_atomic
+from metajudge.jsonl import InputError, write_atomic
 
 if TYPE_CHECKING:
     from metajudge.store import StageFile, Store
@@ -46,7 +49,35 @@ def read(store: Store, file: StageFile, iteration: int | None = None
          ) -> dict[str, Any] | None:
     """What a stage file's settings file holds (None when it has none)."""
     path = path_of(store, file.name, iteration)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except ValueError as exc:  # names the file (JSONDecodeError alone does not)
+        raise InputError(f"{path}: not a settings file ({exc}); move it aside, or remake "
+                         f"{file.filename} with --redo") from exc
+
+
+def state(store: Store, file: StageFile, iteration: int | None = None) -> str | None:
+    """A stage file as a later stage records it was made from: its generation and its size
+    (None for a file without a generation)."""
+    made = generation(store, file, iteration)
+    if made is None:
+        return None
+    path = store.path(file, iteration)
+    return f"{made}@{path.stat().st_size if path.is_file() else 0}"
+
+
+def same_state(was: str | None, now: str | None) -> bool:
+    """Whether a recorded input state is the file's now (one recorded before sizes were, a
+    bare generation, is compared by generation).
+
+    >>> same_state("g1@10", "g1@10"), same_state("g1@10", "g1@12"), same_state("g1", "g1@12")
+    (True, False, True)
+    """
+    if was is not None and now is not None and "@" not in was:
+        return now.rpartition("@")[0] == was
+    return was == now
 
 
 def generation(store: Store, file: StageFile, iteration: int | None = None) -> str | None:
@@ -63,7 +94,7 @@ def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: in
     from metajudge.store import digest
 
     records = store.path(file, iteration)
-    made_from = {f.name: generation(store, f, iteration) for f in inputs}
+    made_from = {f.name: state(store, f, iteration) for f in inputs}
     for upstream in inputs:
         require_current(store, upstream, iteration)
     if redo and (records.is_file() or path_of(store, file.name, iteration).is_file()):
@@ -85,7 +116,7 @@ def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: in
         was_made_from = saved[INPUTS] if INPUTS in saved else {
             name: None for name in made_from if name in saved}
         stale = [name for name, was in (was_made_from or {}).items()
-                 if name in made_from and made_from[name] != was]
+                 if name in made_from and not same_state(was, made_from[name])]
         if stale:
             raise store.refuse(_stale(records, stale))
     if saved is not None and records.is_file():  # resumed: the same making of the file
@@ -109,7 +140,7 @@ def require_current(store: Store, file: StageFile, iteration: int | None = None)
     for name, was in recorded.items():
         upstream = STAGE_FILES.get(name) or StageFile(name, BaseModel)
         require_current(store, upstream, iteration)
-        if generation(store, upstream, iteration) != was:
+        if not same_state(was, state(store, upstream, iteration)):
             stale.append(name)
     if stale:
         raise store.refuse(_stale(store.path(file, iteration), stale))
@@ -126,8 +157,9 @@ def _stale(path: Path, stale: list[str]) -> str:
     where = (f" --iteration {int(path.parent.name[5:])}"
              if path.parent.name.startswith("iter_") else "")
     redo = f"`metajudge {command} RUN{where} --redo`" if command else "--redo"
-    return (f"{path} was made from an earlier {files}, remade since (--redo): its records are "
-            f"stale. Make them again from the current {files} with {redo}")
+    return (f"{path} was made from an earlier {files}, remade (--redo) or grown (a resumed "
+            f"stage) since: its records are stale. Make them again from the current {files} "
+            f"with {redo}")
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

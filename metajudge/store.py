@@ -201,9 +201,13 @@ class Store:
         return ConfigMismatchError(message)
 
     def close(self) -> None:
-        """Save the settings unless a stage refused them (see :meth:`save_config`), and
-        release the lock (the files stay)."""
-        self.save_config()
+        """Release the lock (the files stay), saving the settings first only when the command
+        ends well: not when a stage refused them (see :meth:`save_config`), and not when it
+        stops on any other error (called from a ``finally`` while an exception propagates,
+        ``sys.exc_info()`` holds it), since a stage after the one that stopped has not yet
+        checked them."""
+        if sys.exc_info()[1] is None:
+            self.save_config()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -349,12 +353,14 @@ class Store:
     def _write_manifest(self, data: dict[str, Any]) -> None:
         write_atomic(self.manifest_path, json.dumps(data, indent=2, default=str) + "\n")
 
-    def record_stage(self, key: str, summary: dict[str, Any]) -> None:
+    def record_stage(self, key: str, summary: dict[str, Any], *, replace: bool = False) -> None:
         """Store a stage pass's counts and timings under ``key`` (``iter_01/judge``, or a
         harness stage's name). Work done (seconds, tokens, calls, records) adds up over the
-        passes that finished; everything else is the latest pass's."""
+        passes that finished; everything else is the latest pass's. ``replace`` starts the
+        entry again (a retrained checkpoint's training is its own, not added to the last)."""
         data = self.manifest()
-        previous = data.setdefault("stages", {}).get(key, {})
+        previous = {} if replace else data.setdefault("stages", {}).get(key, {})
+        data.setdefault("stages", {})
         merged = {**summary, "updated": _now(), "passes": previous.get("passes", 0) + 1}
         for name in _ACCUMULATE:
             if name in summary and name in previous:

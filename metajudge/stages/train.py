@@ -41,11 +41,12 @@ from typing import Any
 
 import yaml
 
+from metajudge import stage_settings
 from metajudge.config import TrainingConfig
 from metajudge.extras import require
 from metajudge.models import resolve_model
 from metajudge.processes import Child, die_with_parent
-from metajudge.store import DPO_PAIRS, LOCK_ENV, Store
+from metajudge.store import DPO_PAIRS, LOCK_ENV, PAIRS, Store
 from metajudge.training.checkpoint import (
     CHECKPOINT,
     MARKER,
@@ -199,6 +200,7 @@ def made_from(store: Store, iteration: int) -> dict[str, Any]:
     cfg = store.config
     pairs = store.path(DPO_PAIRS, iteration)
     return {"model": model_identity(store, iteration_model(store, iteration)),
+            "pairs": stage_settings.state(store, PAIRS, iteration),
             "dpo_pairs": file_digest(pairs) if pairs.is_file() else None,
             "seed": cfg.seed + iteration,
             "training": {k: v for k, v in cfg.training.model_dump(mode="json").items()
@@ -211,6 +213,8 @@ def stale_inputs(recorded: dict[str, Any] | None, current: dict[str, Any]) -> li
     if recorded is None:
         return []
     differs = [key for key in ("model", "dpo_pairs", "seed") if recorded.get(key) != current[key]]
+    if "pairs" in recorded and not stage_settings.same_state(recorded["pairs"], current["pairs"]):
+        differs.insert(1, "pairs")
     was, now = recorded.get("training", {}), current["training"]
     return differs + [f"training.{key}" for key in sorted(set(was) | set(now))
                       if was.get(key) != now.get(key)]
@@ -219,16 +223,19 @@ def stale_inputs(recorded: dict[str, Any] | None, current: dict[str, Any]) -> li
 def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
                      settings: bool = True) -> None:
     """Refuse (or with ``redo`` move aside) a finished checkpoint that was trained from other
-    pairs, another M_t or (``settings``) under other settings than the run's now. The loop
+    pairs, another M_t or (``settings``) under other settings than the run's now, and pairs
+    made from records remade or grown since (:func:`metajudge.stage_settings.require_current`,
+    checked before training too). The loop
     passes ``settings=False`` for a finished iteration: like its other stages, it is kept when
     the settings change for the iterations still to run, but never when its inputs were remade."""
     folder = store.iteration_dir(iteration)
+    stage_settings.require_current(store, PAIRS, iteration)  # not pairs of stale records
     if not checkpoint_done(folder):
         return
     meta = json.loads((folder / CHECKPOINT / MARKER).read_text(encoding="utf-8"))
     differs = stale_inputs(meta.get("made_from"), made_from(store, iteration))
     if not settings:
-        differs = [d for d in differs if d in ("model", "dpo_pairs")]
+        differs = [d for d in differs if d in ("model", "pairs", "dpo_pairs")]
     if redo:
         target = folder / "replaced" / f"{CHECKPOINT}-{time.strftime('%Y%m%d-%H%M%S')}"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -295,7 +302,7 @@ def run_train(store: Store, iteration: int, *, progress: bool = True,
     key = f"iter_{iteration:02d}/{STAGE}"
     recorded = store.manifest().get("stages", {}).get(key, {})
     if recorded.get("weights_sha256") != entry["weights_sha256"] or not recorded:
-        store.record_stage(key, entry)  # a checkpoint's training counts once
+        store.record_stage(key, entry, replace=True)  # a checkpoint's training counts once
     return entry
 
 

@@ -131,6 +131,11 @@ def test_the_loop_stops_before_training_naming_the_alarm(tmp_path: Path,
     assert (run / "iter_01" / "dpo_pairs.jsonl").is_file()
     assert not (run / "iter_01" / "checkpoint").exists()
     assert not (run / "iter_01" / "train_metrics.jsonl").exists()
+    # the stopped iteration's health and its alarm are in summary.csv already
+    import pandas as pd
+
+    row = pd.read_csv(run / "summary.csv").set_index("iteration").loc[1]
+    assert row["score_top_share"] > 0.01 and "score_collapse" in str(row["alarms"])
 
 
 def test_pure_functions_on_edge_cases() -> None:

@@ -83,7 +83,8 @@ def test_generations_are_kept_on_resume_and_renewed_by_a_redo(instant_run) -> No
     run_generate(store, backend, 1, progress=False)
     first = store.generation(RESPONSES, 1)
     run_judge(store, backend, 1, progress=False)
-    assert first and store.settings(JUDGMENTS, 1)["inputs"] == {"responses": first}
+    size = store.path(RESPONSES, 1).stat().st_size
+    assert first and store.settings(JUDGMENTS, 1)["inputs"] == {"responses": f"{first}@{size}"}
     run_generate(store, backend, 1, progress=False)  # a resume: the same records
     assert store.generation(RESPONSES, 1) == first
     run_judge(store, backend, 1, progress=False)
@@ -113,6 +114,39 @@ def test_a_run_made_before_generations_resumes_as_it_was(instant_run) -> None:  
     run_generate(store, backend, 1, progress=False, redo=True)  # a redo is still seen
     with pytest.raises(ConfigMismatchError, match="responses.jsonl"):
         run_judge(store, backend, 1, progress=False)
+
+
+def test_a_stage_resumed_after_a_later_one_read_it_makes_that_one_stale(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the meta-judge's selection made from judgments with failures left is not kept once the
+    # judge, resumed, adds the missing ones: the judgments file grew since
+    run = tmp_path / "run"
+    assert main(_generate(run)) == 0
+    monkeypatch.setenv("INSTANT_FAIL_FIRST", "2")
+    assert main(["judge", str(run), "--no-progress", "--set", "runner.retry_passes=0"]) == 0
+    monkeypatch.delenv("INSTANT_FAIL_FIRST")
+    assert main(["meta-judge", str(run), "--no-progress"]) == 0
+    assert main(["judge", str(run), "--no-progress"]) == 0  # the failed ones, again
+    capsys.readouterr()
+    assert main(["meta-judge", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "judgments.jsonl" in err and "grown" in err and "--redo" in err
+    assert main(["meta-judge", str(run), "--no-progress", "--redo"]) == 0
+
+
+def test_training_refuses_pairs_of_records_remade_since(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main(_generate(run)) == 0
+    for stage in ("judge", "meta-judge", "pairs"):
+        assert main([stage, str(run), "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["judge", str(run), "--no-progress", "--redo"]) == 0
+    capsys.readouterr()
+    # dpo_pairs.jsonl is as it was, but made from judgments the run no longer holds
+    assert main(["train", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "meta_judgments.jsonl" in err and "stale" in err  # the first stale file up the chain
+    assert not (run / "iter_01" / "trainer").exists()  # refused before training started
 
 
 # -------------------------------------------- item 2: each checkpoint is its own model
@@ -182,6 +216,24 @@ def test_a_loop_refused_by_a_later_stage_saves_no_settings(
     assert (run / "config.yaml").read_text() == saved
     assert main(["judge", str(run), "--no-progress"]) == 0  # the next plain resume works
     assert "0 new" in capsys.readouterr().out
+
+
+def test_a_loop_stopped_by_failures_saves_no_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # not only a refusal: a stage that stops on failures leaves the later stages' settings
+    # unchecked, so they are not saved either
+    run = tmp_path / "run"
+    assert main(_generate(run)) == 0
+    assert main(["judge", str(run), "--no-progress"]) == 0
+    saved = (run / "config.yaml").read_text()
+    (run / "iter_01" / "responses.jsonl").write_text(
+        (run / "iter_01" / "responses.jsonl").read_text().splitlines(keepends=True)[0])
+    monkeypatch.setenv("INSTANT_FAIL_FIRST", "1")  # every request fails its first try
+    assert main(["run", TINY, "--out", str(run), "--iterations", "1", "--no-progress", *SETS,
+                 "--set", "prompts.per_iteration=2", "--set", "generation.samples_per_prompt=2",
+                 "--set", "runner.retry_passes=0", "--set", "judge.temperature=0.0"]) == 2
+    assert "still fail" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == saved
 
 
 # ------------------------------------------------ item 7: a refused open keeps no lock
