@@ -54,7 +54,8 @@ def read(store: Store, file: StageFile, iteration: int | None = None
     try:
         return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
     except ValueError as exc:  # names the file (JSONDecodeError alone does not)
-        raise InputError(f"{path}: not a settings file ({exc}); move it aside, or remake "
+        raise InputError(path, getattr(exc, "lineno", None), None,
+                         f"not a settings file ({exc}); move it aside, or remake "
                          f"{file.filename} with --redo") from exc
 
 
