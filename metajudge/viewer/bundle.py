@@ -1,8 +1,12 @@
 """The static bundle: the explorer's app and every API answer it needs, pre-rendered as files,
 so that any static host (a plain ``python -m http.server``) serves the same pages.
 
-The answers are written at the very paths the server answers (``api/overview.json``,
-``api/iter/1/prompt/<hex id>.json``, …). An iteration's prompt list is written whole
+The answers are written at the paths the server answers (``api/overview.json``, …), except
+that an id in a file name is the SHA-256 (hex) of its UTF-8 bytes, not the hex of the bytes
+themselves: a name of fixed length whatever the id (a file name holds at most 255 bytes). The
+app computes the same digest (SubtleCrypto, in a secure context such as http://127.0.0.1 or
+https) or looks it up in ``api/names.json`` (id → digest, every id named in the bundle).
+An iteration's prompt list is written whole
 (``complete: true``) and the app filters, sorts and pages it in the browser; a static host
 ignores the query string the app sends. Routes are hash routes (``#/iter/1/prompt/ID``), so a
 deep link needs nothing from the host. ``limit`` keeps the first prompts of each iteration only
@@ -13,9 +17,11 @@ deep link needs nothing from the host. ``limit`` keeps the first prompts of each
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +32,9 @@ from metajudge.viewer.server import STATIC, Explorer, static_file
 log = logging.getLogger(__name__)
 
 
-def _hex(text: str) -> str:
-    return text.encode("utf-8").hex()
+def file_key(text: str) -> str:
+    """The file name stem of an id in the bundle: the SHA-256 (hex) of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _write(root: Path, relative: str, data: Any) -> None:
@@ -47,6 +54,12 @@ def write_bundle(explorer: Explorer, out: Path, *, limit: int | None = None) -> 
         shutil.rmtree(out)
     out.mkdir(parents=True)
     count = 0
+    names: dict[str, str] = {}
+
+    def key(text: str) -> str:
+        names[text] = file_key(text)
+        return names[text]
+
     for name in sorted({name for name, _ in STATIC.values()}):
         (out / name).write_bytes(static_file(name))
         count += 1
@@ -65,14 +78,16 @@ def write_bundle(explorer: Explorer, out: Path, *, limit: int | None = None) -> 
             count += 1
             for row in listing["rows"][:limit]:
                 page = queries.prompt_page(db, explorer.run, iteration, row["prompt_id"])
-                _write(out, f"api/iter/{iteration}/prompt/{_hex(row['prompt_id'])}.json", page)
+                _write(out, f"api/iter/{iteration}/prompt/{key(row['prompt_id'])}.json", page)
                 count += 1
-    count += _harness(explorer, out)
+    count += _harness(explorer, out, key)
+    _write(out, "api/names.json", names)
+    count += 1
     log.info("explorer bundle: %d files in %s", count, out)
     return count
 
 
-def _harness(explorer: Explorer, out: Path) -> int:
+def _harness(explorer: Explorer, out: Path, key: Callable[[str], str]) -> int:
     listing = explorer.answer("harness", (), {})
     _write(out, "api/harness.json", listing)
     count = 1
@@ -83,12 +98,11 @@ def _harness(explorer: Explorer, out: Path) -> int:
         data = harness_data.questions(explorer.harness, kind, model)
         if data is None:
             continue
-        base = f"api/harness/{kind}/{_hex(model)}"
-        _write(out, f"{base}.json", {"kind": kind, "model": model, "layout": data["layout"],
-                                     "rows": harness_data.summary_rows(data)})
+        base = f"api/harness/{kind}/{key(model)}"
+        _write(out, f"{base}.json", harness_data.model_view(data))
         count += 1
         for item in data["items"]:
-            _write(out, f"{base}/{_hex(str(item['id']))}.json",
+            _write(out, f"{base}/{key(str(item['id']))}.json",
                    {"kind": kind, "model": model, "layout": data["layout"], "item": item})
             count += 1
     return count

@@ -8,6 +8,11 @@ the judge played with where the model's answer was shown, the verdict and its so
 lengths; for MT-Bench (single-answer grading, no baseline) the two turns and each turn's
 rating. These folders are small (at most 805 questions), so they are read whole and kept while
 their files are unchanged.
+
+Only what lies inside the harness root is read: a folder or file that is a link resolving
+outside it is skipped. Lines are read with :mod:`metajudge.jsonl`: a partial last line (a write
+in progress) waits, and a line that is not a JSON object is named (file, line) in the folder's
+``problems`` while the other lines are shown.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from metajudge.evaluation.records import EvalOutput, MTBenchAnswer, MTBenchJudgment, PairwiseGame
+from metajudge.jsonl import InputError, iter_lines, parse_object
+from metajudge.viewer.index import inside
 
 KINDS = {"alpaca_eval": "annotations", "arena_hard": "games", "mt_bench": "mt_judgments"}
 _lock = threading.Lock()
@@ -28,15 +35,17 @@ _cache: dict[tuple[str, str, str], tuple[tuple, dict[str, Any]]] = {}
 
 
 def models(root: Path) -> list[dict[str, Any]]:
-    """Every (kind, model) folder under ``root`` with its metrics."""
+    """Every (kind, model) folder under ``root`` with its metrics (links out of ``root``
+    skipped)."""
     found = []
     for kind in KINDS:
         folder = root / kind
-        if not folder.is_dir():
+        if not folder.is_dir() or not inside(folder, root):
             continue
-        for model in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for model in sorted(p for p in folder.iterdir() if p.is_dir() and inside(p, root)):
             metrics = model / "metrics.json"
-            data = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
+            data = (json.loads(metrics.read_text(encoding="utf-8"))
+                    if metrics.is_file() and inside(metrics, root) else {})
             keep = ("length_controlled_winrate", "win_rate", "score", "lower", "upper",
                     "score_with_readouts", "n_total", "battles", "questions", "judgments")
             found.append({"kind": kind, "model": model.name,
@@ -52,14 +61,20 @@ def folder_of(root: Path, kind: str, model: str) -> Path | None:
     return None
 
 
-def _records(path: Path, model: type[BaseModel]) -> list[dict[str, Any]]:
+def _records(files: dict[str, Path], name: str, model: type[BaseModel],
+             problems: list[str]) -> list[dict[str, Any]]:
+    """The file's records, each checked against ``model`` (its ``problems`` name what failed);
+    a line that is not a JSON object is named in ``problems`` and skipped."""
     rows: list[dict[str, Any]] = []
-    if not path.is_file():
+    path = files.get(name)
+    if path is None:
         return rows
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for number, line in iter_lines(path):
+        try:
+            data = parse_object(name, number, line)
+        except InputError as exc:
+            problems.append(str(exc))
             continue
-        data = json.loads(line)
         try:
             model.model_validate(data)
         except ValidationError as exc:
@@ -86,24 +101,26 @@ def questions(root: Path, kind: str, model: str) -> dict[str, Any] | None:
     folder = folder_of(root, kind, model)
     if folder is None:
         return None
-    files = sorted(p for p in folder.glob("*.jsonl"))
-    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    files = {p.name: p for p in sorted(folder.glob("*.jsonl"))
+             if p.is_file() and inside(p, root)}
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files.values())
     key = (str(root), kind, model)
     with _lock:
         cached = _cache.get(key)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-    data = _mt_bench(folder) if kind == "mt_bench" else _pairwise(folder, kind)
-    data.update(kind=kind, model=model)
+    problems: list[str] = []
+    data = _mt_bench(files, problems) if kind == "mt_bench" else _pairwise(files, kind, problems)
+    data.update(kind=kind, model=model, problems=problems)
     with _lock:
         _cache[key] = (stamp, data)
     return data
 
 
-def _pairwise(folder: Path, kind: str) -> dict[str, Any]:
-    outputs = {o["id"]: o for o in _records(folder / "outputs.jsonl", EvalOutput)}
+def _pairwise(files: dict[str, Path], kind: str, problems: list[str]) -> dict[str, Any]:
+    outputs = {o.get("id", ""): o for o in _records(files, "outputs.jsonl", EvalOutput, problems)}
     games: dict[str, list[dict[str, Any]]] = {}
-    for game in _records(folder / f"{KINDS[kind]}.jsonl", PairwiseGame):
+    for game in _records(files, f"{KINDS[kind]}.jsonl", PairwiseGame, problems):
         games.setdefault(game.get("item_id", ""), []).append(game)
     baselines = _baselines(kind)
     items = []
@@ -130,10 +147,11 @@ def _outcome(game: dict[str, Any]) -> float | None:
         return None
 
 
-def _mt_bench(folder: Path) -> dict[str, Any]:
-    answers = {a["id"]: a for a in _records(folder / "mt_answers.jsonl", MTBenchAnswer)}
+def _mt_bench(files: dict[str, Path], problems: list[str]) -> dict[str, Any]:
+    answers = {a.get("id", ""): a for a in _records(files, "mt_answers.jsonl", MTBenchAnswer,
+                                                 problems)}
     ratings: dict[str, list[dict[str, Any]]] = {}
-    for judgment in _records(folder / "mt_judgments.jsonl", MTBenchJudgment):
+    for judgment in _records(files, "mt_judgments.jsonl", MTBenchJudgment, problems):
         ratings.setdefault(str(judgment.get("question_id")), []).append(judgment)
     from metajudge.evaluation.mt_bench import mt_bench_questions
 
@@ -151,6 +169,13 @@ def _mt_bench(folder: Path) -> dict[str, Any]:
                       "instruction": question.turns[0] if question else None,
                       "problems": answer.get("problems", [])})
     return {"layout": "single", "items": items}
+
+
+def model_view(data: dict[str, Any]) -> dict[str, Any]:
+    """One harness folder as its list view shows it: every question's row, no long texts, and
+    the lines that could not be read."""
+    return {"kind": data["kind"], "model": data["model"], "layout": data["layout"],
+            "problems": data["problems"], "rows": summary_rows(data)}
 
 
 def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -16,6 +16,11 @@ lines), a file that was replaced (``--redo``, an atomic rewrite) is indexed agai
 whole iteration when it is ``responses.jsonl`` (other rows point at its rows). Nothing but the
 index file (and SQLite's ``-wal``/``-shm`` companions while it is open) is ever written.
 
+Only what lies inside the run is read: an ``iter_NN`` folder or stage file that is a link
+resolving outside the run directory is skipped. :meth:`RunIndex.is_current` compares each stage
+file's identity (inode, size, modification time) with its ``files`` row, so a reader can catch
+the index up (:meth:`RunIndex.catch_up`) before it trusts an offset.
+
     from metajudge.viewer.index import RunIndex
     RunIndex("runs/tiny").update()      # build or extend; returns what was read
 """
@@ -27,6 +32,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -202,9 +208,18 @@ class _Context:
         self._keys.pop(iteration, None)
 
 
+def inside(path: Path, root: Path) -> bool:
+    """Does ``path``, links resolved, lie inside ``root`` (links resolved too)?"""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
 def iterations_of(run: Path) -> list[int]:
-    """Iteration numbers with a directory in the run."""
-    return sorted(int(p.name[5:]) for p in run.glob("iter_[0-9][0-9]") if p.is_dir())
+    """Iteration numbers with a directory in the run (not a link out of it)."""
+    return sorted(int(p.name[5:]) for p in run.glob("iter_[0-9][0-9]")
+                  if p.is_dir() and inside(p, run))
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -229,9 +244,52 @@ class RunIndex:
             raise FileNotFoundError(f"{self.run} is not a run directory (no config.yaml and "
                                     "no iter_NN/)")
         self.path = Path(index_path) if index_path else self.run / INDEX_NAME
+        self._lock = threading.Lock()  # one update at a time in this process
+
+    def stage_file(self, iteration: int, kind: Kind) -> Path | None:
+        """The stage file of ``kind`` in an iteration, when it is a file inside the run."""
+        path = self.run / f"iter_{iteration:02d}" / f"{kind.name}.jsonl"
+        return path if path.is_file() and inside(path, self.run) else None
+
+    def identities(self) -> dict[str, tuple[int, int, int]]:
+        """(inode, size, modification time) of every stage file, by its ``files`` name."""
+        found = {}
+        for iteration in iterations_of(self.run):
+            for kind in KINDS:
+                path = self.stage_file(iteration, kind)
+                try:
+                    stat = path.stat() if path is not None else None
+                except OSError:  # removed just now
+                    stat = None
+                if stat is not None:
+                    found[f"iter_{iteration:02d}/{kind.name}.jsonl"] = (
+                        stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        return found
+
+    def is_current(self, db: sqlite3.Connection) -> bool:
+        """Is every stage file the one indexed, unchanged since (``db``: any connection)?"""
+        indexed = {r[0]: (r[1], r[2], r[3]) for r in db.execute(
+            "SELECT name, inode, size, mtime_ns FROM files")}
+        return indexed == self.identities()
+
+    def catch_up(self, db: sqlite3.Connection, *, stale: str | None = None) -> bool:
+        """Update the index when a stage file changed; returns whether it updated. Readers call
+        it before they trust the index's offsets, and with ``stale`` (a ``files`` name) when a
+        record was not where the index said: that file is then indexed again from the start."""
+        if stale is None and self.is_current(db):
+            return False
+        with self._lock:
+            if stale is None and self.is_current(db):  # another thread has just updated
+                return False
+            self._update(stale)
+        return True
 
     def update(self) -> Update:
         """Build the index, or extend it with what the run's files gained since."""
+        with self._lock:
+            return self._update()
+
+    def _update(self, stale: str | None = None) -> Update:
         from metajudge.viewer.stats import refresh_stats
 
         started = time.perf_counter()
@@ -246,6 +304,8 @@ class RunIndex:
                 db = connect(self.path)
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if stale is not None:  # no prefix matches: indexed again (see _same_prefix)
+                db.execute("UPDATE files SET tail='' WHERE name=?", (stale,))
             ctx = _Context(db)
             changed: set[int] = set()
             for iteration in iterations_of(self.run):
@@ -272,23 +332,25 @@ class RunIndex:
 
     def _update_iteration(self, db: sqlite3.Connection, ctx: _Context, iteration: int,
                           report: Update) -> bool:
-        folder = self.run / f"iter_{iteration:02d}"
         plans: list[tuple[Kind, Path, int, int]] = []  # kind, path, from offset, from line
         whole = False
         for kind in KINDS:
-            path = folder / f"{kind.name}.jsonl"
-            name = f"iter_{iteration:02d}/{path.name}"
+            found = self.stage_file(iteration, kind)
+            name = f"iter_{iteration:02d}/{kind.name}.jsonl"
             known = db.execute("SELECT * FROM files WHERE name=?", (name,)).fetchone()
-            if not path.is_file():
+            if found is None:
                 if known is not None:  # moved aside: index the iteration again
                     whole = True
                 continue
-            stat = path.stat()
+            path, stat = found, found.stat()
             if known is None:
                 plans.append((kind, path, 0, 0))
             elif _same_prefix(path, stat, known):
                 if stat.st_size > known["offset"]:
                     plans.append((kind, path, known["offset"], known["lines"]))
+                else:  # a partial last line gone: nothing to read, a new identity
+                    db.execute("UPDATE files SET size=?, mtime_ns=? WHERE name=?",
+                               (stat.st_size, stat.st_mtime_ns, name))
             elif kind.leaf:
                 _drop_kind(db, kind, iteration, name)
                 plans.append((kind, path, 0, 0))
@@ -299,8 +361,8 @@ class RunIndex:
             log.info("iteration %d: a stage file was replaced; indexing it again", iteration)
             _drop_iteration(db, iteration)
             ctx.forget(iteration)
-            plans = [(k, folder / f"{k.name}.jsonl", 0, 0) for k in KINDS
-                     if (folder / f"{k.name}.jsonl").is_file()]
+            plans = [(k, found, 0, 0) for k in KINDS
+                     if (found := self.stage_file(iteration, k)) is not None]
             report.reindexed += [f"iter_{iteration:02d}/{p.name}" for _, p, _, _ in plans]
         ctx.ord = db.execute("SELECT COALESCE(MAX(ord), 0) FROM prompts WHERE iteration=?",
                              (iteration,)).fetchone()[0]
@@ -373,11 +435,11 @@ def _tail(path: Path, end: int) -> str:
 
 def _same_prefix(path: Path, stat: os.stat_result, known: sqlite3.Row) -> bool:
     """Is the file the one indexed, possibly grown (same inode, not shorter, same bytes before
-    the indexed offset)?"""
+    the indexed offset)? Not grown but modified is a rewrite in place: not the one indexed."""
     if stat.st_ino != known["inode"] or stat.st_size < known["offset"]:
         return False
-    if stat.st_size == known["size"] and stat.st_mtime_ns == known["mtime_ns"]:
-        return True
+    if stat.st_size == known["size"]:
+        return stat.st_mtime_ns == known["mtime_ns"] and known["tail"] != ""
     return _tail(path, known["offset"]) == known["tail"]
 
 

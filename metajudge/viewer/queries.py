@@ -5,6 +5,11 @@ Small fields come from the index; texts are read back from the run's JSONL files
 and validated against their record types (:mod:`metajudge.records`): a field the record type
 does not know (a newer file) is shown as it is, any other problem is named with the file, line
 and field beside the record, and a field a file lacks (an older file) is absent.
+
+A text is shown only when it is the one indexed: the file opened must be the indexed file (same
+inode, not shorter than the indexed part) and the line at the offset must be a whole JSON object
+with the indexed id (and response, judgment index, …); anything else raises :class:`StaleIndex`
+(the caller updates the index and asks again), never a wrong record.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sqlite3
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +34,7 @@ SORTS = {"order": "ord", "variance": "score_variance", "spread": "score_spread",
          "judgments": "judgments"}
 RANGES = {"variance": "score_variance", "spread": "score_spread", "chars": "mean_chars"}
 PAGE_SIZE = 50
+MAX_PAGE = 10**9  # page × size stays far inside SQLite's 64-bit integers
 LIST_COLUMNS = ("prompt_id", "ord", "instruction", "responses", "judgments", "mean_chars",
                 "max_chars", "score_mean", "score_variance", "score_spread", "actor_reason",
                 "judge_reason", "actor_pair", "judge_pair")
@@ -156,8 +163,8 @@ def prompt_list(db: sqlite3.Connection, iteration: int, params: dict[str, str]
                 args.append(value)
     sort = SORTS.get(params.get("sort", "order"), "ord")
     direction = "DESC" if params.get("desc") in ("1", "true") else "ASC"
-    size = min(max(int(_float(params.get("size")) or PAGE_SIZE), 1), 500)
-    page = max(int(_float(params.get("page")) or 1), 1)
+    size = _bounded(params.get("size"), PAGE_SIZE, 1, 500)
+    page = _bounded(params.get("page"), 1, 1, MAX_PAGE)
     sql_where = " AND ".join(where)
     total = db.execute(f"SELECT COUNT(*) FROM prompt_stats WHERE {sql_where}",  # noqa: S608
                        args).fetchone()[0]
@@ -184,6 +191,13 @@ def _list_row(row: sqlite3.Row, cut: bool = True) -> dict[str, Any]:
     return out
 
 
+def _bounded(text: str | None, default: int, low: int, high: int) -> int:
+    """A whole-number parameter, clamped to [low, high]; ``default`` when absent or not a
+    finite number."""
+    value = _float(text)
+    return default if value is None else int(min(max(value, low), high))
+
+
 def _float(text: str | None) -> float | None:
     try:
         value = float(text) if text not in (None, "") else None  # type: ignore[arg-type]
@@ -192,24 +206,62 @@ def _float(text: str | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-class _Reader:
-    """Reads records back from the run's files by offset, one open file per stage file."""
+class StaleIndex(RuntimeError):
+    """A record is not where the index says: the run's files changed since it was extended.
+    ``name``: the stage file (as in the index's ``files``)."""
 
-    def __init__(self, run: Path, iteration: int):
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+class _Reader:
+    """Reads records back from the run's files by offset, one open file per stage file, each
+    checked to be the file the index read (``files``: its inode, its indexed length)."""
+
+    def __init__(self, db: sqlite3.Connection, run: Path, iteration: int):
+        self.db = db
         self.folder = run / f"iter_{iteration:02d}"
         self.handles: dict[str, Any] = {}
 
-    def raw(self, name: str, offset: int) -> bytes:
+    def _open(self, name: str) -> Any:
         handle = self.handles.get(name)
-        if handle is None:
-            handle = self.handles[name] = (self.folder / f"{name}.jsonl").open("rb")
-        handle.seek(offset)
-        return bytes(handle.readline().rstrip(b"\n"))
+        if handle is not None:
+            return handle
+        label = f"{self.folder.name}/{name}.jsonl"
+        known = self.db.execute("SELECT inode, offset FROM files WHERE name=?",
+                                (label,)).fetchone()
+        try:
+            handle = (self.folder / f"{name}.jsonl").open("rb")
+        except OSError as exc:
+            raise StaleIndex(label, str(exc.strerror)) from None
+        self.handles[name] = handle
+        stat = os.fstat(handle.fileno())
+        if known is None or stat.st_ino != known["inode"] or stat.st_size < known["offset"]:
+            raise StaleIndex(label, "not the file indexed")
+        return handle
 
-    def record(self, name: str, offset: int, line: int, model: type[BaseModel]
-               ) -> dict[str, Any]:
-        """The line's fields, checked against ``model``; ``problems`` names what failed."""
-        data = json.loads(self.raw(name, offset))
+    def raw(self, name: str, offset: int) -> bytes:
+        """The whole line at ``offset``, without its newline."""
+        handle = self._open(name)
+        handle.seek(offset)
+        raw = handle.readline()
+        if not raw.endswith(b"\n"):
+            raise StaleIndex(f"{self.folder.name}/{name}.jsonl", f"no whole line at byte {offset}")
+        return bytes(raw[:-1])
+
+    def record(self, name: str, offset: int, line: int, model: type[BaseModel],
+               expect: dict[str, Any]) -> dict[str, Any]:
+        """The line's fields, checked against ``model``; ``problems`` names what failed.
+        ``expect``: the fields the index holds for it (its id, …), which must match."""
+        try:
+            data = json.loads(self.raw(name, offset))
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or any(str(data.get(k)) != str(v)
+                                             for k, v in expect.items()):
+            raise StaleIndex(f"{self.folder.name}/{name}.jsonl",
+                             f"line {line} is not the record indexed")
         try:
             model.model_validate(data)
         except ValidationError as exc:
@@ -234,7 +286,7 @@ def prompt_page(db: sqlite3.Connection, run: Path, iteration: int, prompt_id: st
                         (iteration, prompt_id)).fetchone()
     if prompt is None:
         return None
-    reader = _Reader(run, iteration)
+    reader = _Reader(db, run, iteration)
     try:
         return _page(db, reader, run, iteration, prompt)
     finally:
@@ -244,8 +296,9 @@ def prompt_page(db: sqlite3.Connection, run: Path, iteration: int, prompt_id: st
 def _page(db: sqlite3.Connection, reader: _Reader, run: Path, iteration: int,
           prompt: sqlite3.Row) -> dict[str, Any]:
     prompt_id = prompt["id"]
-    pairs = [reader.record("pairs", r["off"], r["line"], PreferencePair) | {"line": r["line"]}
-             for r in db.execute("SELECT off, line FROM pairs WHERE iteration=? AND "
+    pairs = [reader.record("pairs", r["off"], r["line"], PreferencePair, {"id": r["id"]})
+             | {"line": r["line"]}
+             for r in db.execute("SELECT id, off, line FROM pairs WHERE iteration=? AND "
                                  "prompt_id=? ORDER BY pair_type", (iteration, prompt_id))]
     marks: dict[str, str] = {}
     for pair in pairs:
@@ -258,16 +311,17 @@ def _page(db: sqlite3.Connection, reader: _Reader, run: Path, iteration: int,
     for r in db.execute("SELECT pk, id, off, line FROM responses WHERE iteration=? AND "
                         "prompt_id=? AND off IS NOT NULL ORDER BY sample, id",
                         (iteration, prompt_id)):
-        record = reader.record("responses", r["off"], r["line"], Response)
+        record = reader.record("responses", r["off"], r["line"], Response, {"id": r["id"]})
         record.pop("instruction", None)
         record.update(mark=marks.get(r["id"]), judgments=[])
         keys[r["pk"]] = record
         responses.append(record)
     if keys:
         marks_ = ",".join("?" * len(keys))
-        for j in db.execute(f"SELECT rpk, off, line FROM judgments WHERE rpk IN ({marks_}) "  # noqa: S608
-                            "ORDER BY rpk, idx", list(keys)):
-            judgment = reader.record("judgments", j["off"], j["line"], Judgment)
+        for j in db.execute(f"SELECT rpk, idx, off, line FROM judgments WHERE rpk IN "  # noqa: S608
+                            f"({marks_}) ORDER BY rpk, idx", list(keys)):
+            judgment = reader.record("judgments", j["off"], j["line"], Judgment,
+                                     {"response_id": keys[j["rpk"]]["id"], "index": j["idx"]})
             judgment["mark"] = marks.get(judgment.get("id", ""))
             keys[j["rpk"]]["judgments"].append(judgment)
     for record in responses:
@@ -294,7 +348,8 @@ def _page(db: sqlite3.Connection, reader: _Reader, run: Path, iteration: int,
 
 
 def _dpo_problems(reader: _Reader, row: sqlite3.Row) -> list[str]:
-    return reader.record("dpo_pairs", row["off"], row["line"], DPORow).get("problems", [])
+    return reader.record("dpo_pairs", row["off"], row["line"], DPORow,
+                         {"id": row["id"]}).get("problems", [])
 
 
 def _meta_judge(db: sqlite3.Connection, reader: _Reader, run: Path, iteration: int,
@@ -311,9 +366,11 @@ def _meta_judge(db: sqlite3.Connection, reader: _Reader, run: Path, iteration: i
     scores = {j["idx"]: (j["score"], j["source"]) for j in db.execute(
         "SELECT idx, score, source FROM judgments WHERE rpk=?", (key[0],))}
     battles = []
-    for b in db.execute("SELECT off, line FROM battles WHERE rpk=? ORDER BY first, second",
-                        (key[0],)):
-        battle = reader.record("meta_judgments", b["off"], b["line"], MetaJudgment)
+    for b in db.execute("SELECT first, second, off, line FROM battles WHERE rpk=? "
+                        "ORDER BY first, second", (key[0],)):
+        battle = reader.record("meta_judgments", b["off"], b["line"], MetaJudgment,
+                               {"response_id": rid, "first": b["first"],
+                                "second": b["second"]})
         for side in ("first", "second"):
             score, source = scores.get(battle.get(side), (None, None))
             battle[f"{side}_score"], battle[f"{side}_source"] = score, source

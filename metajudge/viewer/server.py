@@ -15,12 +15,20 @@ Ids travel as the hex of their UTF-8 bytes, so no request path is ever joined to
 the static files come from a fixed table and records from the index, which is why a path such as
 ``/../../etc/passwd`` (or any encoding of it) can only be 404. Answers carry a strict
 Content-Security-Policy (scripts and styles from this origin only, no inline code, no framing).
-The index is extended every ``refresh_s`` seconds by a background thread while requests are
-read through read-only SQLite connections (one per thread).
+Bound to a loopback address, the server answers only requests whose ``Host`` is 127.0.0.1,
+localhost or [::1] (with or without its port; anything else is 403), so a page whose name was
+rebound to 127.0.0.1 (DNS rebinding) cannot read the run.
+
+The index is extended every ``refresh_s`` seconds by a background thread, and before any
+answer from the run when a stage file is not the one indexed (a ``--redo``, an append);
+requests are read through read-only SQLite connections (one per thread). A bad parameter is a
+JSON 400, a run whose files change under a request a JSON 503, any other failure a JSON 500
+(logged): a request is always answered.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
@@ -59,8 +67,18 @@ def static_file(name: str) -> bytes:
     return (resources.files("metajudge.viewer") / "static" / name).read_bytes()
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+class BadRequest(ValueError):
+    """A request the server cannot answer as asked (answered 400)."""
+
+
 def unhex(text: str) -> str:
-    return bytes.fromhex(text).decode("utf-8")
+    try:
+        return bytes.fromhex(text).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(f"{text[:40]}…: not the hex of UTF-8 text") from None
 
 
 class Explorer:
@@ -76,6 +94,18 @@ class Explorer:
     def update(self) -> None:
         if self.index is not None:
             self.index.update()
+
+    def _from_run(self, ask: Any) -> Any:
+        """``ask()`` on an index caught up with the run's files; when a record was not where the
+        index said, once more after that file is indexed again (the second time, the
+        :class:`~metajudge.viewer.queries.StaleIndex` is raised)."""
+        assert self.index is not None
+        self.index.catch_up(self.db())
+        try:
+            return ask()
+        except queries.StaleIndex as exc:
+            self.index.catch_up(self.db(), stale=exc.name)
+            return ask()
 
     def db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -99,19 +129,21 @@ class Explorer:
         """The JSON answer of a route, or None when it names nothing."""
         if route.startswith("harness"):
             return self._harness(route, groups)
+        run = self.run
         if route == "overview":
-            data = queries.overview(self.db(), self.run) if self.run is not None else {
+            data = self._from_run(lambda: queries.overview(self.db(), run)) if run else {
                 "run": None, "iterations": [], "problems": []}
             data["harness"] = self.harness is not None
             return data
-        if self.run is None:
+        if run is None:
             return None
         iteration = int(groups[0])
         if route == "prompts":
             if params.get("all") == "1":
-                return queries.all_prompts(self.db(), iteration)
-            return queries.prompt_list(self.db(), iteration, params)
-        return queries.prompt_page(self.db(), self.run, iteration, unhex(groups[1]))
+                return self._from_run(lambda: queries.all_prompts(self.db(), iteration))
+            return self._from_run(lambda: queries.prompt_list(self.db(), iteration, params))
+        prompt_id = unhex(groups[1])
+        return self._from_run(lambda: queries.prompt_page(self.db(), run, iteration, prompt_id))
 
     def _harness(self, route: str, groups: tuple[str, ...]) -> Any:
         if self.harness is None:
@@ -122,8 +154,7 @@ class Explorer:
         if data is None:
             return None
         if route == "harness_model":
-            return {"kind": data["kind"], "model": data["model"], "layout": data["layout"],
-                    "rows": harness_data.summary_rows(data)}
+            return harness_data.model_view(data)
         wanted = unhex(groups[2])
         item = next((i for i in data["items"] if str(i["id"]) == wanted), None)
         return None if item is None else {"kind": data["kind"], "model": data["model"],
@@ -142,6 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "metajudge-explorer"
     sys_version = ""
     explorer: Explorer
+    hosts: frozenset[str] | None = None  # the Host values answered; None: any
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self._respond(send_body=True)
@@ -150,32 +182,45 @@ class _Handler(BaseHTTPRequestHandler):
         self._respond(send_body=False)
 
     def _refuse(self) -> None:
-        self._send(405, b'{"error": "read-only"}', "application/json", True)
+        if self._host_allowed():
+            self._send(405, b'{"error": "read-only"}', "application/json", True)
+        else:
+            self._send(403, b'{"error": "unknown Host"}', "application/json", True)
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse  # noqa: N815
 
+    def _host_allowed(self) -> bool:
+        return self.hosts is None or (self.headers.get("Host") or "").lower() in self.hosts
+
     def _respond(self, send_body: bool) -> None:
+        try:
+            status, body, kind = self._answer()
+        except BadRequest as exc:
+            status, body, kind = 400, _error(str(exc)), "application/json"
+        except queries.StaleIndex as exc:
+            status, body, kind = 503, _error(f"the run changed while it was read: {exc}; "
+                                             "try again"), "application/json"
+        except Exception as exc:  # a request is always answered (a bug, a bad file)
+            log.exception("explorer: %s failed", self.path)
+            status, body, kind = 500, _error(f"{type(exc).__name__}: {exc}"), "application/json"
+        self._send(status, body, kind, send_body)
+
+    def _answer(self) -> tuple[int, bytes, str]:
+        if not self._host_allowed():
+            return 403, _error("unknown Host"), "application/json"
         split = urlsplit(self.path)
         if split.path in STATIC:
             name, kind = STATIC[split.path]
-            self._send(200, static_file(name), kind, send_body)
-            return
+            return 200, static_file(name), kind
         found = route_of(split.path)
         if found is None:
-            self._send(404, b'{"error": "not found"}', "application/json", send_body)
-            return
+            return 404, _error("not found"), "application/json"
         params = dict(parse_qsl(split.query))
-        try:
-            data = self.explorer.answer(found[0], found[1], params)
-        except (ValueError, UnicodeDecodeError) as exc:
-            body = json.dumps({"error": str(exc)}).encode()
-            self._send(400, body, "application/json", send_body)
-            return
+        data = self.explorer.answer(found[0], found[1], params)
         if data is None:
-            self._send(404, b'{"error": "not found"}', "application/json", send_body)
-            return
+            return 404, _error("not found"), "application/json"
         body = json.dumps(data, ensure_ascii=False, allow_nan=False, default=str).encode()
-        self._send(200, body, "application/json; charset=utf-8", send_body)
+        return 200, body, "application/json; charset=utf-8"
 
     def _send(self, status: int, body: bytes, kind: str, send_body: bool) -> None:
         self.send_response(status)
@@ -195,15 +240,34 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
 
+def _error(message: str) -> bytes:
+    return json.dumps({"error": message}, ensure_ascii=False).encode()
+
+
+def allowed_hosts(address: str, port: int) -> frozenset[str] | None:
+    """The ``Host`` values a server bound to ``address`` answers: the loopback names, with or
+    without ``port``, when it is a loopback address; None (any) otherwise."""
+    try:
+        loopback = ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    return frozenset(n for name in LOOPBACK_NAMES for n in (name, f"{name}:{port}"))
+
+
 class ExplorerServer:
     """The server over one :class:`Explorer`; ``refresh_s`` > 0 extends the index that
     often."""
 
     def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 8765,
                  refresh_s: float = 10.0):
-        handler = type("Handler", (_Handler,), {"explorer": explorer})
+        handler: type[_Handler] = type("Handler", (_Handler,), {"explorer": explorer})
         self.explorer = explorer
         self.httpd = ThreadingHTTPServer((host, port), handler)
+        address, bound = self.httpd.server_address[:2]
+        handler.hosts = allowed_hosts(
+            address.decode() if isinstance(address, bytes) else str(address), int(bound))
         self.httpd.daemon_threads = True
         self.refresh_s = refresh_s
         self._stop = threading.Event()

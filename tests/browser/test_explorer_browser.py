@@ -1,6 +1,7 @@
 """The run explorer in a real headless Chromium: clicking through overview → prompt list →
 prompt → judgments → battles, model text shown as text with no script run, the static bundle
-showing the same pages under a plain ``python -m http.server``, and the harness pages.
+showing the same pages under a plain ``python -m http.server`` (ids of any length or script
+too), and the harness pages.
 
 ``test_screenshots_of_each_view`` takes a screenshot of each view: of the tiny run into a
 temporary folder, or (``make explorer-screenshots``) of ``$METAJUDGE_EXPLORER_RUN`` into
@@ -17,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.browser.conftest import PAYLOAD_IMG, PAYLOAD_SCRIPT, ROOT, Server, view_command
+from tests.browser.conftest import PAYLOAD_IMG, PAYLOAD_SCRIPT, ROOT, Server, make_run, view_command
 
 WAIT_S = 30
 
@@ -186,6 +187,42 @@ def test_the_static_bundle_shows_the_same_pages(browser: Any, server: Server,
             assert "Not found" not in bundled, route
         assert browser.execute_script("return window.__pwned") is None
     finally:
+        static.stop()
+
+
+def test_the_bundle_opens_long_and_non_ascii_ids(browser: Any, tmp_path: Path) -> None:
+    """Bundle files are named by the id's SHA-256: the app finds them by SubtleCrypto and,
+    where there is none (not a secure context), by the bundle's ``api/names.json``."""
+    import subprocess
+
+    from selenium.webdriver.common.by import By
+
+    ids = ["long-" + "x" * 300, "née-" + "été" * 60 + "-答案 / ?#" * 30]
+    run = make_run(tmp_path, [{"id": i, "instruction": f"Say {n}."} for n, i in enumerate(ids)]
+                   + [{"id": "a", "instruction": "Say a."}, {"id": "b", "instruction": "Say b."}],
+                   stages=("generate", "judge"))
+    bundle = tmp_path / "bundle"
+    made = subprocess.run(view_command(str(run), "--bundle", str(bundle)),
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert made.returncode == 0, made.stderr
+    static = Server([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                     "--directory", str(bundle)], "Serving HTTP on")
+    no_subtle = None
+    try:
+        for subtle in (True, False):
+            if not subtle:
+                no_subtle = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
+                    "source": "Object.defineProperty(Crypto.prototype, 'subtle', "
+                              "{get: () => undefined})"})
+            browser.get("about:blank")  # a new document: the script above runs first
+            for prompt_id in ids:
+                go(browser, static.url + "#/iter/1/prompt/" + urllib.parse.quote(prompt_id, ""))
+                assert browser.execute_script("return !!crypto.subtle") is subtle
+                assert texts(browser, "h1") == [f"Prompt {prompt_id}"]
+                assert len(browser.find_elements(By.CSS_SELECTOR, "section.response")) == 3
+    finally:
+        if no_subtle is not None:
+            browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", no_subtle)
         static.stop()
 
 

@@ -3,6 +3,9 @@
 // The same file runs against the server (`metajudge view RUN`) and a static bundle
 // (`metajudge view RUN --bundle DIR`): a prompt list answered `complete: true` is filtered,
 // sorted and paged here, with the server's rules (metajudge/viewer/queries.py: prompt_list).
+// An id in an API path is the hex of its UTF-8 bytes for the server and, in a bundle, the
+// SHA-256 hex of them (metajudge/viewer/bundle.py: file_key), computed here by SubtleCrypto or,
+// outside a secure context (no crypto.subtle), looked up in the bundle's api/names.json.
 "use strict";
 
 const main = document.getElementById("main");
@@ -10,6 +13,7 @@ const crumbs = document.getElementById("crumbs");
 const PAGE = 50;
 const SVG = "http://www.w3.org/2000/svg";
 let overviewCache = null;
+let namesCache = null;
 
 // ------------------------------------------------------------------ building blocks
 function el(tag, attrs, ...children) {
@@ -56,6 +60,16 @@ async function api(path) {
 async function overview() {
   if (!overviewCache) overviewCache = await api("api/overview.json");
   return overviewCache;
+}
+async function idKey(id) {
+  if (!(await overview()).static) return hex(id);
+  if (window.crypto && crypto.subtle) {
+    const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(String(id)));
+    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  if (!namesCache) namesCache = await api("api/names.json");
+  if (!Object.hasOwn(namesCache, String(id))) throw new Error(`${id}: not in this bundle`);
+  return namesCache[String(id)];
 }
 function problems(list) {
   return list && list.length ? el("div", {class: "problems"}, list.map((p) => el("div", {}, "⚠ " + p))) : null;
@@ -323,7 +337,7 @@ function pairsSection(page) {
 
 async function showPrompt(iteration, promptId, route) {
   setCrumbs([["overview", "#/"], [`iteration ${iteration}`, `#/iter/${iteration}`], [promptId, null]]);
-  const page = await api(`api/iter/${iteration}/prompt/${hex(promptId)}.json`);
+  const page = await api(`api/iter/${iteration}/prompt/${await idKey(promptId)}.json`);
   show(el("h1", {}, `Prompt ${page.prompt.id}`),
     el("p", {class: "muted"}, `iteration ${iteration} · source ${fmt(page.prompt.source)}`),
     text(page.prompt.instruction, "instruction"),
@@ -348,11 +362,11 @@ async function showHarness() {
 
 async function showHarnessModel(kind, model) {
   setCrumbs([["overview", "#/"], ["harness", "#/harness"], [`${kind} / ${model}`, null]]);
-  const data = await api(`api/harness/${kind}/${hex(model)}.json`);
+  const data = await api(`api/harness/${kind}/${await idKey(model)}.json`);
   const href = (id) => `#/harness/${kind}/${encodeURIComponent(model)}/q/${encodeURIComponent(id)}`;
   const pairwise = data.layout === "pairwise";
   const head = pairwise ? ["question", "instruction", "model chars", "baseline chars", "verdicts (model shown as)"] : ["question", "category", "instruction", "turn chars", "ratings"];
-  show(el("h1", {}, `${kind}: ${model}`),
+  show(el("h1", {}, `${kind}: ${model}`), problems(data.problems),
     el("table", {id: "questions"}, el("tr", {}, head.map((h) => el("th", {}, h))),
       data.rows.map((r) => pairwise ? el("tr", {}, el("td", {}, link(href(r.id), r.id, {class: "question-link"})), el("td", {}, r.instruction),
         el("td", {class: "num"}, fmt(r.model_chars)), el("td", {class: "num"}, fmt(r.baseline_chars)),
@@ -363,7 +377,7 @@ async function showHarnessModel(kind, model) {
 
 async function showHarnessItem(kind, model, id) {
   setCrumbs([["overview", "#/"], ["harness", "#/harness"], [`${kind} / ${model}`, `#/harness/${kind}/${encodeURIComponent(model)}`], [id, null]]);
-  const data = await api(`api/harness/${kind}/${hex(model)}/${hex(id)}.json`);
+  const data = await api(`api/harness/${kind}/${await idKey(model)}/${await idKey(id)}.json`);
   const item = data.item;
   if (data.layout === "pairwise") {
     show(el("h1", {}, `${kind}: ${id}`), text(item.instruction, "instruction"), problems(item.problems),
