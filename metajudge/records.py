@@ -254,6 +254,9 @@ class Judgment(Record):
         None, description="expected score from log-probabilities (SPEC §3), beside `score`"
     )
     score_probs: tuple[float, ...] | None = Field(None, description="P(0..5) behind prob_score")
+    readout_error: str | None = Field(
+        None, description="why the probability-weighted read-out of a parsed score gave no "
+        "prob_score (the read-out's note, or its request's failure)")
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
     completion_tokens: int

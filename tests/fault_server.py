@@ -5,7 +5,8 @@ attempts, then succeed). Faults: ``500xN``, ``429xN`` (with Retry-After: 0), ``m
 (HTTP 200 with a body that is not JSON), ``missingxN`` (JSON without ``choices``), ``resetxN``
 (close the connection without answering), ``delay:S`` (answer after S seconds), ``hang`` (never
 answer), ``400`` (a non-retryable client error), ``401``, ``403``, ``404`` (a wrong key or
-model). Anything else is answered at once.
+model). Anything else is answered at once: an echo of the text, or what ``reply`` makes of the
+request's body (e.g. a text with log-probabilities). Every request body is kept in ``bodies``.
 Attempts are counted per request id (the message text).
 """
 
@@ -17,16 +18,22 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 class FaultServer:
     """``always``: a list of faults applied in turn to every request whatever it says (a sick
-    replica: e.g. ["reset", "500", "hang"])."""
+    replica: e.g. ["reset", "500", "hang"]). ``reply``: the answer's choice (``message``,
+    ``logprobs``, ``finish_reason``) made from a request's body, instead of an echo."""
 
-    def __init__(self, always: list[str] | None = None) -> None:
+    def __init__(self, always: list[str] | None = None,
+                 reply: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.attempts: Counter[str] = Counter()
         self.always = always or []
+        self.reply = reply
+        self.bodies: list[dict[str, Any]] = []
         self.answered = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -44,6 +51,7 @@ class FaultServer:
                 with server._lock:
                     server.attempts[text] += 1
                     attempt = server.attempts[text]
+                    server.bodies.append(body)
                 match = re.search(r"FAULT (\S+)", text)
                 fault = match.group(1) if match else ""
                 if server.always:
@@ -79,10 +87,11 @@ class FaultServer:
                     server._stop.wait(float(fault.split(":")[1]))
                 with server._lock:
                     server.answered += 1
+                choice = server.reply(body) if server.reply else {
+                    "message": {"role": "assistant", "content": f"echo: {text}"}}
                 answer = {
                     "id": "x", "object": "chat.completion", "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": f"echo: {text}"}}],
+                    "choices": [{"index": 0, "finish_reason": "stop", **choice}],
                     "usage": {"prompt_tokens": 3, "completion_tokens": 2},
                 }
                 return self._send(200, json.dumps(answer).encode())

@@ -17,6 +17,7 @@ request; the source is ``completed``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ from metajudge.records import (
 from metajudge.stages.runner import Result, Step
 from metajudge.templates import Template
 
+log = logging.getLogger(__name__)
 #: what a stage does with a non-retryable failure of the first request
 OnFailure = Callable[[Failure], BaseModel]
 
@@ -71,6 +73,8 @@ class Outcome:
     prob_score: float | None = None
     probs: tuple[float, ...] | None = None
     completed_text: str | None = None
+    #: why a parsed score's probability-weighted read-out gave no ``prob_score``
+    readout_error: str | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -111,7 +115,9 @@ def _note(result: Result) -> str:
 class RubricJudge:
     """The additive 5-point rubric judge: ``Score: N`` parsed from the last ``Score:``; else,
     with ``policy.forced``, the most probable score after ``\\nScore: ``; with
-    ``policy.probability_weighted``, the expected score at the written (or forced) position."""
+    ``policy.probability_weighted``, the expected score at the written (or forced) position.
+    A probability-weighted read-out that fails keeps the parsed score, with the reason in
+    ``Outcome.readout_error``; the first such failure of a judge is logged."""
 
     def __init__(self, template: Template, policy: ReadoutPolicy, capabilities: Capabilities):
         self.template = template
@@ -119,6 +125,7 @@ class RubricJudge:
         self.forced = policy.forced and self.scoring
         self.weighted = policy.probability_weighted and self.scoring
         self.complete = policy.complete and self.forced
+        self.readout_failures = 0
 
     def messages(self, instruction: str, response: str) -> tuple[Message, ...]:
         """The judge's chat prompt for one response; also the DPO prompt of judge pairs."""
@@ -136,7 +143,7 @@ class RubricJudge:
                 prefix = score_prefix(result.text)
                 if self.weighted and prefix is not None:
                     return Step(_readout(request, prefix, SCORE_LABELS),
-                                lambda r: finish(weighted(result, value, r)))
+                                lambda r: finish(self._weighted(request, result, value, r)))
                 return finish(Outcome(value, "parsed", None, result.text, [result]))
             if self.forced:
                 readout = _readout(request, result.text + SCORE_PREFILL, SCORE_LABELS)
@@ -147,13 +154,26 @@ class RubricJudge:
 
         return Step(request, judged)
 
+    def _weighted(self, request: GenerationRequest, completion: Completion, value: float,
+                  result: Result) -> Outcome:
+        outcome = weighted(completion, value, result)
+        if outcome.readout_error is not None:
+            self.readout_failures += 1
+            if self.readout_failures == 1:
+                log.warning("probability-weighted read-out of %s gave no prob_score: %s. Its "
+                            "parsed score is kept, and such judgments record why in "
+                            "readout_error (logged for the first one only)",
+                            request.id, outcome.readout_error)
+        return outcome
+
 
 def weighted(completion: Completion, value: float, result: Result) -> Outcome:
     """A parsed score with its probability-weighted score beside it (when the read-out gave
-    one)."""
+    one; else why not, in ``readout_error``)."""
     probs = result.probs if isinstance(result, LabelScores) else None
     return Outcome(value, "parsed", None, completion.text, [completion],
-                   expected_score(probs) if probs else None, probs)
+                   expected_score(probs) if probs else None, probs,
+                   readout_error=None if probs else _note(result))
 
 
 def _drawn(probs: tuple[float, ...], request: GenerationRequest) -> int:

@@ -31,8 +31,12 @@ resamples the kept examples "so that the scores are more evenly distributed". He
    ``checkpoint/``, a full safetensors model like every iteration's.
 
 The whole stage resumes: judgments continue where they stopped, decisions are recomputed, and a
-finished checkpoint is kept. Judgments still failing in a retryable way after the runner's retry
-passes stop the stage before the filter, as in the loop: the rerun retries them.
+finished checkpoint is kept while it was trained from the same examples, base model and SFT
+settings (else it is moved aside into ``replaced/`` and trained again, with a warning). A forced
+read-out the backend cannot make is named once in the log and recorded in the judgments' settings
+(``readouts_not_run``), so a resume on a backend that can make it is refused. Judgments still
+failing in a retryable way after the runner's retry passes stop the stage before the filter, as
+in the loop: the rerun retries them.
 ``metajudge run`` records it as iteration 0 when ``eft.checkpoint`` names the folder.
 """
 
@@ -56,7 +60,7 @@ from metajudge.backends.base import Backend
 from metajudge.config import RunConfig
 from metajudge.evaluation.records import EFTDecision
 from metajudge.jsonl import InputError, iter_lines, parse_line
-from metajudge.judging.readout import SCORE_PREFILL
+from metajudge.judging.readout import SCORE_PREFILL, readouts_not_run
 from metajudge.judging.scorers import Outcome, ReadoutPolicy, RubricJudge
 from metajudge.records import (
     Capabilities,
@@ -165,7 +169,10 @@ def run_eft_judgments(store: Store, backend: Backend, rows: list[RankedRow], *,
                             max_tokens=cfg.eft.max_tokens)
     settings = {**template_settings(template), "params": params.model_dump(),
                 "judgments_per_reply": cfg.eft.judgments_per_reply,
-                "forced_readout": cfg.judge.forced_readout, "seed": cfg.seed}
+                "forced_readout": cfg.judge.forced_readout, "seed": cfg.seed,
+                # what did not run for want of label scoring (warned once), by name
+                **readouts_not_run("eft judge", {"forced_readout": cfg.judge.forced_readout},
+                                   backend.capabilities, backend.fingerprint)}
     run = StageRun(store, JUDGMENTS, backend, stage="eft judge", iteration=None,
                    settings=settings, runner=cfg.runner, progress=progress, unit="judgment")
 
@@ -297,7 +304,7 @@ def run_eft(config: RunConfig, ranked: str | Path, out: str | Path, *,
     """The whole stage: judgments, decisions, SFT; returns the summary (also in the
     manifest as ``iter_00/eft``)."""
     from metajudge.backends.serving import engine
-    from metajudge.training.sft import train_sft
+    from metajudge.training.sft import sft_made_from, train_sft
 
     started = time.perf_counter()
     rows = load_ranked(ranked)
@@ -319,7 +326,8 @@ def run_eft(config: RunConfig, ranked: str | Path, out: str | Path, *,
             raise ValueError(f"no prompt's judgments agree with the human ranking ({kept} kept "
                              f"of {len(selection.rows)}); see {store.root / DECISIONS.filename}")
         result = train_sft(config.backend.model, examples, store.root, config,
-                           progress=progress)
+                           progress=progress, made_from=sft_made_from(
+                               config.backend.model, store.root / EXAMPLES, config))
         summary = {"stage": STAGE, "ranked_file": str(ranked), "prompts": len(selection.rows),
                    "held_out": len(selection.held_out), "too_few_replies": len(selection.too_few),
                    "kept": kept, "keep_rate": kept / len(selection.rows),

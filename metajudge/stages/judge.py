@@ -97,6 +97,7 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
         def finish(outcome: Outcome) -> Judgment:
             run.count(outcome.source)
             run.count("prob_weighted", outcome.prob_score is not None)
+            run.count("readout_failed", outcome.readout_error is not None)
             first = outcome.first
             return Judgment(
                 id=request.id, response_id=response.id, prompt_id=response.prompt_id,
@@ -104,7 +105,8 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
                 completed_text=outcome.completed_text, score=outcome.value,
                 score_source=outcome.source,  # type: ignore[arg-type]
                 parse_error=outcome.error, prob_score=outcome.prob_score,
-                score_probs=outcome.probs, finish_reason=first.finish_reason,
+                score_probs=outcome.probs, readout_error=outcome.readout_error,
+                finish_reason=first.finish_reason,
                 prompt_tokens=first.prompt_tokens, completion_tokens=first.completion_tokens,
                 provenance=provenance)
 

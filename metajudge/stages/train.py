@@ -117,9 +117,10 @@ def check_training(cfg: TrainingConfig) -> None:
 
     (A launcher with ``training.accelerate_config`` other than accelerate is refused when the
     settings are read.) QLoRA needs a CUDA GPU here, unless ``training.launcher_prefix`` starts
-    the ranks on other machines; a DeepSpeed config needs deepspeed installed; a ZeRO-3 config
-    must gather a 16-bit model at save and an FSDP config a full state dict, or the checkpoint
-    would hold no weights."""
+    the ranks on other machines, and no ZeRO-3 (transformers loads a quantized model outside
+    ``zero.Init``, and ZeRO-3 would need ``bnb_4bit_quant_storage``); a DeepSpeed config needs
+    deepspeed installed; a ZeRO-3 config must gather a 16-bit model at save and an FSDP config a
+    full state dict, or the checkpoint would hold no weights."""
     if cfg.lora is not None and cfg.lora.qlora and not cfg.launcher_prefix:
         torch = require("torch", "transformers")
         if not torch.cuda.is_available():
@@ -134,6 +135,11 @@ def check_training(cfg: TrainingConfig) -> None:
             "deepspeed") is None:
         require("deepspeed", "deepspeed")  # raises, naming the install command
     deepspeed = raw.get("deepspeed_config") or {}
+    zero3 = raw.get("distributed_type") == "DEEPSPEED" and str(deepspeed.get("zero_stage")) == "3"
+    if zero3 and cfg.lora is not None and cfg.lora.qlora:
+        raise ValueError(f"training.lora.qlora with training.accelerate_config {path} (DeepSpeed "
+                         "ZeRO-3): a 4-bit model is not partitioned by ZeRO-3; use LoRA "
+                         "(qlora: false) under ZeRO-3, or QLoRA with the ddp config")
     if str(deepspeed.get("zero_stage")) == "3" and not deepspeed.get("zero3_save_16bit_model"):
         raise ValueError(f"training.accelerate_config {path}: ZeRO-3 needs "
                          "deepspeed_config.zero3_save_16bit_model: true (a full 16-bit model "

@@ -3,13 +3,17 @@
 Prompt/completion conversational rows (the loss on the completion only), the model loaded in
 float32 (master weights) with the training section's mixed precision, gradient accumulation to
 ``eft.global_batch_size``; the checkpoint is written to ``checkpoint.tmp`` and renamed when
-complete, with the same marker as the DPO checkpoints, so every backend loads it and a rerun
-keeps it.
+complete, with the same marker as the DPO checkpoints, so every backend loads it. The marker
+records what the checkpoint was trained from (:func:`sft_made_from`: the examples file's digest,
+the base model and the SFT settings that shape the result); a rerun keeps the checkpoint while
+these are the same, and otherwise moves it aside into ``replaced/`` and trains again, saying what
+differed. A checkpoint made before this was recorded is kept.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import time
@@ -25,19 +29,62 @@ from metajudge.training.checkpoint import (
     MARKER,
     cast_checkpoint,
     checkpoint_done,
+    file_digest,
     weights_digest,
 )
 from metajudge.training.dpo import precision
 
+log = logging.getLogger(__name__)
+
 METRICS = "sft_metrics.jsonl"
+#: the SFT settings that shape the trained weights (not how much memory a step takes)
+SHAPING = {"eft": ("learning_rate", "epochs", "global_batch_size", "max_length"),
+           "training": ("lr_scheduler", "mixed_precision", "save_dtype")}
+
+
+def sft_made_from(model: str, examples: Path, config: RunConfig) -> dict[str, Any]:
+    """What an EFT checkpoint is trained from: the digest of the examples file, the base model
+    (name and revision; a checkpoint by its weights' digest) and the shaping settings."""
+    resolved = resolve_model(model, config.backend.revision)
+    identity = (str(resolved.revision) if (Path(model) / MARKER).is_file()
+                else f"{resolved.name}@{resolved.revision}")
+    settings = {f"{section}.{key}": getattr(getattr(config, section), key)
+                for section, keys in SHAPING.items() for key in keys}
+    return {examples.name: file_digest(examples), "model": identity, "seed": config.seed,
+            **settings}
+
+
+def reusable_checkpoint(folder: Path, made_from: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The record of ``folder``'s finished checkpoint when it was trained from ``made_from``
+    (or before that was recorded); else None, with a checkpoint trained from something else
+    moved aside into ``folder/replaced/`` and a warning naming what differed."""
+    if not checkpoint_done(folder):
+        return None
+    target = folder / CHECKPOINT
+    meta: dict[str, Any] = json.loads((target / MARKER).read_text())
+    recorded = meta.get("made_from")
+    if recorded is None or made_from is None:
+        return meta
+    differs = sorted(k for k in set(recorded) | set(made_from)
+                     if recorded.get(k) != made_from.get(k))
+    if not differs:
+        return meta
+    aside = folder / "replaced" / f"{CHECKPOINT}-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(target), aside)
+    log.warning("%s was trained from another %s than now: moved aside to %s; training again",
+                target, ", ".join(differs), aside)
+    return None
 
 
 def train_sft(model: str, rows: list[dict[str, Any]], folder: Path, config: RunConfig, *,
-              progress: bool = True) -> dict[str, Any]:
-    """SFT ``model`` on ``rows`` into ``folder/checkpoint``; reuses a finished one."""
+              progress: bool = True, made_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SFT ``model`` on ``rows`` into ``folder/checkpoint``; reuses a finished one trained from
+    ``made_from`` (:func:`reusable_checkpoint`), which goes into the record as it is."""
     target = folder / CHECKPOINT
-    if checkpoint_done(folder):
-        return json.loads((target / MARKER).read_text())
+    reused = reusable_checkpoint(folder, made_from)
+    if reused is not None:
+        return reused
     torch = require("torch", "transformers")
     transformers = require("transformers", "transformers")
     trl = require("trl", "transformers")
@@ -101,7 +148,8 @@ def train_sft(model: str, rows: list[dict[str, Any]], folder: Path, config: RunC
             "examples": len(rows), "steps": trainer.state.global_step,
             "seconds": time.perf_counter() - started, "final_metrics": final,
             "learning_rate": cfg.learning_rate, "mixed_precision": mixed,
-            "save_dtype": save_dtype, "weights_sha256": weights_digest(tmp)}
+            "save_dtype": save_dtype, "weights_sha256": weights_digest(tmp),
+            "made_from": made_from}
     (tmp / MARKER).write_text(json.dumps(meta, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)

@@ -4,6 +4,7 @@ harness in FastChat's layouts, and iteration 0 in a run."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 from metajudge.cli import main
 from metajudge.config import load_config
+from metajudge.training.checkpoint import file_digest
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -21,7 +23,7 @@ EFT = ["--set", "eft.use_forced=true", "--set", "eft.judgments_per_reply=2",
 
 @pytest.mark.timeout(900)
 def test_eft_judges_filters_and_trains_a_checkpoint_that_loads(
-        tmp_path: Path, embedded_model_dir: str) -> None:
+        tmp_path: Path, embedded_model_dir: str, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "eft"
     args = ["eft", "--ranked", str(DATA / "oasst_ranked_later_turns.jsonl"), "--out", str(out),
             "--config", str(ROOT / "configs" / "tiny.yaml"), "--limit", "4", "--no-progress",
@@ -62,6 +64,16 @@ def test_eft_judges_filters_and_trains_a_checkpoint_that_loads(
     stamp = (checkpoint / "metajudge.json").stat().st_mtime_ns
     assert main(args) == 0
     assert (checkpoint / "metajudge.json").stat().st_mtime_ns == stamp
+    # trained from other examples or settings than now, it is moved aside and trained again
+    made = json.loads((checkpoint / "metajudge.json").read_text())["made_from"]
+    assert made["eft_sft.jsonl"] == file_digest(out / "eft_sft.jsonl")
+    with caplog.at_level(logging.WARNING, logger="metajudge.training.sft"):
+        assert main([*args, "--set", "eft.learning_rate=1e-5"]) == 0
+    assert "another eft.learning_rate than now" in caplog.text
+    (aside,) = (out / "replaced").iterdir()
+    assert json.loads((aside / "metajudge.json").read_text())["made_from"] == made
+    assert json.loads((checkpoint / "metajudge.json").read_text())["made_from"] == {
+        **made, "eft.learning_rate": 1e-5}
     # metajudge run starts iteration 1 from it and records it as iteration 0
     from metajudge.loop import open_run, record_eft
     from metajudge.stages.summary import run_table

@@ -198,3 +198,20 @@ def test_a_build_lock_left_by_a_killed_rank_is_cleared_before_a_launch(
     os.utime(old, (stale, stale))
     assert clear_stale_build_locks() == [old]
     assert not old.exists() and fresh.exists()  # a build in progress keeps its lock
+
+
+def test_qlora_under_a_zero3_config_is_refused_by_name() -> None:
+    """transformers loads a 4-bit model outside zero.Init, and ZeRO-3 would need
+    bnb_4bit_quant_storage: refused before anything starts (the launcher prefix skips the check
+    for a GPU here, as on a cluster whose GPUs are on the machines the ranks run on)."""
+    from metajudge.stages.train import check_training
+
+    qlora = ["training.lora={r: 8, alpha: 16, qlora: true}", "training.launcher=accelerate",
+             "training.launcher_prefix=srun", "training.num_processes=2",
+             "training.per_device_batch_size=1"]
+    cfg = load_config(None, [*qlora, "training.accelerate_config=zero3"]).training
+    with pytest.raises(ValueError, match=r"training\.lora\.qlora .*zero3\.yaml.*ZeRO-3"):
+        check_training(cfg)
+    check_training(cfg.model_copy(update={"accelerate_config": "ddp"}))  # QLoRA under DDP runs
+    check_training(cfg.model_copy(update={"lora": cfg.lora.model_copy(  # type: ignore[union-attr]
+        update={"qlora": False})}))  # and LoRA under ZeRO-3
