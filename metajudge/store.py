@@ -298,6 +298,7 @@ class Store:
         path = self.path(file, iteration)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        tmp.unlink(missing_ok=True)  # what a killed rewrite left: never appended to
         count = 0
         with Appender(tmp) as out:
             for record in records:

@@ -83,7 +83,8 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
         if iteration == 1 else None,
         "judge_max_chosen_chars": scheduled(cfg.judge_max_chosen_chars, iteration),
         "consistent_only": store.config.meta_judge.consistent_only},
-        iteration, redo=redo, inputs=(RESPONSES, JUDGMENTS, META_JUDGMENTS))
+        iteration, redo=redo,  # meta-judgments are an input where judge pairs train
+        inputs=(RESPONSES, JUDGMENTS) + ((META_JUDGMENTS,) if "judge" in types else ()))
     actor, actor_decisions = actor_pairs(store, iteration)
     judge, judge_decisions = judge_pairs(store, iteration)
     pairs = actor + judge

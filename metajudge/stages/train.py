@@ -134,7 +134,16 @@ def check_training(cfg: TrainingConfig) -> None:
     if raw.get("distributed_type") == "DEEPSPEED" and importlib.util.find_spec(
             "deepspeed") is None:
         require("deepspeed", "deepspeed")  # raises, naming the install command
-    deepspeed = raw.get("deepspeed_config") or {}
+    deepspeed = dict(raw.get("deepspeed_config") or {})
+    if deepspeed.get("deepspeed_config_file"):  # a DeepSpeed JSON beside the accelerate config
+        ds_path = Path(str(deepspeed["deepspeed_config_file"])).expanduser()
+        if not ds_path.is_absolute():
+            ds_path = Path(path).parent / ds_path if not ds_path.is_file() else ds_path
+        zero = json.loads(ds_path.read_text(encoding="utf-8")).get("zero_optimization", {})
+        deepspeed["zero_stage"] = zero.get("stage")
+        deepspeed["zero3_save_16bit_model"] = zero.get(
+            "stage3_gather_16bit_weights_on_model_save",
+            zero.get("stage3_gather_fp16_weights_on_model_save"))
     zero3 = raw.get("distributed_type") == "DEEPSPEED" and str(deepspeed.get("zero_stage")) == "3"
     if zero3 and cfg.lora is not None and cfg.lora.qlora:
         raise ValueError(f"training.lora.qlora with training.accelerate_config {path} (DeepSpeed "
@@ -218,9 +227,9 @@ def stale_inputs(recorded: dict[str, Any] | None, current: dict[str, Any]) -> li
     before it was recorded differs in nothing it can name)."""
     if recorded is None:
         return []
+    # (the pairs' state is recorded, not compared: the pairs are checked current before, and
+    # the digest of the rows trained on says whether a remaking changed what was trained)
     differs = [key for key in ("model", "dpo_pairs", "seed") if recorded.get(key) != current[key]]
-    if "pairs" in recorded and not stage_settings.same_state(recorded["pairs"], current["pairs"]):
-        differs.insert(1, "pairs")
     was, now = recorded.get("training", {}), current["training"]
     return differs + [f"training.{key}" for key in sorted(set(was) | set(now))
                       if was.get(key) != now.get(key)]
@@ -241,7 +250,7 @@ def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
     meta = json.loads((folder / CHECKPOINT / MARKER).read_text(encoding="utf-8"))
     differs = stale_inputs(meta.get("made_from"), made_from(store, iteration))
     if not settings:
-        differs = [d for d in differs if d in ("model", "pairs", "dpo_pairs")]
+        differs = [d for d in differs if d in ("model", "dpo_pairs")]
     if redo:
         target = folder / "replaced" / f"{CHECKPOINT}-{time.strftime('%Y%m%d-%H%M%S')}"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from metajudge.records import DPORow, Judgment, MetaJudgment, PreferencePair, Response
-from metajudge.viewer.index import INDEX_NAME
+from metajudge.viewer.index import INDEX_NAME, inside
 
 SORTS = {"order": "ord", "variance": "score_variance", "spread": "score_spread",
          "chars": "mean_chars", "score": "score_mean", "id": "prompt_id",
@@ -65,7 +65,8 @@ def _meta(db: sqlite3.Connection, key: str) -> str | None:
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:
-    stat = path.stat() if path.is_file() else None
+    """A top-level file of the run as a cache key; a link out of the run is absent."""
+    stat = path.stat() if path.is_file() and inside(path, path.parent) else None
     return (str(path), stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1)
 
 

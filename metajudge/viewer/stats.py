@@ -26,6 +26,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from metajudge.viewer.index import inside
+
 log = logging.getLogger(__name__)
 
 #: the DPO metrics drawn per step (TRL's names)
@@ -186,7 +188,7 @@ def _thresholds(run: Path, kind: Any) -> Any:
     """The run's ``judge_health`` thresholds from its config.yaml (defaults where absent)."""
     config: dict[str, Any] = {}
     path = run / "config.yaml"
-    if path.is_file():
+    if path.is_file() and inside(path, run):  # never a link out of the run
         config = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(
             "judge_health") or {}
     default = kind()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import os
 import shlex
 import subprocess
@@ -215,3 +216,27 @@ def test_qlora_under_a_zero3_config_is_refused_by_name() -> None:
     check_training(cfg.model_copy(update={"accelerate_config": "ddp"}))  # QLoRA under DDP runs
     check_training(cfg.model_copy(update={"lora": cfg.lora.model_copy(  # type: ignore[union-attr]
         update={"qlora": False})}))  # and LoRA under ZeRO-3
+
+
+def test_zero3_checks_read_a_deepspeed_json_file(tmp_path: Path) -> None:
+    # an accelerate config may name its DeepSpeed settings in deepspeed_config_file
+    from metajudge.stages.train import check_training
+
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {
+        "stage": 3, "stage3_gather_16bit_weights_on_model_save": False}}))
+    raw = yaml.safe_load(accelerate_config("zero3").read_text())
+    raw["deepspeed_config"] = {"deepspeed_config_file": str(tmp_path / "ds.json"),
+                               "zero3_init_flag": True}
+    path = tmp_path / "zero3_file.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    settings = ["training.launcher=accelerate", f"training.accelerate_config={path}",
+                "training.num_processes=2", "training.per_device_batch_size=1"]
+    with pytest.raises(ValueError, match="zero3_save_16bit_model"):
+        check_training(load_config(None, settings).training)
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {
+        "stage": 3, "stage3_gather_16bit_weights_on_model_save": True}}))
+    check_training(load_config(None, settings).training)
+    qlora = load_config(None, [*settings, "training.lora={r: 8, alpha: 16, qlora: true}",
+                               "training.launcher_prefix=srun"]).training
+    with pytest.raises(ValueError, match=r"training\.lora\.qlora"):
+        check_training(qlora)

@@ -17,6 +17,7 @@ from metajudge.stages.judge import run_judge
 from metajudge.stages.meta_judge import run_meta_judge
 from metajudge.store import (
     JUDGMENTS,
+    PROMPTS,
     RESPONSES,
     ConfigMismatchError,
     LockedError,
@@ -346,3 +347,26 @@ def test_a_resume_with_nothing_left_to_do_starts_no_server(tmp_path: Path) -> No
         run_stages(store, 1, progress=False)
     store.close()
 
+
+
+def test_a_killed_rewrite_leaves_no_part_of_its_file_behind(instant_run) -> None:  # type: ignore[no-untyped-def]
+    # write_all writes a temporary file, then moves it into place: what a killed rewrite left
+    # in the temporary file is never appended to
+    store, backend = instant_run
+    run_generate(store, backend, 1, progress=False)
+    prompts = store.path(PROMPTS, 1)
+    tmp = prompts.with_name(prompts.name + ".tmp")
+    tmp.write_bytes(b'{"id": "half a line of a killed rewr')
+    rows = store.read(PROMPTS, 1)
+    store.write_all(PROMPTS, rows, 1)
+    assert store.read(PROMPTS, 1) == rows and not tmp.exists()
+
+
+def test_actor_only_pairs_are_not_made_stale_by_a_later_meta_judge(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    assert main(_generate(run, "--set", "pairs.pair_types=[[actor]]")) == 0
+    for stage in ("judge", "pairs"):
+        assert main([stage, str(run), "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["meta-judge", str(run), "--no-progress"]) == 0  # to look at battles
+    assert main(["pairs", str(run), "--no-progress"]) == 0, capsys.readouterr().err

@@ -174,3 +174,14 @@ def test_links_out_of_the_run_are_not_indexed(tmp_path: Path) -> None:
         assert index.is_current(db)
     finally:
         db.close()
+
+
+def test_a_summary_or_config_linked_out_of_the_run_is_not_read(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "a", stages=("generate",))
+    secret = tmp_path / "secret.csv"
+    secret.write_text("iteration,password\n1,hunter2\n")
+    (run / "summary.csv").unlink(missing_ok=True)
+    (run / "summary.csv").symlink_to(secret)
+    assert queries.summary_rows(run / "summary.csv") == {}
+    RunIndex(run).update()
+    assert "hunter2" not in json.dumps(Explorer(run, None).answer("overview", (), {}))
