@@ -79,6 +79,7 @@ def test_a_batch_that_cannot_be_split_exactly_is_refused() -> None:
                            "training.launcher=torchrun"])
 
 
+@pytest.mark.slow  # CI's time goes to the paper miniature; LoRA's merge under ZeRO-3 stays
 @pytest.mark.timeout(900)
 def test_lora_merges_into_a_full_checkpoint_with_m_t_as_reference(
         tmp_path: Path, embedded_model_dir: str) -> None:
@@ -108,7 +109,8 @@ def test_lora_merges_into_a_full_checkpoint_with_m_t_as_reference(
     assert not hasattr(model, "peft_config")
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow  # bf16 autocast is slow on a CPU; the check that refuses bf16 masters is
+@pytest.mark.timeout(600)  # unit-tested, and ZeRO-3's fp32 masters are in test_zero3.py
 def test_mixed_precision_keeps_fp32_master_weights_that_move_at_lr_5e_6(
         tmp_path: Path, embedded_model_dir: str) -> None:
     # the GPU path's dtype handling on this CPU: float32 weights, bf16 autocast

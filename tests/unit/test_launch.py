@@ -240,3 +240,13 @@ def test_zero3_checks_read_a_deepspeed_json_file(tmp_path: Path) -> None:
                                "training.launcher_prefix=srun"]).training
     with pytest.raises(ValueError, match=r"training\.lora\.qlora"):
         check_training(qlora)
+
+
+def test_adamw_on_16_bit_weights_is_refused() -> None:
+    import torch
+
+    from metajudge.training.dpo import check_master_weights
+
+    with pytest.raises(ValueError, match="16-bit weights"):
+        check_master_weights(torch.nn.Linear(2, 2).bfloat16(), deepspeed=False)
+    check_master_weights(torch.nn.Linear(2, 2), deepspeed=False)
