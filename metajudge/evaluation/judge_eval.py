@@ -103,7 +103,8 @@ def score_replies(store: Store, judge: Backend, prompts: tuple[RankedPrompt, ...
             return ReplyScore(
                 id=message_id, prompt_id=prompt.prompt_id, rank=reply.rank,
                 score=outcome.value, score_source=outcome.source,  # type: ignore[arg-type]
-                prob_score=outcome.prob_score, parse_error=outcome.error,
+                prob_score=outcome.prob_score, readout_error=outcome.readout_error,
+                parse_error=outcome.error,
                 judgment=outcome.text, prompt_tokens=outcome.prompt_tokens,
                 completion_tokens=outcome.completion_tokens,
                 provenance=Provenance(backend=judge.fingerprint, params=params,

@@ -61,6 +61,8 @@ class ReplyScore(Record):
     prob_score: float | None = Field(
         None, description="expected score from log-probabilities (SPEC §3), beside `score`; "
         "at the read-out step when forced")
+    readout_error: str | None = Field(
+        None, description="why the probability-weighted read-out gave no prob_score")
     parse_error: str | None = None
     judgment: str
     prompt_tokens: int
