@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from metajudge import stage_settings
+from metajudge import provenance
 from metajudge.config import TrainingConfig
 from metajudge.extras import require
 from metajudge.models import resolve_model
@@ -215,7 +215,7 @@ def made_from(store: Store, iteration: int) -> dict[str, Any]:
     cfg = store.config
     pairs = store.path(DPO_PAIRS, iteration)
     return {"model": model_identity(store, iteration_model(store, iteration)),
-            "pairs": stage_settings.state(store, PAIRS, iteration),
+            "pairs": provenance.state(store, PAIRS, iteration),
             "dpo_pairs": file_digest(pairs) if pairs.is_file() else None,
             "seed": cfg.seed + iteration,
             "training": {k: v for k, v in cfg.training.model_dump(mode="json").items()
@@ -239,12 +239,12 @@ def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
                      settings: bool = True) -> None:
     """Refuse (or with ``redo`` move aside) a finished checkpoint that was trained from other
     pairs, another M_t or (``settings``) under other settings than the run's now, and pairs
-    made from records remade or grown since (:func:`metajudge.stage_settings.require_current`,
+    made from records remade or grown since (:func:`metajudge.provenance.require_current`,
     checked before training too). The loop
     passes ``settings=False`` for a finished iteration: like its other stages, it is kept when
     the settings change for the iterations still to run, but never when its inputs were remade."""
     folder = store.iteration_dir(iteration)
-    stage_settings.require_current(store, PAIRS, iteration)  # not pairs of stale records
+    provenance.require_current(store, PAIRS, iteration)  # not pairs of stale records
     if not checkpoint_done(folder):
         return
     meta = json.loads((folder / CHECKPOINT / MARKER).read_text(encoding="utf-8"))

@@ -1,4 +1,7 @@
-"""A stage file's settings file: what its records were made under, and from which records.
+"""Provenance, in one place: what a stage file's records were made under, and from which records.
+
+The store (:mod:`metajudge.store`) holds the files; this module decides whether they are
+current. It imports the store, never the other way.
 
 ``RUN/iter_01/judgments.settings.json`` holds the judge's settings (template, sampling, N,
 variants) and two keys of its own:
@@ -25,38 +28,24 @@ import json
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
-from metajudge.jsonl import InputError, write_atomic
+from metajudge.jsonl import write_atomic
+from metajudge.store import GENERATION, STAGE_FILES, StageFile, Store, digest
 
-if TYPE_CHECKING:
-    from metajudge.store import StageFile, Store
-
-#: a settings file's own keys beside the stage's settings
-GENERATION, INPUTS = "generation", "inputs"
+#: a settings file's other key beside the stage's settings (and ``generation``)
+INPUTS = "inputs"
 #: the command that makes each stage file of a run (named when a stage must be redone)
 MADE_BY = {"responses": "generate", "judgments": "judge", "meta_judgments": "meta-judge",
            "pairs": "pairs"}
 
 
-def path_of(store: Store, name: str, iteration: int | None) -> Path:
-    return store.folder(iteration) / f"{name}.settings.json"
-
-
 def read(store: Store, file: StageFile, iteration: int | None = None
          ) -> dict[str, Any] | None:
     """What a stage file's settings file holds (None when it has none)."""
-    path = path_of(store, file.name, iteration)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-    except ValueError as exc:  # names the file (JSONDecodeError alone does not)
-        raise InputError(path, getattr(exc, "lineno", None), None,
-                         f"not a settings file ({exc}); move it aside, or remake "
-                         f"{file.filename} with --redo") from exc
+    return store.settings(file, iteration)
 
 
 def state(store: Store, file: StageFile, iteration: int | None = None) -> str | None:
@@ -84,7 +73,7 @@ def same_state(was: str | None, now: str | None) -> bool:
 def generation(store: Store, file: StageFile, iteration: int | None = None) -> str | None:
     """Which making of a stage file its records are (None for a file without one: not made
     yet, or made before generations were recorded)."""
-    return (read(store, file, iteration) or {}).get(GENERATION)
+    return store.generation(file, iteration)
 
 
 def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: int | None = None,
@@ -92,13 +81,11 @@ def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: in
     """Compare a stage's settings and inputs with those its records were made under, then
     record them; returns the digest of the settings. Refusals are :meth:`Store.refuse`'s
     (a refused command's settings are never saved)."""
-    from metajudge.store import digest
-
     records = store.path(file, iteration)
     made_from = {f.name: state(store, f, iteration) for f in inputs}
     for upstream in inputs:
         require_current(store, upstream, iteration)
-    if redo and (records.is_file() or path_of(store, file.name, iteration).is_file()):
+    if redo and (records.is_file() or store.settings_path(file, iteration).is_file()):
         store.move_aside(file, iteration)
     saved = read(store, file, iteration)
     text = json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n"
@@ -124,7 +111,7 @@ def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: in
         made = saved.get(GENERATION)  # (None: made before generations were recorded)
     else:
         made = new_generation()
-    path = path_of(store, file.name, iteration)
+    path = store.settings_path(file, iteration)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps({**json.loads(text), GENERATION: made, INPUTS: made_from},
                                   indent=2, sort_keys=True) + "\n")
@@ -134,8 +121,6 @@ def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: in
 def require_current(store: Store, file: StageFile, iteration: int | None = None) -> None:
     """Refuse to read a stage file made from an earlier making of one of its inputs (checking
     its own inputs first, so the first stale file up the chain is the one named)."""
-    from metajudge.store import STAGE_FILES, StageFile
-
     recorded = (read(store, file, iteration) or {}).get(INPUTS) or {}
     stale = []
     for name, was in recorded.items():
