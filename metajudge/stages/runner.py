@@ -257,7 +257,8 @@ class StageRun:
                  iteration: int | None, settings: dict[str, Any], runner: RunnerConfig,
                  progress: bool = True, unit: str = "req", redo: bool = False,
                  inputs: tuple[StageFile, ...] = ()):
-        """``inputs``: the stage files the records are made from (see
+        """``inputs``: the stage files the records are made from; a stage of an iteration's
+        records is also made by its M_t (see
         :func:`metajudge.provenance.check`): when one was remade, the old records are refused."""
         self.store, self.file, self.backend = store, file, backend
         self.stage, self.iteration, self.runner = stage, iteration, runner
@@ -266,7 +267,7 @@ class StageRun:
         if not redo:  # --redo moves the old records aside, whoever made them
             check_fingerprint(store, file, iteration, backend.fingerprint)
         self.settings_digest = provenance.check(store, file, settings, iteration, redo=redo,
-                                                inputs=inputs)
+                                                inputs=inputs, by_model=iteration is not None)
 
     def count(self, key: str, n: int = 1) -> None:
         """Count an outcome (``parsed``, ``forced``, ...) for the summary."""
