@@ -337,16 +337,21 @@ class Store:
         made yet, or made before generations were recorded); see :mod:`metajudge.provenance`."""
         return (self.settings(file, iteration) or {}).get(GENERATION)
 
-    def move_aside(self, file: StageFile, iteration: int | None = None) -> Path:
-        """Move a stage file, its failures and settings into ``replaced/<name>-<time>/``."""
+    def move_aside(self, file: StageFile, iteration: int | None = None, *,
+                   together: tuple[StageFile, ...] = ()) -> Path:
+        """Move a stage file, its failures and settings, and the other outputs of its stage
+        (``together``), into ``replaced/<name>-<time>/``."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target = self.folder(iteration) / "replaced" / f"{file.name}-{stamp}"
         target.mkdir(parents=True, exist_ok=True)
-        for name in (file.filename, file.failures.filename, f"{file.name}.settings.json"):
+        names = [file.filename, file.failures.filename, f"{file.name}.settings.json",
+                 *(f.filename for f in together)]
+        for name in names:
             source = self.folder(iteration) / name
             if source.exists():
                 shutil.move(str(source), target / name)
-        log.warning("moved %s aside to %s", file.filename, target)
+        log.warning("moved %s aside to %s", ", ".join(
+            n for n in names if (target / n).exists()), target)
         return target
 
     # ------------------------------------------------------------- manifest

@@ -78,14 +78,15 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
         raise FileNotFoundError(f"{store.path(JUDGMENTS, iteration)}: run `metajudge judge`")
     types = scheduled(store.config.pairs.pair_types, iteration)
     cfg = store.config.pairs
-    provenance.check(store, PAIRS, {
+    making = provenance.prepare(store, PAIRS, {
         "pair_types": sorted(types), "rho": float(scheduled(cfg.rho, iteration)),
         "first_iteration_max_chosen_chars": cfg.first_iteration_max_chosen_chars
         if iteration == 1 else None,
         "judge_max_chosen_chars": scheduled(cfg.judge_max_chosen_chars, iteration),
         "consistent_only": store.config.meta_judge.consistent_only},
         iteration, redo=redo,  # meta-judgments are an input where judge pairs train
-        inputs=(RESPONSES, JUDGMENTS) + ((META_JUDGMENTS,) if "judge" in types else ()))
+        inputs=(RESPONSES, JUDGMENTS) + ((META_JUDGMENTS,) if "judge" in types else ()),
+        outputs=(PAIR_DECISIONS, DPO_PAIRS))
     actor, actor_decisions = actor_pairs(store, iteration)
     judge, judge_decisions = judge_pairs(store, iteration)
     pairs = actor + judge
@@ -93,6 +94,7 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
     store.write_all(PAIR_DECISIONS, actor_decisions + judge_decisions, iteration)
     store.write_all(DPO_PAIRS, (to_trl_row(p) for p in store.iter_records(PAIRS, iteration)
                                 if p.pair_type in types), iteration)
+    making.commit()  # the three files become current together, once all are written
     counts = {"actor_pairs": len(actor), "judge_pairs": len(judge),
               "training_pairs": sum(p.pair_type in types for p in pairs)}
     store.record_stage(f"iter_{iteration:02d}/{STAGE}", counts)

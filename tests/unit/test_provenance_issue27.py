@@ -104,3 +104,73 @@ def test_records_of_an_m_t_retrained_since_are_stale_up_to_training(
             for r in _lines(run / "iter_02" / "judgments.jsonl")} == {new}
     with pytest.raises(ConfigMismatchError, match="--iteration 2 --redo` trains it again"):
         iteration_model(store, 3)
+
+
+# ------------------------------- B2: a stage's outputs become current together
+@pytest.mark.parametrize("stop_at", ["dpo_pairs", "commit"])
+def test_an_interrupted_pairs_redo_leaves_nothing_that_looks_current(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+        stop_at: str) -> None:
+    from metajudge import provenance
+    from metajudge.stages.pairs import run_pairs
+
+    run = tmp_path / "run"
+    _start(run)
+    _stages(run, 1)
+    _train(run, 1, b"M_2")
+    old_dpo = (run / "iter_01" / "dpo_pairs.jsonl").read_text()
+    for stage in ("judge", "meta-judge"):  # other judgments: the pairs must be remade
+        assert main([stage, str(run), "--no-progress", "--redo",
+                     "--set", "judge.judgments_per_response=4"]) == 0
+
+    real_write = Store.write_all
+
+    def killed_at_dpo_pairs(self, file, records, iteration=None):  # type: ignore[no-untyped-def]
+        if file.name == "dpo_pairs":
+            raise KeyboardInterrupt  # a kill while the third file is written
+        return real_write(self, file, records, iteration)
+
+    def killed_before_commit(self):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt  # a kill after the three files, before they are recorded
+
+    store = Store.open(run)
+    with monkeypatch.context() as patch:
+        if stop_at == "dpo_pairs":
+            patch.setattr(Store, "write_all", killed_at_dpo_pairs)
+        else:
+            patch.setattr(provenance.Making, "commit", killed_before_commit)
+        with pytest.raises(KeyboardInterrupt):
+            run_pairs(store, 1, redo=True)
+    store.close()
+    it = run / "iter_01"
+    # --redo moved every output of the stage aside, the old dpo_pairs.jsonl with them
+    moved = list((it / "replaced").glob("pairs-*"))
+    assert len(moved) == 1 and (moved[0] / "dpo_pairs.jsonl").read_text() == old_dpo
+    assert {p.name for p in moved[0].iterdir()} >= {
+        "pairs.jsonl", "pair_decisions.jsonl", "dpo_pairs.jsonl", "pairs.settings.json"}
+    capsys.readouterr()
+    # neither training nor the loop takes what the interrupted stage left as current
+    assert main(["train", str(run), "--no-progress"]) == 2
+    assert "pairs" in capsys.readouterr().err
+    assert main(["run", TINY, "--out", str(run), "--iterations", "1", "--no-progress", *WEIGHTS,
+                 "--set", "prompts.per_iteration=2",
+                 "--set", "generation.samples_per_prompt=2"]) == 2
+    captured = capsys.readouterr()
+    assert "is finished" not in captured.err + captured.out
+    # the pairs, made again, are current; the checkpoint (of the old pairs) is not
+    assert main(["pairs", str(run), "--no-progress"]) == 0
+    assert main(["train", str(run), "--no-progress"]) == 2
+    assert "trained from another dpo_pairs" in capsys.readouterr().err
+
+
+def test_training_refuses_dpo_pairs_changed_after_the_pairs_stage(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    _start(run)
+    _stages(run, 1)
+    dpo = run / "iter_01" / "dpo_pairs.jsonl"
+    dpo.write_text("".join(dpo.read_text().splitlines(keepends=True)[1:]))  # a row less
+    capsys.readouterr()
+    assert main(["train", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "dpo_pairs.jsonl" in err and "not what the last pairs stage made" in err
