@@ -337,13 +337,23 @@ class Store:
         made yet, or made before generations were recorded); see :mod:`metajudge.provenance`."""
         return (self.settings(file, iteration) or {}).get(GENERATION)
 
+    def replaced_path(self, name: str, iteration: int | None = None) -> Path:
+        """A new place in ``replaced/`` for what a redo moves aside: ``<name>-<time>``, with
+        ``-2``, ``-3``... when an earlier redo of the same second took that name."""
+        parent = self.folder(iteration) / "replaced"
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        count = 1
+        while (parent / (stamp if count == 1 else f"{stamp}-{count}")).exists():
+            count += 1
+        return parent / (stamp if count == 1 else f"{stamp}-{count}")
+
     def move_aside(self, file: StageFile, iteration: int | None = None, *,
                    together: tuple[StageFile, ...] = ()) -> Path:
         """Move a stage file, its failures and settings, and the other outputs of its stage
         (``together``), into ``replaced/<name>-<time>/``."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = self.folder(iteration) / "replaced" / f"{file.name}-{stamp}"
-        target.mkdir(parents=True, exist_ok=True)
+        target = self.replaced_path(file.name, iteration)
+        target.mkdir()
         names = [file.filename, file.failures.filename, f"{file.name}.settings.json",
                  *(f.filename for f in together)]
         for name in names:

@@ -220,8 +220,7 @@ def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
     if not settings:
         differs = [d for d in differs if d in ("model", "dpo_pairs")]
     if redo:
-        target = folder / "replaced" / f"{CHECKPOINT}-{time.strftime('%Y%m%d-%H%M%S')}"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = store.replaced_path(CHECKPOINT, iteration)
         shutil.move(str(folder / CHECKPOINT), target)
         log.warning("moved %s aside to %s", folder / CHECKPOINT, target)
     elif differs:

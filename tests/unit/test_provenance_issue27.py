@@ -174,3 +174,24 @@ def test_training_refuses_dpo_pairs_changed_after_the_pairs_stage(
     assert main(["train", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "dpo_pairs.jsonl" in err and "not what the last pairs stage made" in err
+
+
+# ----------------------------- B8: two redos in one second keep both moved-aside copies
+def test_two_redos_in_the_same_second_keep_both_replaced_copies(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import metajudge.store
+
+    run = tmp_path / "run"
+    _start(run)
+    assert main(["judge", str(run), "--no-progress"]) == 0
+    first = (run / "iter_01" / "judgments.jsonl").read_text()
+    monkeypatch.setattr(metajudge.store.time, "strftime", lambda fmt: "20260101-120000")
+    assert main(["judge", str(run), "--no-progress", "--redo",
+                 "--set", "judge.judgments_per_response=2"]) == 0
+    second = (run / "iter_01" / "judgments.jsonl").read_text()
+    assert main(["judge", str(run), "--no-progress", "--redo"]) == 0  # the same second
+    replaced = sorted((run / "iter_01" / "replaced").iterdir())
+    assert [p.name for p in replaced] == ["judgments-20260101-120000",
+                                          "judgments-20260101-120000-2"]
+    assert [(p / "judgments.jsonl").read_text() for p in replaced] == [first, second]
+    assert not list((run / "iter_01" / "replaced").glob("*/*/judgments.jsonl"))
