@@ -381,9 +381,13 @@ class Store:
         """Store a stage pass's counts and timings under ``key`` (``iter_01/judge``, or a
         harness stage's name). Work done (seconds, tokens, calls, records) adds up over the
         passes that finished; everything else is the latest pass's. ``replace`` starts the
-        entry again (a retrained checkpoint's training is its own, not added to the last)."""
+        entry again (a retrained checkpoint's training is its own, not added to the last), as
+        does a pass over another making of the stage's file (its ``generation``: after a
+        redo, the costs are the new file's only)."""
         data = self.manifest()
         previous = {} if replace else data.setdefault("stages", {}).get(key, {})
+        if previous.get("generation") not in (None, summary.get("generation")):
+            previous = {}
         data.setdefault("stages", {})
         merged = {**summary, "updated": _now(), "passes": previous.get("passes", 0) + 1}
         for name in _ACCUMULATE:

@@ -195,3 +195,23 @@ def test_two_redos_in_the_same_second_keep_both_replaced_copies(
                                           "judgments-20260101-120000-2"]
     assert [(p / "judgments.jsonl").read_text() for p in replaced] == [first, second]
     assert not list((run / "iter_01" / "replaced").glob("*/*/judgments.jsonl"))
+
+
+# ---------------------------------------- B6: after a redo, the costs are the new file's
+def test_after_a_redo_the_manifest_and_summary_count_the_new_file_only(tmp_path: Path) -> None:
+    from metajudge.stages.summary import run_table
+
+    run = tmp_path / "run"
+    _start(run)
+    assert main(["judge", str(run), "--no-progress"]) == 0
+    once = json.loads((run / "manifest.json").read_text())["stages"]["iter_01/judge"]
+    assert main(["judge", str(run), "--no-progress", "--redo"]) == 0
+    entry = json.loads((run / "manifest.json").read_text())["stages"]["iter_01/judge"]
+    judged = _lines(run / "iter_01" / "judgments.jsonl")
+    assert entry["generated_tokens"] == sum(j["completion_tokens"] for j in judged) \
+        == once["generated_tokens"]
+    assert entry["backend_calls"] == once["backend_calls"] and entry["completed"] == len(judged)
+    assert run_table(run).loc[1, "judge_generated_tokens"] == entry["generated_tokens"]
+    assert main(["judge", str(run), "--no-progress"]) == 0  # a resume of the same making
+    resumed = json.loads((run / "manifest.json").read_text())["stages"]["iter_01/judge"]
+    assert resumed["passes"] == 2 and resumed["generated_tokens"] == entry["generated_tokens"]
