@@ -215,3 +215,25 @@ def test_after_a_redo_the_manifest_and_summary_count_the_new_file_only(tmp_path:
     assert main(["judge", str(run), "--no-progress"]) == 0  # a resume of the same making
     resumed = json.loads((run / "manifest.json").read_text())["stages"]["iter_01/judge"]
     assert resumed["passes"] == 2 and resumed["generated_tokens"] == entry["generated_tokens"]
+
+
+# ----------------------- B3: the summary's alarm flags are the ones the loop checked
+def test_an_alarm_that_stops_the_loop_is_flagged_in_the_summary(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    from metajudge.tracking import numeric_rows
+
+    run = tmp_path / "run"
+    _start(run)  # saved with the default thresholds
+    capsys.readouterr()
+    assert main(["run", TINY, "--out", str(run), "--iterations", "1", "--no-progress", *WEIGHTS,
+                 "--set", "prompts.per_iteration=2", "--set", "generation.samples_per_prompt=2",
+                 "--set", "judge_health.max_top_score_share=0.05",
+                 "--set", "judge_health.stop_on_alarm=true"]) == 2
+    assert "judge-health alarm score_collapse" in capsys.readouterr().err
+    table = pd.read_csv(run / "summary.csv", index_col="iteration")
+    assert bool(table.loc[1, "alarm_score_collapse"]) and table.loc[1, "alarms"] == \
+        "score_collapse"
+    # the trackers are written from the same table
+    assert numeric_rows(table)[1]["alarm_score_collapse"] == 1.0
