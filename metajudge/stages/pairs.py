@@ -2,10 +2,12 @@
 
     metajudge pairs RUN_DIR [--iteration 1]
 
-Writes ``pairs.jsonl`` (every pair, both types), ``pair_decisions.jsonl`` (why each prompt did or
-did not yield a pair of each type) and ``dpo_pairs.jsonl`` (the TRL rows of the pair types this
-iteration trains on). The stage makes no model call; it is recomputed from the records and each
-file is replaced atomically, so a rerun gives the same files.
+Writes ``pairs.jsonl`` (every pair: actor pairs, and judge pairs where this iteration trains on
+them), ``pair_decisions.jsonl`` (why each prompt did or did not yield a pair of each type made)
+and ``dpo_pairs.jsonl`` (the TRL rows of the pair types this iteration trains on). An actor-only
+iteration reads no meta-judge file: judge pairs are made only where they train. The stage makes
+no model call; it is recomputed from the records and each file is replaced atomically, so a
+rerun gives the same files; the three become current together, once all are written.
 
 Judge pairs: a judge pair's chosen text must carry its verdict. A judgment whose score was forced
 (no ``Score:`` line) or that was cut off at ``max_tokens`` is never chosen, because training on
@@ -88,7 +90,9 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
         inputs=(RESPONSES, JUDGMENTS) + ((META_JUDGMENTS,) if "judge" in types else ()),
         outputs=(PAIR_DECISIONS, DPO_PAIRS))
     actor, actor_decisions = actor_pairs(store, iteration)
-    judge, judge_decisions = judge_pairs(store, iteration)
+    # judge pairs are made from the meta-judgments, an input only where judge pairs train: an
+    # actor-only iteration reads no meta-judge file (it may be stale, or of another N)
+    judge, judge_decisions = judge_pairs(store, iteration) if "judge" in types else ([], [])
     pairs = actor + judge
     store.write_all(PAIRS, _resolve(store, iteration, pairs), iteration)
     store.write_all(PAIR_DECISIONS, actor_decisions + judge_decisions, iteration)

@@ -237,3 +237,29 @@ def test_an_alarm_that_stops_the_loop_is_flagged_in_the_summary(
         "score_collapse"
     # the trackers are written from the same table
     assert numeric_rows(table)[1]["alarm_score_collapse"] == 1.0
+
+
+# ------------------------------------- B5: actor-only pairs read no meta-judge file
+def test_actor_only_pairs_read_no_meta_judge_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from metajudge.stages.summary import run_table
+
+    run = tmp_path / "run"
+    _start(run)
+    _stages(run, 1)  # actor and judge pairs, from N = 3 judgments per response
+    assert main(["judge", str(run), "--no-progress", "--redo",
+                 "--set", "judge.judgments_per_response=2"]) == 0  # the meta-judgments are stale
+    actor_only = ["--set", "pairs.pair_types=[[actor],[actor]]"]
+    assert main(["pairs", str(run), "--no-progress", "--redo", *actor_only]) == 0, \
+        capsys.readouterr().err
+    it = run / "iter_01"
+    assert {p["pair_type"] for p in _lines(it / "pairs.jsonl")} == {"actor"}
+    assert {d["pair_type"] for d in _lines(it / "pair_decisions.jsonl")} == {"actor"}
+    judged = {j["id"] for j in _lines(it / "judgments.jsonl")}
+    assert all(p["chosen_id"] in {r["id"] for r in _lines(it / "responses.jsonl")}
+               for p in _lines(it / "pairs.jsonl")) and judged
+    assert run_table(run).loc[1, "judge_pairs"] == 0
+    # with the same N, too, no judge pair of the old meta-judgments lands in the pairs
+    assert main(["judge", str(run), "--no-progress", "--redo"]) == 0
+    assert main(["pairs", str(run), "--no-progress", "--redo", *actor_only]) == 0
+    assert {p["pair_type"] for p in _lines(it / "pairs.jsonl")} == {"actor"}
