@@ -263,3 +263,65 @@ def test_actor_only_pairs_read_no_meta_judge_file(
     assert main(["judge", str(run), "--no-progress", "--redo"]) == 0
     assert main(["pairs", str(run), "--no-progress", "--redo", *actor_only]) == 0
     assert {p["pair_type"] for p in _lines(it / "pairs.jsonl")} == {"actor"}
+
+
+# --------------- B7: one rule: a judgment whose verdict is in its text may be chosen
+def test_a_judgment_that_wrote_its_score_then_ran_on_is_chosen_trimmed(tmp_path: Path) -> None:
+    from metajudge.config import load_config
+    from metajudge.records import (
+        BackendFingerprint,
+        Judgment,
+        MetaJudgment,
+        MetaSelection,
+        Prompt,
+        Provenance,
+        Response,
+        SamplingParams,
+    )
+    from metajudge.stages.pairs import run_pairs
+    from metajudge.store import (
+        JUDGMENTS,
+        META_JUDGMENTS,
+        META_SELECTION,
+        PAIR_DECISIONS,
+        PAIRS,
+        PROMPTS,
+        RESPONSES,
+    )
+
+    made = Provenance(backend=BackendFingerprint(kind="test", model="m"),
+                      params=SamplingParams(), seed=0, sample_index=0)
+    # j0 wrote its score, then ran on to max_tokens; j1 was cut off and its verdict completed;
+    # j2's score was forced. The meta-judge prefers j0 over j1 over j2 in both orders.
+    texts = ["Accurate and clear.\nScore: 5\nThe response could also mention", "Mostly right",
+             "Unclear."]
+    sources, finish = ["parsed", "completed", "forced"], ["length", "length", "stop"]
+    config = load_config(TINY, ["pairs.judge_max_chosen_chars=[null]"])
+    store = Store.open(tmp_path / "run", config)
+    store.write_all(PROMPTS, [Prompt(id="p", instruction="Name a colour.")], 1)
+    store.write_all(RESPONSES, [Response(
+        id="p#0", prompt_id="p", instruction="Name a colour.", text="Blue.",
+        finish_reason="stop", prompt_tokens=1, completion_tokens=1, provenance=made)], 1)
+    store.write_all(JUDGMENTS, [Judgment(
+        id=f"p#0@j{n}", response_id="p#0", prompt_id="p", iteration=1, index=n,
+        text=texts[n], score=[5.0, 3.0, 1.0][n], score_source=sources[n],  # type: ignore[arg-type]
+        completed_text="Mostly right\nScore: 3" if n == 1 else None,
+        finish_reason=finish[n], prompt_tokens=1, completion_tokens=1,  # type: ignore[arg-type]
+        provenance=made) for n in range(3)], 1)
+    store.write_all(META_SELECTION, [MetaSelection(
+        id="p", iteration=1, response_id="p#0", variance=2.7, scored_judgments=3,
+        reason="largest score variance")], 1)
+    store.write_all(META_JUDGMENTS, [MetaJudgment(
+        id=f"p#0@m{a}-{b}", response_id="p#0", prompt_id="p", iteration=1, first=a,
+        second=b, winner="first" if a < b else "second", winner_source="parsed",
+        hide_scores=False, text="", prompt_tokens=1, completion_tokens=1, provenance=made)
+        for a in range(3) for b in range(3) if a != b], 1)
+    run_pairs(store, 1)
+    pair = next(p for p in store.read(PAIRS, 1) if p.pair_type == "judge")
+    assert pair.chosen_id == "p#0@j0" and pair.rejected_id == "p#0@j2"
+    assert pair.chosen == "Accurate and clear.\nScore: 5"  # trimmed at its verdict line
+    decision = next(d for d in store.read(PAIR_DECISIONS, 1) if d.pair_type == "judge")
+    assert decision.chosen_source == "parsed"
+    assert decision.reason == ("pair; 1 of 3 judgments without their verdict in their text "
+                               "(forced or failed) left out of chosen")
+    store.close()
