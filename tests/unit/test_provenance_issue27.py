@@ -325,3 +325,34 @@ def test_a_judgment_that_wrote_its_score_then_ran_on_is_chosen_trimmed(tmp_path:
     assert decision.reason == ("pair; 1 of 3 judgments without their verdict in their text "
                                "(forced or failed) left out of chosen")
     store.close()
+
+
+# ---------------------- B4: EFT's judgments are of the --ranked file's texts, not its ids
+def test_eft_judgments_are_refused_once_the_ranked_texts_change(tmp_path: Path) -> None:
+    from instant_backend import InstantBackend
+
+    from metajudge.config import load_config
+    from metajudge.stages.eft import load_ranked, run_eft_judgments, select_prompts
+
+    ranked = tmp_path / "ranked.jsonl"
+    ranked.write_text((DATA / "oasst_ranked_later_turns.jsonl").read_text())
+    config = load_config(TINY, ["backend.kind=instant_backend:InstantBackend",
+                                "runner.retry_delay_s=0"])
+    store = Store.open(tmp_path / "eft", config)
+    backend = InstantBackend(config.backend)
+    rows = select_prompts(load_ranked(ranked), 2).rows
+    first = run_eft_judgments(store, backend, rows, progress=False)
+    assert first.completed == first.requested > 0
+    assert run_eft_judgments(store, backend, rows, progress=False).reused == first.requested
+    # the same message ids with other texts
+    edited = [json.loads(x) for x in ranked.read_text().splitlines()]
+    for row in edited:
+        for reply in row["replies"]:
+            reply["text"] = "Edited: " + reply["text"]
+    ranked.write_text("".join(json.dumps(r) + "\n" for r in edited))
+    rows = select_prompts(load_ranked(ranked), 2).rows
+    with pytest.raises(ConfigMismatchError, match="ranked_sha256"):
+        run_eft_judgments(store, backend, rows, progress=False)
+    again = run_eft_judgments(store, backend, rows, progress=False, redo=True)
+    assert again.reused == 0 and again.completed == first.requested
+    store.close()
