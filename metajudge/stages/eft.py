@@ -33,12 +33,12 @@ resamples the kept examples "so that the scores are more evenly distributed". He
 The whole stage resumes: judgments continue where they stopped (while the judged prompts and
 replies are the same texts: their digest is one of the judgments' settings, so a changed
 ``--ranked`` file or ``--limit`` is refused, and ``--redo`` judges again), decisions are
-recomputed, and a finished checkpoint is kept while it was trained from the same examples, base model and SFT
-settings (else it is moved aside into ``replaced/`` and trained again, with a warning). A forced
-read-out the backend cannot make is named once in the log and recorded in the judgments' settings
-(``readouts_not_run``), so a resume on a backend that can make it is refused. Judgments still
-failing in a retryable way after the runner's retry passes stop the stage before the filter, as
-in the loop: the rerun retries them.
+recomputed, and a finished checkpoint is kept while it was trained from the same examples, base
+model and SFT settings (else it is moved aside into ``replaced/`` and trained again, with a
+warning). A forced read-out the backend cannot make is named once in the log and recorded in the
+judgments' settings (``readouts_not_run``), so a resume on a backend that can make it is refused.
+Judgments still failing in a retryable way after the runner's retry passes stop the stage before
+the filter, as in the loop: the rerun retries them.
 ``metajudge run`` records it as iteration 0 when ``eft.checkpoint`` names the folder.
 """
 
