@@ -109,9 +109,14 @@ def test_paper_mini_eft_then_two_iterations_with_a_kill_during_zero3(tmp_path: P
     assert not _ranks() and not _servers()
     print(f"\npaper_mini: {time.monotonic() - started:.0f} s in all (EFT {eft_seconds:.0f} s), "
           "with the kill and the rerun")
+    _check_run(out, eft)
 
+
+def _check_run(out: Path, eft: Path) -> None:
+    """What the finished run holds: iteration 0 (EFT), then 2 iterations trained under ZeRO-3."""
     summary = {int(r["iteration"]): r for r in _csv(out / "summary.csv")}
-    assert sorted(summary) == [1, 2]
+    assert sorted(summary) == [0, 1, 2]  # the EFT seed stage is the run's iteration 0
+    assert int(summary[0]["eft_examples"]) >= 1
     manifest = json.loads((out / "manifest.json").read_text())
     print(_table(manifest["stages"]))
     assert manifest["stages"]["iter_00/eft"]["zero_stage"] == 3  # iteration 0 of the run
