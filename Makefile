@@ -71,7 +71,7 @@ test-vllm: $(VLLM_VENV)/bin/vllm
 # the paper's run in miniature (configs/paper_mini.yaml): vllm serve, ZeRO-3 on 2 ranks, a kill -9
 # mid-training and the rerun; CI runs it after the default suite
 test-paper-mini: $(VLLM_VENV)/bin/vllm
-	$(VLLM_VENV)/bin/python -m pytest -m vllm tests/vllm/test_paper_mini.py
+	$(VLLM_VENV)/bin/python -m pytest -s -m vllm tests/vllm/test_paper_mini.py
 
 # results/: the tiny run, the harness checks on its seed model and last checkpoint, the report
 results: install

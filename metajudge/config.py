@@ -284,8 +284,12 @@ class TrainingConfig(Section):
     machine_rank: str = Field("$SLURM_NODEID", description="accelerate over several machines: "
                               "each machine's rank, expanded by the shell on that machine")
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
-        "auto", description="auto: bf16 on a GPU that has it, else none. Weights and optimizer "
-        "states stay float32 (master weights); only the forward/backward computes in 16 bits")
+        "auto", description="auto: bf16 on a GPU that has it, else none. The optimizer updates "
+        "float32 master weights with float32 states. In one process or under DDP the module's "
+        "weights and gradients are float32 too and only the forward/backward computes in 16 "
+        "bits; under DeepSpeed ZeRO-3, zero.Init makes the module's weights 16-bit, and the "
+        "gradients are reduced in 16 bits and accumulated in the DeepSpeed config's "
+        "data_types.grad_accum_dtype (float32 in the shipped zero3)")
     gradient_checkpointing: bool = False
     precompute_ref_log_probs: bool = Field(
         False, description="compute the reference log-probabilities once before training "
@@ -316,6 +320,12 @@ class TrainingConfig(Section):
         if self.launcher == "inprocess" and (self.num_processes > 1 or self.num_machines > 1):
             raise ValueError("training.launcher inprocess runs one process; use torchrun or "
                              "accelerate for num_processes > 1")
+        if self.num_machines > 1 and not self.launcher_prefix:
+            raise ValueError(f"training.num_machines {self.num_machines} needs "
+                             "training.launcher_prefix (e.g. 'srun --nodes=2 "
+                             "--ntasks-per-node=1'), which starts the launcher on every machine; "
+                             f"without it {self.launcher} starts this machine's ranks only, and "
+                             "they wait for the others for ever")
         if self.num_processes % self.num_machines:
             raise ValueError(f"training.num_processes {self.num_processes} must be a multiple "
                              f"of num_machines {self.num_machines}")
@@ -333,7 +343,9 @@ class TrainingConfig(Section):
 
 class EFTConfig(Section):
     """The EFT seed stage (iteration 0): `metajudge eft` judges human-ranked replies, keeps the
-    judgments whose scores order the replies as the humans did, and fine-tunes M_0 on them."""
+    judgments whose scores order the replies as the humans did, and fine-tunes M_0 on them. Its
+    SFT is launched as DPO is, with the training section's launcher, processes, accelerate
+    config, mixed precision and gradient checkpointing; the sizes are these."""
 
     checkpoint: str | None = Field(
         None, description="M_1 for `metajudge run`: a `metajudge eft --out` folder (or any "
@@ -348,7 +360,8 @@ class EFTConfig(Section):
     max_tokens: int = Field(512, ge=1)
     learning_rate: float = Field(5e-6, gt=0)
     epochs: float = Field(1.0, gt=0)
-    global_batch_size: int = Field(32, ge=1)
+    global_batch_size: int = Field(32, ge=1, description="= eft.per_device_batch_size × "
+                                   "accumulation × training.num_processes, exactly")
     per_device_batch_size: int = Field(2, ge=1)
     max_length: int = Field(2048, ge=16)
 
@@ -376,6 +389,13 @@ class RunConfig(Section):
                 f"prompts.per_iteration ({self.prompts.per_iteration}) exceeds prompts.pool_size "
                 f"({self.prompts.pool_size})"
             )
+        per_step = self.eft.per_device_batch_size * self.training.num_processes
+        if self.eft.global_batch_size % per_step:
+            raise ValueError(
+                f"eft.global_batch_size {self.eft.global_batch_size} must equal "
+                f"eft.per_device_batch_size × gradient accumulation × training.num_processes "
+                f"exactly (EFT's SFT is launched like DPO), but it is not a multiple of "
+                f"{self.eft.per_device_batch_size} × {self.training.num_processes} = {per_step}")
         if not all(0.0 <= r <= 1.0 for r in self.pairs.rho):
             raise ValueError(f"pairs.rho values must lie in [0, 1], got {self.pairs.rho}")
         return self

@@ -23,11 +23,16 @@ Training memory (``--gpus 8x80``): per-GPU gigabytes of the states each set-up k
 model of P parameters (from the model's ``config.json`` when local, a table of known models, or
 ``--model-params``), before activations (which gradient checkpointing cuts):
 
-* full DPO, one GPU: fp32 weights 4 + fp32 gradients 4 + Adam 8 = 16 bytes per parameter, plus
-  the reference, which TRL loads like the policy, in fp32: 4 bytes (none with
-  ``precompute_ref_log_probs``);
-* ZeRO-3 over G GPUs: the same 16 bytes, plus the reference as a bf16 DeepSpeed inference
-  engine, 2 bytes, sharded: (16 + 2)·P / G;
+* full DPO, one GPU: fp32 weights 4 + fp32 gradients 4 (they are the accumulation buffer) +
+  Adam 8 = 16 bytes per parameter, plus the reference, which TRL loads like the policy, in
+  fp32: 4 bytes (none with ``precompute_ref_log_probs``);
+* ZeRO-3 over G GPUs in bf16: the module's weights, made bf16 by ``zero.Init``, 2 + the
+  optimizer's fp32 master partition 4 + Adam 8 + the gradient-accumulation buffer, A = 4 bytes
+  in fp32 (the shipped zero3.json's ``data_types.grad_accum_dtype``) or 2 in bf16 (DeepSpeed's
+  default, the model's dtype), plus the reference as a bf16 DeepSpeed inference engine, 2
+  bytes, all sharded: (2 + 4 + 8 + A + 2)·P / G;
+* the EFT seed stage's SFT, launched as DPO is: the same without a reference, 16·P on one GPU,
+  (2 + 4 + 8 + A)·P / G under ZeRO-3;
 * LoRA: the frozen base in bf16 (2 bytes; ``metajudge.training.dpo`` loads it in the compute
   dtype) plus 16 bytes per fp32 adapter parameter; the reference is the base with the adapter
   disabled, no copy;
@@ -43,6 +48,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from metajudge.config import RunConfig, scheduled
 from metajudge.prompts import load_prompts
@@ -165,9 +171,36 @@ def embedding_params(cfg: dict | None, params: float) -> float:
     return float(tables * cfg["vocab_size"] * cfg["hidden_size"])
 
 
+#: bytes per parameter of DeepSpeed's data_types.grad_accum_dtype names
+ACCUMULATION_BYTES = {"fp32": 4, "float32": 4, "bf16": 2, "bfloat16": 2, "fp16": 2,
+                      "float16": 2}
+
+
+def zero3_accumulation(config: RunConfig) -> str:
+    """The gradient-accumulation dtype ZeRO-3 would use in bf16: the DeepSpeed JSON's
+    ``data_types.grad_accum_dtype`` of ``training.accelerate_config`` when that is a ZeRO-3
+    config with a JSON, else the shipped zero3's; ``bf16`` (the model's dtype, DeepSpeed's
+    default) when the JSON names none."""
+    from metajudge.stages.train import accelerate_config, deepspeed_file
+
+    name = config.training.accelerate_config or "zero3"
+    try:
+        path = accelerate_config(name)
+        ds_path = deepspeed_file(path, yaml.safe_load(path.read_text()) or {})
+        data = json.loads(ds_path.read_text()) if ds_path is not None else {}
+    except (OSError, ValueError):
+        data = {}
+    if str((data.get("zero_optimization") or {}).get("stage")) != "3":
+        path = accelerate_config("zero3")
+        ds_path = deepspeed_file(path, yaml.safe_load(path.read_text()) or {})
+        data = json.loads(ds_path.read_text()) if ds_path is not None else {}
+    return str((data.get("data_types") or {}).get("grad_accum_dtype") or "bf16")
+
+
 def training_memory(config: RunConfig, gpus: str, params: float | None = None) -> pd.DataFrame:
-    """Per-GPU memory of the training set-ups for ``gpus`` ("8x80": count x GB), and which fit.
-    """
+    """Per-GPU memory of the training set-ups for ``gpus`` ("8x80": count x GB), and which fit;
+    ``grad_accum_gb_per_gpu`` is the part the gradient-accumulation buffer takes, in the dtype
+    of ``grad_accum``."""
     match = re.fullmatch(r"(\d+)\s*[xX×]\s*(\d+(?:\.\d+)?)", gpus.strip())
     if not match:
         raise ValueError(f"--gpus {gpus!r}: expected COUNTxGB, e.g. 8x80")
@@ -183,17 +216,25 @@ def training_memory(config: RunConfig, gpus: str, params: float | None = None) -
     adapter = lora_params(cfg, total, r)
     precomputed = config.training.precompute_ref_log_probs
     embeddings = embedding_params(cfg, total)
-    setups = [
-        ("full DPO, 1 GPU", 1, (16 + (0 if precomputed else 4)) * total),
-        (f"ZeRO-3 over {count} GPUs", count, (16 + (0 if precomputed else 2)) * total / count),
-        ("LoRA, 1 GPU", 1, 2 * total + 16 * adapter),
-        ("QLoRA, 1 GPU", 1, 0.53 * (total - embeddings) + 2 * embeddings + 16 * adapter),
+    accumulation = zero3_accumulation(config)
+    a = ACCUMULATION_BYTES.get(accumulation.lower(), 4)
+    zero3 = (2 + 4 + 8 + a) * total / count  # bf16 module, fp32 master, Adam, accumulation
+    setups = [  # name, GPUs, states per GPU, accumulation dtype, accumulation bytes per GPU
+        ("full DPO, 1 GPU", 1, (16 + (0 if precomputed else 4)) * total, "fp32", 4 * total),
+        (f"DPO ZeRO-3 over {count} GPUs", count,
+         zero3 + (0 if precomputed else 2) * total / count, accumulation, a * total / count),
+        ("LoRA, 1 GPU", 1, 2 * total + 16 * adapter, "fp32", 4 * adapter),
+        ("QLoRA, 1 GPU", 1, 0.53 * (total - embeddings) + 2 * embeddings + 16 * adapter,
+         "fp32", 4 * adapter),
+        ("EFT SFT, 1 GPU", 1, 16 * total, "fp32", 4 * total),
+        (f"EFT SFT ZeRO-3 over {count} GPUs", count, zero3, accumulation, a * total / count),
     ]
     usable = size * (1 - ACTIVATION_SHARE)
     return pd.DataFrame([{
         "setup": name, "gpus": n, "states_gb_per_gpu": round(per / GB, 1),
+        "grad_accum": dtype, "grad_accum_gb_per_gpu": round(accum / GB, 1),
         "gpu_gb": size, "fits": bool(n <= count and per / GB <= usable),
-    } for name, n, per in setups]).set_index("setup")
+    } for name, n, per, dtype, accum in setups]).set_index("setup")
 
 
 def _mean_instruction_tokens(config: RunConfig) -> float:

@@ -28,10 +28,11 @@ Two models carry them (both ``LlamaForCausalLM``, float32 safetensors, loadable 
     both bos/end-of-text from ``<|endoftext|>``), so the model still writes text and ranks digits
     in its top-20 after ``Score: ``. Use it where a read-out must find the labels.
 
-Each is built once into ``<cache>/models/<name>-v<recipe>`` (the cache of
-:func:`metajudge.models.cache_dir`) and published by an atomic rename; the build is
-deterministic, and the revision recorded for it is the weights' SHA-256 (16 hex digits, as for
-a checkpoint).
+Each is built once into ``<models>/<name>-v<recipe>`` and published by an atomic rename; the
+build is deterministic, and the revision recorded for it is the weights' SHA-256 (16 hex digits,
+as for a checkpoint). The arrows run one way: :mod:`metajudge.models` resolves these names and
+hands this module the folder to build in and the embedded SmolLM2 it builds from; this module
+imports nothing of metajudge's.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +68,13 @@ _ADDED = {BOS: "<|endoftext|>", END_OF_TEXT: "<|endoftext|>", START_HEADER: "<|i
           END_HEADER: "\n", EOT: "<|im_end|>"}
 
 
-def mini_model_path(name: str) -> Path:
-    """Build ``name`` (one of :data:`MINI_MODELS`) once and return its folder."""
-    from metajudge.models import cache_dir
-
+def mini_model_path(name: str, models: Path, smollm2: Callable[[], Path]) -> Path:
+    """Build ``name`` (one of :data:`MINI_MODELS`) once into ``models`` and return its folder;
+    ``smollm2`` gives the embedded SmolLM2's safetensors folder (its tokenizer, and its weights
+    for ``smollm2-llama3``), called only when the model is built."""
     if name not in MINI_MODELS:
         raise ValueError(f"unknown mini model {name!r}; choose one of {', '.join(MINI_MODELS)}")
-    target = cache_dir() / "models" / f"{name}-v{RECIPE}"
+    target = models / f"{name}-v{RECIPE}"
     if (target / "model.safetensors").is_file() and (target / "metajudge.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,7 @@ def mini_model_path(name: str) -> Path:
     tmp.chmod(0o755)
     try:
         log.info("building %s in %s (once)", name, target)
-        _build(name, tmp)
+        _build(name, tmp, smollm2())
         digest = _sha256(tmp / "model.safetensors")[:16]  # as a checkpoint's weights_digest
         (tmp / "metajudge.json").write_text(json.dumps(
             {"source": f"metajudge.mini_llama {name} recipe {RECIPE} seed {SEED}",
@@ -112,13 +114,10 @@ def llama3_tokenizer(source: str | Path) -> Any:
     return tok
 
 
-def _build(name: str, out: Path) -> None:
+def _build(name: str, out: Path, smollm2: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from metajudge.models import convert_embedded_model
-
-    smollm2 = convert_embedded_model()
     tok = llama3_tokenizer(smollm2)
     ids = {t: tok.convert_tokens_to_ids(t) for t in _ADDED}
     if name == "llama3-mini":

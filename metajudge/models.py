@@ -118,7 +118,7 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
         meta = json.loads((path / "metajudge.json").read_text())
         return ResolvedModel(name, str(path), meta["gguf_sha256"], True)
     if name in MINI_MODELS:  # Llama-3-style models built here (metajudge.mini_llama)
-        path = mini_model_path(name)
+        path = mini_model_path(name, cache_dir() / "models", convert_embedded_model)
         meta = json.loads((path / "metajudge.json").read_text())
         return ResolvedModel(name, str(path), meta["weights_sha256"], True)
     local = Path(name).expanduser()

@@ -5,7 +5,8 @@
 # checkpointing, the same with LoRA and the merge, and the checkpoint served again. Under 9
 # minutes; the model is built on the machine (scripts/gpu_check.py).
 #   here, once (PyPI):  scripts/gpu_wheels.sh         wheels into .whl/ (ignored by git)
-#   on the GPU machine: scripts/gpu_check.sh [REPORT]  (default results/gpu_check.md)
+#   on the GPU machine: scripts/gpu_check.sh [REPORT]  (default $OUT/gpu_check.md when $OUT is
+#                       set, else results/gpu_check.md)
 #   on a CPU, to try the script: GPU_CHECK_TIMEOUT=3000 scripts/gpu_check.sh /tmp/x.md --cpu
 # What a bare GPU image lacks (pydantic, trl, datasets, deepspeed, ...) is installed from .whl/
 # with no index; metajudge itself is imported from this checkout (PYTHONPATH), by this script,
@@ -17,7 +18,8 @@ PY=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
 if [ -d "$WHEELS" ]; then
   # shellcheck disable=SC2046
-  "$PY" -m pip install -q --no-index --no-cache-dir --disable-pip-version-check \
+  # --no-compile: no .pyc written for the installed packages (minutes of a short device call)
+  "$PY" -m pip install -q --no-index --no-cache-dir --no-compile --disable-pip-version-check \
     --find-links "$WHEELS" $(sed -n 's/^top: //p' scripts/gpu_check_requirements.txt)
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -30,4 +32,6 @@ uvicorn, openai, metajudge.processes, metajudge.cli; print('imports ok:', 'trl',
 pushd / >/dev/null
 "$PY" -m metajudge.processes "$$" 1 -- "$PY" -c "import metajudge.stages.train"
 popd >/dev/null
-timeout "${GPU_CHECK_TIMEOUT:-540}" "$PY" scripts/gpu_check.py --out "${1:-results/gpu_check.md}" "${@:2}"
+DEFAULT_REPORT=results/gpu_check.md
+if [ -n "${OUT:-}" ]; then DEFAULT_REPORT="$OUT/gpu_check.md"; fi
+timeout "${GPU_CHECK_TIMEOUT:-540}" "$PY" scripts/gpu_check.py --out "${1:-$DEFAULT_REPORT}" "${@:2}"

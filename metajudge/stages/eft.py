@@ -27,8 +27,12 @@ resamples the kept examples "so that the scores are more evenly distributed". He
    rule; ours caps each score's examples at the count of the second most frequent score,
    choosing the ones kept by a seeded shuffle.
 5. **SFT** through TRL's ``SFTTrainer`` on those prompt/completion pairs (loss on the completion
-   only), fp32 master weights with the training section's mixed precision, gives
-   ``checkpoint/``, a full safetensors model like every iteration's.
+   only), gives ``checkpoint/``, a full safetensors model like every iteration's. It is trained
+   as DPO is: launched by :func:`metajudge.stages.train.launch` with the training section's
+   ``launcher``, ``num_processes``, ``accelerate_config`` (ZeRO-3 at paper scale), mixed
+   precision and gradient checkpointing, each rank running ``python -m metajudge.stages.eft
+   OUT`` (:func:`main`), or in this process with ``training.launcher: inprocess``; the sizes are
+   ``eft.*``. The checkpoint and the manifest record the engine that ran.
 
 The whole stage resumes: judgments continue where they stopped (while the judged prompts and
 replies are the same texts: their digest is one of the judgments' settings, so a changed
@@ -39,7 +43,8 @@ warning). A forced read-out the backend cannot make is named once in the log and
 judgments' settings (``readouts_not_run``), so a resume on a backend that can make it is refused.
 Judgments still failing in a retryable way after the runner's retry passes stop the stage before
 the filter, as in the loop: the rerun retries them.
-``metajudge run`` records it as iteration 0 when ``eft.checkpoint`` names the folder.
+``metajudge run`` records it as iteration 0 when ``eft.checkpoint`` names the folder. A set-up
+that cannot train (:func:`metajudge.stages.train.check_training`) is refused before judging.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -319,9 +325,10 @@ def run_eft(config: RunConfig, ranked: str | Path, out: str | Path, *,
     """The whole stage: judgments, decisions, SFT; returns the summary (also in the
     manifest as ``iter_00/eft``). ``redo`` judges again (the judged texts changed)."""
     from metajudge.backends.serving import engine
-    from metajudge.training.sft import sft_made_from, train_sft
+    from metajudge.stages.train import check_training
 
     started = time.perf_counter()
+    check_training(config.training)  # before any judging: a set-up that cannot train
     rows = load_ranked(ranked)
     store = Store.open(out, config)
     try:
@@ -341,18 +348,78 @@ def run_eft(config: RunConfig, ranked: str | Path, out: str | Path, *,
         if not examples:
             raise ValueError(f"no prompt's judgments agree with the human ranking ({kept} kept "
                              f"of {len(selection.rows)}); see {store.root / DECISIONS.filename}")
-        result = train_sft(config.backend.model, examples, store.root, config,
-                           progress=progress, made_from=sft_made_from(
-                               config.backend.model, store.root / EXAMPLES, config))
+        result = run_sft(store, examples, progress=progress)
+        engine_ran = result.get("engine", {})
         summary = {"stage": STAGE, "ranked_file": str(ranked), "prompts": len(selection.rows),
                    "held_out": len(selection.held_out), "too_few_replies": len(selection.too_few),
                    "kept": kept, "keep_rate": kept / len(selection.rows),
                    "examples": len(examples),
                    "example_scores": dict(Counter(round(e["score"]) for e in examples)),
                    "judgments": judged.requested, "sft_steps": result["steps"],
+                   "sft_seconds": result["seconds"],
+                   "launcher": result.get("launcher", "inprocess"),
+                   **{key: engine_ran.get(key) for key in (
+                       "distributed_type", "zero_stage", "world_size", "mixed_precision",
+                       "grad_accum_dtype")},
                    "seconds": time.perf_counter() - started, **{
                        f"final_{k}": v for k, v in result["final_metrics"].items()}}
         store.record_stage("iter_00/eft", summary)
         return summary
     finally:
         store.close()
+
+
+def run_sft(store: Store, examples: list[dict[str, Any]], *,
+            progress: bool = True) -> dict[str, Any]:
+    """The SFT of ``eft_sft.jsonl`` into ``OUT/checkpoint``, as DPO trains: in this process with
+    ``training.launcher: inprocess``, else launched (:func:`metajudge.stages.train.launch`), each
+    rank running :func:`main`. A finished checkpoint trained from the same examples, model and
+    settings is kept; one trained from others is moved aside here, before any rank starts.
+    Returns the checkpoint's record."""
+    from metajudge.stages.train import launch
+    from metajudge.training.checkpoint import CHECKPOINT, MARKER
+    from metajudge.training.sft import reusable_checkpoint, sft_made_from, train_sft
+
+    config: RunConfig = store.config
+    made_from = sft_made_from(config.backend.model, store.root / EXAMPLES, config)
+    if config.training.launcher == "inprocess":
+        return train_sft(config.backend.model, examples, store.root, config,
+                         progress=progress, made_from=made_from)
+    reused = reusable_checkpoint(store.root, made_from)
+    if reused is not None:
+        return reused
+    for stale in (store.root / (CHECKPOINT + ".tmp"), store.root / "sft_trainer"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed training
+    store.save_config()  # every rank reads its settings from config.yaml
+    launch(store, None, store.root, progress=progress, module=__name__, log_name="sft.log")
+    meta: dict[str, Any] = json.loads((store.root / CHECKPOINT / MARKER).read_text())
+    return meta
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One rank of a launched EFT SFT job (``accelerate launch`` / torchrun run this)."""
+    import argparse
+    import signal
+    import sys
+
+    from metajudge.jsonl import read_objects
+    from metajudge.processes import die_with_parent
+    from metajudge.training.sft import sft_made_from, train_sft
+
+    die_with_parent()  # a rank never outlives its launcher
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    parser = argparse.ArgumentParser(prog="python -m metajudge.stages.eft")
+    parser.add_argument("out")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    store = Store.open(args.out, lock=False)
+    config: RunConfig = store.config
+    examples = store.root / EXAMPLES
+    train_sft(config.backend.model, read_objects(examples), store.root, config,
+              progress=not args.no_progress,
+              made_from=sft_made_from(config.backend.model, examples, config))
+
+
+if __name__ == "__main__":
+    main()

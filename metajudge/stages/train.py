@@ -8,12 +8,15 @@
 ``training.num_machines``; with accelerate, ``training.accelerate_config`` for DDP, FSDP or
 ZeRO-3) whose ranks run this module's :func:`main`, which calls
 :func:`metajudge.training.dpo.train_dpo`. The launcher runs under a guard
-(:mod:`metajudge.processes`), so no rank outlives it. A set-up that cannot train is refused
-before anything starts (:func:`check_training`). A finished checkpoint is kept; a killed
+(:mod:`metajudge.processes`), so no rank outlives it; :func:`launch` is the one way a training
+job starts, for the EFT seed stage's SFT too. A set-up that cannot train is refused before
+anything starts (:func:`check_training`; the loop calls it before generating): in-process
+training where several GPUs are visible among them. A finished checkpoint is kept; a killed
 training leaves none and retrains from M_t. The manifest's ``iter_NN/train`` entry records the
 launcher, the engine that ran (accelerate's distributed type, the ZeRO stage, the world size,
-the mixed precision, as the trainer reported them), the per-device batch, the accumulation and
-the global batch; it is written once per checkpoint, however often the stage is rerun.
+the mixed precision and the gradient-accumulation dtype, as the trainer reported them), the
+per-device batch, the accumulation and the global batch; it is written once per checkpoint,
+however often the stage is rerun.
 
 A checkpoint records what it was trained from (:func:`made_from`: M_t's identity, the digest
 of ``dpo_pairs.jsonl``, the seed and the training settings that shape the result, not those
@@ -87,15 +90,48 @@ def accelerate_config(name: str) -> Path:
     return path
 
 
+def deepspeed_file(path: Path, raw: dict[str, Any]) -> Path | None:
+    """The DeepSpeed JSON an accelerate config names (``deepspeed_config.deepspeed_config_file``),
+    a relative name read beside the accelerate config (else from the working folder); None when
+    the DeepSpeed settings are inline."""
+    name = (raw.get("deepspeed_config") or {}).get("deepspeed_config_file")
+    if not name:
+        return None
+    ds_path = Path(str(name)).expanduser()
+    if not ds_path.is_absolute() and (Path(path).parent / ds_path).is_file():
+        ds_path = Path(path).parent / ds_path
+    return ds_path.resolve()
+
+
+def check_inprocess(cfg: TrainingConfig) -> None:
+    """Refuse in-process training where several GPUs are visible: transformers would wrap the
+    model in ``nn.DataParallel`` (``n_gpu`` = the visible GPUs), which TRL's DPO and SFT trainers
+    refuse, after every stage before training had run."""
+    if cfg.launcher != "inprocess" or importlib.util.find_spec("torch") is None:
+        return
+    import torch
+
+    visible = torch.cuda.device_count()
+    if visible > 1:
+        raise ValueError(
+            f"training.launcher inprocess trains in one process, but {visible} GPUs are visible "
+            "(TRL refuses nn.DataParallel): set training.launcher accelerate with "
+            f"training.num_processes {visible} and training.accelerate_config zero3 (or ddp), "
+            "or make one GPU visible (CUDA_VISIBLE_DEVICES=0)")
+
+
 def check_training(cfg: TrainingConfig) -> None:
     """Refuse, naming the setting, a set-up that cannot train, before anything starts.
 
-    (A launcher with ``training.accelerate_config`` other than accelerate is refused when the
-    settings are read.) QLoRA needs a CUDA GPU here, unless ``training.launcher_prefix`` starts
-    the ranks on other machines, and no ZeRO-3 (transformers loads a quantized model outside
+    (A launcher with ``training.accelerate_config`` other than accelerate, and several machines
+    without ``training.launcher_prefix``, are refused when the settings are read.) In-process
+    training is refused where several GPUs are visible (:func:`check_inprocess`). QLoRA needs
+    a CUDA GPU here, unless ``training.launcher_prefix`` starts the ranks on other machines,
+    and no ZeRO-3 (transformers loads a quantized model outside
     ``zero.Init``, and ZeRO-3 would need ``bnb_4bit_quant_storage``); a DeepSpeed config needs
     deepspeed installed; a ZeRO-3 config must gather a 16-bit model at save and an FSDP config a
     full state dict, or the checkpoint would hold no weights."""
+    check_inprocess(cfg)
     if cfg.lora is not None and cfg.lora.qlora and not cfg.launcher_prefix:
         torch = require("torch", "transformers")
         if not torch.cuda.is_available():
@@ -110,10 +146,11 @@ def check_training(cfg: TrainingConfig) -> None:
             "deepspeed") is None:
         require("deepspeed", "deepspeed")  # raises, naming the install command
     deepspeed = dict(raw.get("deepspeed_config") or {})
-    if deepspeed.get("deepspeed_config_file"):  # a DeepSpeed JSON beside the accelerate config
-        ds_path = Path(str(deepspeed["deepspeed_config_file"])).expanduser()
-        if not ds_path.is_absolute():
-            ds_path = Path(path).parent / ds_path if not ds_path.is_file() else ds_path
+    ds_path = deepspeed_file(path, raw)
+    if ds_path is not None:  # a DeepSpeed JSON beside the accelerate config
+        if not ds_path.is_file():
+            raise ValueError(f"training.accelerate_config {path}: its deepspeed_config_file "
+                             f"{ds_path} does not exist")
         zero = json.loads(ds_path.read_text(encoding="utf-8")).get("zero_optimization", {})
         deepspeed["zero_stage"] = zero.get("stage")
         deepspeed["zero3_save_16bit_model"] = zero.get(
@@ -136,12 +173,17 @@ def check_training(cfg: TrainingConfig) -> None:
                          "save, which the next iteration loads)")
 
 
-def launch_command(run_dir: Path, iteration: int, cfg: TrainingConfig,
-                   progress: bool = True) -> list[str]:
-    """The command that starts the distributed job. With ``training.launcher_prefix`` (e.g.
-    ``srun``) the prefix starts a shell on every machine, which runs the launcher, so
-    variables such as accelerate's ``training.machine_rank`` expand on each machine."""
-    worker = ["-m", "metajudge.stages.train", str(run_dir), "--iteration", str(iteration)]
+def launch_command(run_dir: Path, iteration: int | None, cfg: TrainingConfig,
+                   progress: bool = True, *, module: str = __name__) -> list[str]:
+    """The command that starts the distributed job, whose every rank runs ``python -m module
+    RUN_DIR [--iteration N]``: this module's :func:`main` for DPO, the EFT stage's for its SFT
+    (``iteration`` None). With ``training.launcher_prefix`` (e.g. ``srun``) the prefix starts a
+    shell on every machine, which runs the launcher, so variables such as accelerate's
+    ``training.machine_rank`` expand on each machine. An accelerate config's DeepSpeed JSON is
+    passed by its full path (accelerate would read a relative one from the working folder)."""
+    worker = ["-m", module, str(run_dir)]
+    if iteration is not None:
+        worker += ["--iteration", str(iteration)]
     if not progress:
         worker.append("--no-progress")
     per_node = cfg.num_processes // cfg.num_machines
@@ -159,7 +201,11 @@ def launch_command(run_dir: Path, iteration: int, cfg: TrainingConfig,
         command = [sys.executable, "-m", "accelerate.commands.launch",
                    f"--num_processes={cfg.num_processes}", f"--num_machines={cfg.num_machines}"]
         if cfg.accelerate_config:
-            command.append(f"--config_file={accelerate_config(cfg.accelerate_config)}")
+            path = accelerate_config(cfg.accelerate_config)
+            command.append(f"--config_file={path}")
+            ds_path = deepspeed_file(path, yaml.safe_load(path.read_text()) or {})
+            if ds_path is not None:
+                command.append(f"--deepspeed_config_file={ds_path}")
         if several:
             host, _, port = str(cfg.rdzv_endpoint).rpartition(":")
             command += [f"--main_process_ip={host}", f"--main_process_port={port}",
@@ -263,7 +309,7 @@ def run_train(store: Store, iteration: int, *, progress: bool = True,
         if cfg.launcher == "inprocess":
             train_iteration(store.root, iteration, progress=progress)
         else:
-            _launch(store, iteration, progress)
+            launch(store, iteration, folder, progress=progress)
     meta = json.loads((folder / CHECKPOINT / MARKER).read_text())
     engine = meta.get("engine", {})
     entry = {"stage": STAGE, "iteration": iteration, "launcher": cfg.launcher,
@@ -271,6 +317,7 @@ def run_train(store: Store, iteration: int, *, progress: bool = True,
              "zero_stage": engine.get("zero_stage"),
              "world_size": engine.get("world_size", meta.get("world_size", 1)),
              "mixed_precision": engine.get("mixed_precision", meta.get("mixed_precision")),
+             "grad_accum_dtype": engine.get("grad_accum_dtype"),
              "per_device_batch_size": meta.get("per_device_batch_size"),
              "gradient_accumulation": meta.get("gradient_accumulation"),
              "global_batch_size": meta.get("global_batch_size"), "lora": meta.get("lora"),
@@ -302,10 +349,16 @@ def clear_stale_build_locks(older_than_s: float = STALE_LOCK_S) -> list[Path]:
     return stale
 
 
-def _launch(store: Store, iteration: int, progress: bool) -> None:
+def launch(store: Store, iteration: int | None, folder: Path, *, progress: bool = True,
+           module: str = __name__, log_name: str = "train.log") -> None:
+    """Run the training job that writes ``folder/checkpoint`` with ``training.launcher`` (see
+    :func:`launch_command`), under a guard, its output in ``folder/log_name``; the store's lock
+    is passed to the ranks. Raises :class:`LaunchFailed` with the log's end when the job fails
+    or leaves no finished checkpoint. DPO (this module) and EFT's SFT both train through it."""
     clear_stale_build_locks()
-    command = launch_command(store.root.resolve(), iteration, store.config.training, progress)
-    log_path = store.iteration_dir(iteration) / "train.log"
+    command = launch_command(store.root.resolve(), iteration, store.config.training, progress,
+                             module=module)
+    log_path = folder / log_name
     env = {**os.environ, LOCK_ENV: str(store.root.resolve())}
     log.info("launching: %s (log: %s)", shlex.join(command), log_path)
     child = Child.start(command, log=log_path, env=env)
@@ -313,8 +366,9 @@ def _launch(store: Store, iteration: int, progress: bool) -> None:
         code = child.wait()
     finally:
         child.stop()
-    if code != 0 or not checkpoint_done(store.iteration_dir(iteration)):
-        raise LaunchFailed(f"training of iteration {iteration} failed (exit {code}); command: "
+    if code != 0 or not checkpoint_done(folder):
+        what = f"iteration {iteration}" if iteration is not None else "the EFT SFT"
+        raise LaunchFailed(f"training of {what} failed (exit {code}); command: "
                            f"{shlex.join(command)}; log {log_path}:\n{child.tail()}")
 
 

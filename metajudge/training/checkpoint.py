@@ -3,7 +3,9 @@
 A checkpoint is written into ``checkpoint.tmp`` and renamed into place once complete; the
 marker (``metajudge.json``, written last) holds the training's record. ``engine_record`` reads
 what actually ran from the trainer (accelerate's distributed type, the ZeRO stage, the world
-size, the mixed precision, the weights' dtypes), never from the settings that asked for it.
+size, the mixed precision, the weights' dtypes and, under DeepSpeed, the dtypes of the master
+weights, of the gradient accumulation and of the gradient reduction), never from the settings
+that asked for it. The DPO and the EFT checkpoints are recorded alike.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ def checkpoint_done(iteration_dir: Path) -> bool:
 
 def engine_record(trainer: Any, weights: dict[str, str]) -> dict[str, Any]:
     """What trained: read from the trainer after training. ``weights`` holds the dtypes of the
-    trainable and frozen weights as the trainer took them (before any engine wrapped them)."""
+    trainable and frozen weights as the trainer took them (before any engine wrapped them).
+
+    ``grad_accum_dtype`` is the dtype gradients are summed in over the micro-steps: outside
+    DeepSpeed, the trainable weights' own (``param.grad`` has the weight's dtype, whatever
+    autocast computes in); under DeepSpeed, the dtype of the buffer its optimizer accumulates
+    into (:func:`accumulation_dtype`). ``reduce_dtype`` is the dtype DeepSpeed all-reduces or
+    reduce-scatters gradients in, and ``master_dtype`` that of the weights its optimizer
+    updates."""
     accelerator = trainer.accelerator
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     engine = trainer.model_wrapped if trainer.is_deepspeed_enabled else None
@@ -36,9 +45,50 @@ def engine_record(trainer: Any, weights: dict[str, str]) -> dict[str, Any]:
     else:
         mixed = str(accelerator.mixed_precision)
     kind = accelerator.distributed_type
-    return {"distributed_type": str(getattr(kind, "value", kind)),
-            "zero_stage": plugin.zero_stage if plugin is not None else None,
-            "world_size": accelerator.num_processes, "mixed_precision": mixed, **weights}
+    record = {"distributed_type": str(getattr(kind, "value", kind)),
+              "zero_stage": plugin.zero_stage if plugin is not None else None,
+              "world_size": accelerator.num_processes, "mixed_precision": mixed, **weights,
+              "grad_accum_dtype": weights.get("trainable_dtype")}
+    if engine is not None and hasattr(engine, "get_data_types"):
+        record["master_dtype"] = master_dtype(engine)
+        record["grad_accum_dtype"] = accumulation_dtype(engine)
+        record["reduce_dtype"] = _name(engine.communication_data_type)
+    return record
+
+
+#: where DeepSpeed's optimizer wrappers keep the master weights they update (0.19: ZeRO-3,
+#: ZeRO-1/2, the bf16 optimizer)
+MASTER_PARTITIONS = ("fp32_partitioned_groups_flat", "single_partition_of_fp32_groups",
+                     "fp32_groups_flat_partition")
+
+
+def master_dtype(engine: Any) -> str | None:
+    """The dtype(s) of the weights a DeepSpeed engine's optimizer updates (its master copy: under
+    ZeRO-3 the module's own parameters may be bf16 while these are float32); None when the
+    optimizer keeps them where this does not look."""
+    optimizer = getattr(engine, "optimizer", None)
+    for name in MASTER_PARTITIONS:
+        partitions = getattr(optimizer, name, None)
+        if partitions:
+            return ",".join(sorted({_name(t.dtype) for t in partitions}))
+    return None
+
+
+def accumulation_dtype(engine: Any) -> str:
+    """The dtype a DeepSpeed engine sums gradients in over the micro-steps: that of ZeRO-3's
+    flat gradient-partition buffer where it has one, else the optimizer's
+    ``gradient_accumulation_dtype``, else the engine's (``get_data_types``: the config's
+    ``data_types.grad_accum_dtype``, by default the model's 16-bit dtype)."""
+    optimizer = getattr(engine, "optimizer", None)
+    buffer = getattr(optimizer, "grad_partitions_flat_buffer", None)
+    if buffer is not None:
+        return _name(buffer.dtype)
+    dtype = getattr(optimizer, "gradient_accumulation_dtype", None)
+    return _name(dtype if dtype is not None else engine.get_data_types()[1])
+
+
+def _name(dtype: Any) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def weight_dtypes(model: Any) -> dict[str, str]:

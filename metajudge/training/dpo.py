@@ -3,12 +3,17 @@
 Each rank of a launched job runs ``python -m metajudge.stages.train RUN --iteration N``, which
 calls :func:`train_dpo` here (the arrows run one way: stages → training).
 
-The policy is loaded in float32: its weights and AdamW's states are the fp32 master copy, and
-``training.mixed_precision`` (bf16 on a GPU that has it) only makes the forward and backward
-compute in 16 bits. AdamW on bf16 weights would round most updates away at the paper's lr 5e-6
-(bf16 keeps 8 significant bits), so that is refused. Under DeepSpeed ZeRO-3 the engine keeps its
-own fp32 master weights (the record's ``engine.master_dtype``, read from its optimizer, beside
-``trainable_dtype``, the module's, which is bf16 when built under ``zero.Init`` in bf16). With
+The policy is loaded in float32. In one process or under DDP its weights, their gradients and
+AdamW's states stay float32 (the master copy), and ``training.mixed_precision`` (bf16 on a GPU
+that has it) only makes the forward and backward compute in 16 bits. AdamW on bf16 weights
+would round most updates away at the paper's lr 5e-6 (bf16 keeps 8 significant bits), so that is
+refused. Under DeepSpeed ZeRO-3 with bf16, ``zero.Init`` turns the fp32-loaded module into bf16
+(the record's ``trainable_dtype``); the optimizer keeps its own fp32 master partitions
+(``engine.master_dtype``, read from it); each micro-step's gradients are reduce-scattered in
+bf16 (``engine.reduce_dtype``) and summed over the accumulation steps in the DeepSpeed config's
+``data_types.grad_accum_dtype``, which DeepSpeed 0.19.8 otherwise sets to the model's bf16: the
+shipped zero3 config asks for fp32 (``engine.grad_accum_dtype``, read from the buffer ZeRO-3
+accumulates into). With
 LoRA only the adapters train: the frozen base is loaded in the compute dtype (bf16 under bf16
 mixed precision) and the adapters in float32; under QLoRA the base is 4-bit and the adapters are
 float32 too (TRL casts them to bf16; they are cast back). The precision that runs is this
@@ -102,24 +107,6 @@ def check_master_weights(model: Any, deepspeed: bool) -> None:
     if low:
         raise ValueError(f"trainable weights are {', '.join(low)}: AdamW on 16-bit weights "
                          "rounds small updates away; train float32 weights with mixed precision")
-
-
-#: where DeepSpeed's optimizer wrappers keep the master weights they update (0.19: ZeRO-3,
-#: ZeRO-1/2, the bf16 optimizer)
-MASTER_PARTITIONS = ("fp32_partitioned_groups_flat", "single_partition_of_fp32_groups",
-                     "fp32_groups_flat_partition")
-
-
-def master_dtype(engine: Any) -> str | None:
-    """The dtype(s) of the weights a DeepSpeed engine's optimizer updates (its master copy: under
-    ZeRO-3 the module's own parameters may be bf16 while these are float32); None when the
-    optimizer keeps them where this does not look."""
-    optimizer = getattr(engine, "optimizer", None)
-    for name in MASTER_PARTITIONS:
-        partitions = getattr(optimizer, name, None)
-        if partitions:
-            return ",".join(sorted({str(t.dtype).removeprefix("torch.") for t in partitions}))
-    return None
 
 
 def upcast_trainable(model: Any) -> int:
@@ -231,9 +218,7 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
         _write_reference(iteration_dir / REFERENCE, rows, trainer.train_dataset,
                          cfg.max_length)
     trainer.train()
-    engine = engine_record(trainer, weights)
-    if trainer.is_deepspeed_enabled:  # the dtypes above are the module's, not the optimizer's
-        engine["master_dtype"] = master_dtype(trainer.model_wrapped)
+    engine = engine_record(trainer, weights)  # under DeepSpeed: master and accumulation dtypes
     tmp = iteration_dir / (CHECKPOINT + ".tmp")
     if main:
         shutil.rmtree(tmp, ignore_errors=True)

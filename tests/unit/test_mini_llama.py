@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from metajudge.mini_llama import LLAMA3_CHAT_TEMPLATE, _build
-from metajudge.models import resolve_model
+from metajudge.models import convert_embedded_model, resolve_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -43,7 +43,20 @@ def test_the_model_resolves_with_llama3s_tokens_and_template(name: str) -> None:
 def test_the_build_is_deterministic(tmp_path: Path) -> None:
     digests = []
     for k in range(2):
-        _build("llama3-mini", tmp_path / str(k))
+        _build("llama3-mini", tmp_path / str(k), convert_embedded_model())
         digests.append(hashlib.sha256((tmp_path / str(k) / "model.safetensors").read_bytes())
                        .hexdigest()[:16])
     assert digests[0] == digests[1] == resolve_model("llama3-mini").revision
+
+
+def test_models_and_mini_llama_import_one_way() -> None:
+    """models resolves the mini models' names; mini_llama imports nothing of metajudge's."""
+    import ast
+
+    import metajudge.mini_llama as mini
+
+    tree = ast.parse(Path(mini.__file__).read_text())
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for a in node.names]
+    assert not [name for name in imported if name.startswith("metajudge")], imported

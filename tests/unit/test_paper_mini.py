@@ -27,6 +27,9 @@ MAY_DIFFER = {
     "judge.forced_readout", "judge.complete_verdict",
     "meta_judge.forced_readout", "meta_judge.complete_verdict",
     "training.global_batch_size", "training.max_length", "training.num_processes",
+    # the EFT seed stage's sizes; its scores are the forced read-outs (as the judge's above)
+    "eft.use_forced", "eft.judgments_per_reply", "eft.max_tokens", "eft.global_batch_size",
+    "eft.per_device_batch_size", "eft.max_length",
     # on a GPU paper.yaml's `auto` trains bf16 and saves bf16; on a CPU `auto` is fp32
     "training.save_dtype",
 }
@@ -63,3 +66,6 @@ def test_paper_mini_keeps_the_paper_path() -> None:
     assert mini["training.mixed_precision"] == "auto"
     assert mini["pairs.pair_types"][:2] == [["actor", "judge"], ["actor", "judge"]]
     assert mini["backend.model"] == "llama3-mini"
+    # EFT's SFT is launched with the training section's settings: nothing of its own to differ
+    assert not {k for k in MAY_DIFFER if k.startswith("eft.")} & {
+        "eft.learning_rate", "eft.epochs", "eft.checkpoint"}

