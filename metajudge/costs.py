@@ -78,6 +78,8 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
     judgment = measured.get("judge", {}).get("generated", config.judge.max_tokens / 2)
     replicas = engines(config)
     chunk = config.runner.chunk_size
+    if config.backend.kind == "transformers":  # fixed batches: sent one batch at a time
+        chunk = min(chunk, config.backend.transformers.batch_size)
     rows = []
     for iteration in range(1, config.iterations + 1):
         types = scheduled(config.pairs.pair_types, iteration)

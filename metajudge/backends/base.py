@@ -25,6 +25,11 @@ whatever the model prefers there, so the read-out always reaches the labels' ste
 model whose greedy token after ``Score:`` is not the space gets no read-out, and the record says
 where the read-out stopped.
 
+Two optional hints let the stage runner time its work: :meth:`Backend.ready` loads or starts what
+the first request needs (so a stage's progress times requests, not a model load), and
+:attr:`Backend.batch_size`, for an engine that computes fixed batches, makes the runner take each
+batch of records through all their requests before it starts the next.
+
 Users' own backends subclass :class:`Backend` (public as ``metajudge.backends.Backend``), give it
 a ``from_config(config)`` constructor and are named in the config as ``package.module:Class``.
 """
@@ -128,6 +133,20 @@ class Backend(ABC):
 
         self.generate(generation, on_result=convert)
         return [r for r in out if r is not None]
+
+    @property
+    def batch_size(self) -> int | None:
+        """Requests an engine computes together when it works in fixed batches (in-process
+        transformers), else None (engines that schedule requests continuously). The runner then
+        sends a record's follow-up requests (a read-out after a judgment) before the next batch,
+        so records, and the progress bar's rate, come at the pace of the work."""
+        return None
+
+    def ready(self) -> None:
+        """Load or start what the first request needs (a model loaded on first use, servers
+        started at the first request); the runner calls it before it sends work. Default:
+        nothing to do."""
+        return None
 
     def stats(self) -> dict[str, Any]:
         """Counters worth recording in the manifest (e.g. requests per replica)."""

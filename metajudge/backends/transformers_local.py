@@ -157,6 +157,13 @@ class TransformersBackend(Backend):
                             label_scores=True, context_length=self._context)
 
     @property
+    def batch_size(self) -> int:
+        return int(self._batch_size)
+
+    def ready(self) -> None:
+        self.model  # noqa: B018 - loads the weights
+
+    @property
     def tokenizer(self) -> Any:
         return self._tokenizer
 

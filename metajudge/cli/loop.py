@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
 from metajudge.config import RunConfig, load_config
 
 STAGE_HELP = {
@@ -136,11 +134,11 @@ def run(args: argparse.Namespace) -> None:
         if not args.out:
             raise ValueError("--out is required (or --dry-run)")
         from metajudge.loop import run_loop
+        from metajudge.report.digest import format_digest
+        from metajudge.stages.summary import health_thresholds
 
         table = run_loop(config, args.out, progress=progress)
-        with pd.option_context("display.max_rows", 200, "display.width", 120):
-            print(table.set_index("iteration").T.to_string())
-        print(f"summary written to {args.out}/summary.csv")
+        print(format_digest(table, args.out, health_thresholds(config)))
     else:
         _stage(args, config, progress)
 

@@ -8,7 +8,8 @@ everything else:
 
 - it builds items lazily and skips every id the stage file already holds (or that failed for
   good), so a rerun continues where the last one stopped and never writes a record twice;
-- it sends ``runner.chunk_size`` items at a time, each round of steps in one backend call
+- it sends ``runner.chunk_size`` items at a time (one batch at a time to an engine that computes
+  fixed batches, :attr:`Backend.batch_size`), each round of steps in one backend call
   (generations through ``generate``, read-outs through ``score_labels``), so memory does not
   grow with the stage's size;
 - it appends records and failures as they arrive, retries retryable failures in up to
@@ -125,14 +126,22 @@ class Progress:
 
     Backends deliver results in bursts (a sorted batch finishes at once); drawing the first
     result of a burst alone gives a rate, and an ETA, off by the batch size. Results are
-    counted as they come and drawn twice a second, so every drawn count includes its burst."""
+    counted as they come and drawn twice a second and at the end of every backend call, so
+    every drawn count includes its burst. The rate is the average since :meth:`start_clock`
+    (the engine ready: a model load or a server start is not a request's time). ``clock``:
+    the time source (tests give a fake one)."""
 
     def __init__(self, total: int, initial: int, desc: str, unit: str, *, enabled: bool,
-                 interval: float = 0.5, file: Any = None):
+                 interval: float = 0.5, file: Any = None,
+                 clock: Callable[[], float] | None = None):
         self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, smoothing=0,
                          disable=not enabled, dynamic_ncols=True, file=file, mininterval=0)
+        if clock is not None:  # the bar's time source, as tqdm's own tests set it
+            self._bar._time = clock
+            self._bar.start_t = self._bar.last_print_t = clock()
         self._pending = 0
         self._lock = threading.Lock()
+        self._draw = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
         if enabled:
@@ -147,11 +156,19 @@ class Progress:
         while not self._stop.wait(interval):
             self.flush()
 
+    def start_clock(self) -> None:
+        """Time the rate from now, unless something was counted already."""
+        with self._draw:
+            if not self._bar.disable and self._pending == 0 and \
+                    self._bar.n == self._bar.initial:
+                self._bar.start_t = self._bar.last_print_t = self._bar._time()
+
     def flush(self) -> None:
-        with self._lock:
-            n, self._pending = self._pending, 0
-        if n:
-            self._bar.update(n)
+        with self._draw:
+            with self._lock:
+                n, self._pending = self._pending, 0
+            if n:
+                self._bar.update(n)
 
     def close(self) -> None:
         self._stop.set()
@@ -190,6 +207,13 @@ class Deferred(Backend):
         self._start, self._preview = start, preview
         self._stack = contextlib.ExitStack()
         self._engine: Backend | None = None
+
+    @property
+    def batch_size(self) -> int | None:
+        return (self._engine or self._preview).batch_size
+
+    def ready(self) -> None:
+        self.started()
 
     def started(self) -> Backend:
         """The engine, started now if it is not yet."""
@@ -253,6 +277,11 @@ def failure_record(item_id: str, stage: str, iteration: int | None, failure: Fai
 class StageRun:
     """One stage of one iteration (or one harness stage) on one backend."""
 
+    #: the time source of the progress bar and of the summary's seconds
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
+    #: seconds between the progress bar's draws while a backend call runs
+    draw_interval: float = 0.5
+
     def __init__(self, store: Store, file: StageFile, backend: Backend, *, stage: str,
                  iteration: int | None, settings: dict[str, Any], runner: RunnerConfig,
                  progress: bool = True, unit: str = "req", redo: bool = False,
@@ -285,14 +314,14 @@ class StageRun:
         manifest). ``items`` is called once per pass and may be a generator; ``extra`` gives
         figures of the finished file (e.g. the meta-judge's first-position share) for the
         summary and the manifest."""
-        started = time.perf_counter()
+        started = self.clock()
         summary = StageSummary(stage=self.stage, iteration=self.iteration, prompts=prompts,
                                requested=total, settings=self.settings_digest)
         reused = self.store.count(self.file, self.iteration)
         summary.reused = reused
         bar = Progress(total, reused, f"{self.stage}" + (
             f" it{self.iteration}" if self.iteration is not None else ""), self.unit,
-            enabled=self.progress)
+            enabled=self.progress, interval=self.draw_interval, clock=self.clock)
         try:
             with self.store.appender(self.file, self.iteration) as out, \
                     self.store.appender(self.file.failures, self.iteration) as failures:
@@ -314,7 +343,7 @@ class StageRun:
         failing = retryable_failures(self.store, self.file, self.iteration)
         summary.failed_retryable = len(failing - self.store.ids(self.file, self.iteration,
                                                                 among=failing))
-        summary.seconds = time.perf_counter() - started
+        summary.seconds = self.clock() - started
         summary.extra = {**self.counts, **(extra() if extra is not None else {})}
         summary.backend = self.backend.stats()
         key = self.stage if self.iteration is None else f"iter_{self.iteration:02d}/{self.stage}"
@@ -326,9 +355,12 @@ class StageRun:
               summary: StageSummary, bar: Progress) -> int:
         """One pass over the items not in ``skip``; returns its retryable failures."""
         retryable = 0
-        for chunk in _chunks((i for i in items if i.id not in skip), self.runner.chunk_size):
-            if isinstance(self.backend, Deferred):
-                self.backend.started()  # there is work: records carry the engine's fingerprint
+        size = min(self.runner.chunk_size, self.backend.batch_size or self.runner.chunk_size)
+        for chunk in _chunks((i for i in items if i.id not in skip), size):
+            # there is work: load the model or start the servers (records then carry the
+            # started engine's fingerprint), and time the progress from here
+            self.backend.ready()
+            bar.start_clock()
             steps = [(item.id, item.start()) for item in chunk]
             while steps:
                 steps, failed = self._round(steps, out, failures, summary, bar)
@@ -379,6 +411,7 @@ class StageRun:
             summary.label_requests += len(scorings)
             self.backend.score_labels([s.request for _, s in scorings],  # type: ignore[misc]
                                       on_result=lambda k, r: handle(*scorings[k], r))
+        bar.flush()
         return following, retryable
 
 

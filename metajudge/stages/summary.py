@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from metajudge.analysis import bias, judge_health
+from metajudge.config import RunConfig
 from metajudge.store import (
     JUDGMENTS,
     META_JUDGMENTS,
@@ -126,9 +127,9 @@ def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFra
     return table.set_index("iteration") if len(table) else table
 
 
-def health_thresholds(store: Store) -> judge_health.Thresholds:
-    """The alarm thresholds of a run's ``judge_health`` settings."""
-    cfg = store.config.judge_health
+def health_thresholds(run: Store | RunConfig) -> judge_health.Thresholds:
+    """The alarm thresholds of a run's (or a config's) ``judge_health`` settings."""
+    cfg = (run.config if isinstance(run, Store) else run).judge_health
     return judge_health.Thresholds(cfg.max_top_score_share, tuple(cfg.first_position_band),
                                    cfg.parse_rate_drop)
 

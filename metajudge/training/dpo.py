@@ -59,6 +59,7 @@ from metajudge.training.checkpoint import (
     weight_dtypes,
     weights_digest,
 )
+from metajudge.training.compat import checkpointing_args, quiet_checkpointing_alias
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ def upcast_trainable(model: Any) -> int:
     return cast
 
 
+@quiet_checkpointing_alias()
 def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
               cfg: TrainingConfig, seed: int, *, revision: str | None = None,
               trust_remote_code: bool = False, progress: bool = True,
@@ -170,10 +172,9 @@ def train_dpo(model: str, rows: list[dict[str, Any]], iteration_dir: Path,
         max_length=cfg.max_length, logging_steps=1, save_strategy="no",
         report_to=cfg.report_to or "none", bf16=mixed == "bf16", fp16=mixed == "fp16",
         use_cpu=not cuda, seed=seed, data_seed=seed, disable_tqdm=not progress,
-        warmup_steps=0, gradient_checkpointing=cfg.gradient_checkpointing,
-        precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        warmup_steps=0, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
         model_init_kwargs={"dtype": base_dtype, **load},
-        **extra,
+        **checkpointing_args(trl.DPOConfig, cfg.gradient_checkpointing), **extra,
     )
     if "tensorboard" in cfg.report_to:  # the step scalars beside the run's other records
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(iteration_dir / "tracking"))

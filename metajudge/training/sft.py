@@ -41,6 +41,7 @@ from metajudge.training.checkpoint import (
     weight_dtypes,
     weights_digest,
 )
+from metajudge.training.compat import checkpointing_args, quiet_checkpointing_alias
 from metajudge.training.dpo import PRECISION_ENV, check_master_weights, precision
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def reusable_checkpoint(folder: Path, made_from: dict[str, Any] | None) -> dict[
     return None
 
 
+@quiet_checkpointing_alias()
 def train_sft(model: str, rows: list[dict[str, Any]], folder: Path, config: RunConfig, *,
               progress: bool = True, made_from: dict[str, Any] | None = None) -> dict[str, Any]:
     """SFT ``model`` on ``rows`` into ``folder/checkpoint``; reuses a finished one trained from
@@ -124,8 +126,8 @@ def train_sft(model: str, rows: list[dict[str, Any]], folder: Path, config: RunC
         save_strategy="no", report_to=config.training.report_to or "none",
         bf16=mixed == "bf16", fp16=mixed == "fp16", use_cpu=not cuda, seed=config.seed,
         data_seed=config.seed, disable_tqdm=not progress, completion_only_loss=True,
-        gradient_checkpointing=config.training.gradient_checkpointing,
-        model_init_kwargs={"dtype": torch.float32, **load})
+        model_init_kwargs={"dtype": torch.float32, **load},
+        **checkpointing_args(trl.SFTConfig, config.training.gradient_checkpointing))
     metrics = folder / METRICS
 
     class _Log(transformers.TrainerCallback):  # type: ignore[misc,name-defined]

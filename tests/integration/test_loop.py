@@ -91,6 +91,9 @@ def test_summary_and_rerun_of_a_finished_run(run_dir: Path, capsys: pytest.Captu
     args = ["run", str(run_dir / "config.yaml"), "--no-progress", "--out", str(run_dir)]
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in files} == files  # nothing rewritten
+    out = capsys.readouterr().out  # the end-of-run table (tests/unit/test_digest.py)
+    assert out.startswith("iteration 1\n  pairs ") and "\n  judge scores     36 judgments: " in out
+    assert f"metajudge view {run_dir}   (then open http://127.0.0.1:8765/)" in out
 
 
 def test_training_steps_and_the_summary_reach_tensorboard(run_dir: Path) -> None:

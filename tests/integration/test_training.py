@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,27 @@ def test_torchrun_two_ranks_give_the_losses_of_one_process_with_accumulation(
     b = load_file(str(single / "iter_01" / "checkpoint" / "model.safetensors"))
     name = "model.layers.0.self_attn.q_proj.weight"
     assert torch.allclose(a[name], b[name], atol=1e-5)
+
+
+@pytest.mark.timeout(300)
+def test_training_shows_no_deprecation_warning(tmp_path: Path) -> None:
+    # transformers 5.20+ warns for `gradient_checkpointing` (a TrainingArguments field TRL's
+    # configs default to True) and for `is_gradient_checkpointing` (read by TRL's DPO around
+    # each reference forward); DPO and the EFT's SFT train on the 6 M llama3-mini (seconds)
+    from metajudge.training.sft import train_sft
+
+    run = make_run(tmp_path / "dpo", "backend.model=llama3-mini", "training.max_length=64",
+                   pairs=PAIRS[:2])
+    config = load_config(None, ["backend.model=llama3-mini", "eft.max_length=64"])
+    rows = [{"prompt": [{"role": "user", "content": q}],
+             "completion": [{"role": "assistant", "content": good}]} for q, good, _ in PAIRS[:2]]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", str(run), "--no-progress"]) == 0
+        sft = train_sft("llama3-mini", rows, tmp_path / "sft", config, progress=False)
+    assert sft["steps"] >= 1
+    assert [f"{w.filename}:{w.lineno}: {w.category.__name__}: {w.message}" for w in caught
+            if issubclass(w.category, FutureWarning | DeprecationWarning)] == []
 
 
 def test_a_batch_that_cannot_be_split_exactly_is_refused() -> None:

@@ -26,6 +26,17 @@ def test_paper_scale_projection() -> None:
     assert rows.loc[(4, "train"), "dpo_pairs_max"] == 5_000
 
 
+def test_backend_calls_follow_the_engines_batches() -> None:
+    # tiny: 96 judgments; in-process transformers takes each batch of 32 through its read-out
+    # before the next (3 x 2 calls); a served engine gets the whole chunk (1 x 2)
+    tiny = load_config(ROOT / "configs" / "tiny.yaml")
+    rows = project_costs(tiny).set_index(["iteration", "stage"])
+    assert rows.loc[(1, "judge"), "backend_calls"] == 6
+    served = load_config(ROOT / "configs" / "tiny.yaml", ["backend.kind=openai"])
+    assert project_costs(served).set_index(["iteration", "stage"]).loc[
+        (1, "judge"), "backend_calls"] == 2
+
+
 def test_dry_run_prints_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

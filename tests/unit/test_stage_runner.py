@@ -189,3 +189,76 @@ def test_progress_counts_each_burst_before_drawing_it() -> None:
     counts = [int(m) for m in re.findall(r"(\d+)/96", out.getvalue())]
     assert counts[0] == 0 and counts[-1] == 96
     assert all(n % 32 == 0 for n in counts)  # never 1/96 with a 48-second rate
+
+
+class Clock:
+    """A fake clock: it moves only when the backend below works."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FixedBatches(InstantBackend):
+    """The instant backend as an in-process engine computes (issue 30): fixed batches of 32, on
+    a fake clock: loading the model takes 30 s, a generation 0.5 s and a read-out 0.05 s per
+    request; its judgments end without a score, so each takes a read-out after it."""
+
+    def __init__(self, config, clock: Clock):  # type: ignore[no-untyped-def]
+        super().__init__(config)
+        self.clock, self.loaded = clock, False
+
+    @property
+    def batch_size(self) -> int:
+        return 32
+
+    def ready(self) -> None:
+        if not self.loaded:
+            self.clock.now += 30.0
+            self.loaded = True
+
+    def _batches(self, call, cost, requests, on_result):  # type: ignore[no-untyped-def]
+        results = []
+        for start in range(0, len(requests), 32):
+            self.clock.now += cost * len(requests[start:start + 32])
+            for k, result in enumerate(call(requests[start:start + 32]), start):
+                if isinstance(result, Completion):
+                    result = result.model_copy(update={"text": result.text.split("\nScore:")[0]})
+                results.append(result)
+                if on_result is not None:
+                    on_result(k, result)
+        return results
+
+    def generate(self, requests, on_result=None):  # type: ignore[no-untyped-def]
+        return self._batches(super().generate, 0.5, requests, on_result)
+
+    def score_labels(self, requests, on_result=None):  # type: ignore[no-untyped-def]
+        return self._batches(super().score_labels, 0.05, requests, on_result)
+
+
+def test_the_judge_eta_is_right_from_the_first_batch(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    # issue 30: at 32/96 the ETA was ~10x too long: every judgment of the stage was generated
+    # before the first read-out, so the first 32 finished records had waited for all 96
+    # generations (and the model load); each batch now goes through its read-outs first
+    from pathlib import Path
+
+    from metajudge.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml", [
+        "backend.kind=instant_backend:InstantBackend", "runner.retry_delay_s=0"])
+    store = Store.open(tmp_path / "run", config)
+    run_generate(store, InstantBackend(config.backend), 1, progress=False)  # 8 x 4 responses
+    clock = Clock()
+    monkeypatch.setattr(StageRun, "clock", staticmethod(clock))
+    monkeypatch.setattr(StageRun, "draw_interval", 3600.0)  # drawn after each backend call
+    capsys.readouterr()
+    summary = run_judge(store, FixedBatches(config.backend, clock), 1, progress=True)
+    store.close()
+    frames = re.findall(r"(\d+)/96 \[(\d\d:\d\d)<([^,]+),", capsys.readouterr().err)
+    # each batch of 32: 16 s of judgments, then 1.6 s of read-outs; the 30 s load not counted
+    assert frames == [("0", "00:00", "?"), ("32", "00:17", "00:35"), ("64", "00:35", "00:17"),
+                      ("96", "00:52", "00:00"), ("96", "00:52", "00:00")]
+    assert summary.completed == 96 and summary.extra["completed"] == 96
+    assert summary.seconds == pytest.approx(30 + 3 * 17.6)  # the stage's time includes it
