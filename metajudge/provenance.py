@@ -20,6 +20,12 @@ variants) and two keys of its own:
 M_t itself is handed out by :func:`iteration_model` only while it is current: the previous
 iteration's checkpoint must have been trained from that iteration's current pairs and M_{t-1}.
 
+A stage that rewrites several files whole (``pairs``: ``pairs.jsonl``, ``pair_decisions.jsonl``,
+``dpo_pairs.jsonl``) is checked first (:func:`prepare`) and recorded last
+(:meth:`Making.commit`), with each file's digest under ``outputs``: its files become current
+together, once all are written, and a file that is not the one the stage made (an interrupted
+stage, an edit) is refused by :func:`require_current`. ``--redo`` moves all of them aside.
+
 A stage is refused, naming what differs, when its settings changed, when one of its inputs was
 remade or grown since its records were made (their records are stale), or when an input is
 itself stale
