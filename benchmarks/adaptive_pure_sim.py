@@ -182,15 +182,36 @@ def main() -> None:
     ap.add_argument("--judge-z", type=float, default=JudgeRule.z)
     ap.add_argument("--sd-floor", type=float, default=JudgeRule.sd_floor)
     ap.add_argument("--meta-z", type=float, default=MetaRule.z)
+    ap.add_argument("--judge-tol", type=float, default=JudgeRule.tolerance)
+    ap.add_argument("--meta-tol", type=float, default=MetaRule.tolerance)
+    ap.add_argument("--meta-prior", type=float, default=MetaRule.prior)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     ws = world(args.prompts, args.k, args.n, args.noise, args.bias, args.spread, args.seed)
     full = full_procedure(ws, args.n, args.rho, args.seed)
     jr = JudgeRule(max_judgments=args.n, initial=args.initial, step=args.step, z=args.judge_z,
-                   sd_floor=args.sd_floor)
-    adaptive = adaptive_procedure(ws, args.n, args.rho, jr, MetaRule(z=args.meta_z), args.seed)
+                   sd_floor=args.sd_floor, tolerance=args.judge_tol)
+    adaptive = adaptive_procedure(ws, args.n, args.rho, jr, MetaRule(z=args.meta_z, tolerance=args.meta_tol, prior=args.meta_prior), args.seed)
     print(json.dumps({**{k: v for k, v in vars(args).items()},
-                      **compare(ws, full, adaptive, args.n)}))
+                      **compare(ws, full, adaptive, args.n), **floor(ws, full, args)}))
+
+
+def floor(ws: list[dict], full: dict, args: argparse.Namespace) -> dict:
+    """The actor side of the noise floor: a second full run (new judgment samples of the same
+    responses) rated on the first run's means."""
+    rng = np.random.default_rng(args.seed + 1)
+    num = den = 0.0
+    same = 0
+    for w, f in zip(ws, full["actor"], strict=True):
+        again = np.clip(np.rint(w["mu"][:, None] + args.noise * rng.normal(
+            size=w["scores"].shape)), 0, 5)
+        pair = decide_actor_pair(list(again.mean(axis=1)), w["lengths"], args.rho).pair
+        means = w["scores"].mean(axis=1)
+        num += means[pair[0]] - means[pair[1]] if pair else 0.0
+        den += means[f[0]] - means[f[1]] if f else 0.0
+        same += pair == f
+    return {"floor_actor_retention": round(num / den, 4),
+            "floor_same_actor_pairs_share": round(same / len(ws), 4)}
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +61,7 @@ class JudgeRule:
     step: int = 1                # judgments added to a sensitive response per round
     z: float = 1.0               # confidence-interval half-width, in standard errors
     sd_floor: float = 0.5        # least within-response sd (3 equal scores do not mean sd 0)
+    tolerance: float = 0.0       # indifference zone of the pair's gap, in score points
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class MetaRule:
     """Settings of the adaptive meta-judge stage (config ``meta_judge.adaptive_*``)."""
 
     z: float = 1.0               # z-score the chosen and rejected must reach against challengers
+    tolerance: float = 0.0       # indifference zone, in logits: a rival within it may stay
+    prior: float = 1.0           # precision of the race's N(0, 1/prior) prior on each rating
 
 
 @dataclass(frozen=True)
@@ -98,13 +101,21 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _gap(means: Sequence[float | None], pair: tuple[int, int] | None) -> float:
+    """The pair's mean-score gap (0 without a pair)."""
+    return means[pair[0]] - means[pair[1]] if pair is not None else 0.0  # type: ignore[operator]
+
+
 def actor_sensitive(scores: Sequence[Sequence[float]], lengths: Sequence[int], rho: float,
-                    max_chosen_length: int | None, n_max: int, z: float, sd_floor: float
-                    ) -> list[int]:
+                    max_chosen_length: int | None, n_max: int, z: float, sd_floor: float,
+                    tolerance: float = 0.0) -> list[int]:
     """Positions of the responses whose mean, moved to either end of its confidence interval
     for the mean of all ``n_max`` judgments (the others kept), changes the length-controlled
-    pair (or whether there is one). The target is the full procedure's mean, so the interval
-    carries the finite-population correction: half-width z·s·√((N − n)/(N·n)), 0 at n = N.
+    pair (or whether there is one) and, under the moved means, the new pair's gap differs from
+    the old pair's by more than ``tolerance`` (an indifference zone: a swap between responses
+    whose means differ by less costs less than it). The target is the full procedure's mean,
+    so the interval carries the finite-population correction: half-width
+    z·s·√((N − n)/(N·n)), 0 at n = N.
 
     >>> actor_sensitive([[5, 5, 5], [1, 1, 1], [3, 3, 3]], [10, 10, 10], 0.0, None, 11, 1.0,
     ...                 0.5)
@@ -124,7 +135,8 @@ def actor_sensitive(scores: Sequence[Sequence[float]], lengths: Sequence[int], r
         for moved in (means[i] - half, means[i] + half):  # type: ignore[operator]
             trial = list(means)
             trial[i] = moved
-            if decide_actor_pair(trial, lengths, rho, max_chosen_length).pair != base:
+            pair = decide_actor_pair(trial, lengths, rho, max_chosen_length).pair
+            if pair != base and abs(_gap(trial, pair) - _gap(trial, base)) > tolerance:
                 sensitive.append(i)
                 break
     return sensitive
@@ -151,10 +163,12 @@ def select_on_initial(scores: Sequence[Sequence[float | None]], initial: int, se
 
 
 def judge_asks(scores: Sequence[Sequence[float | None]], lengths: Sequence[int], rho: float,
-               max_chosen_length: int | None, rule: JudgeRule, seed: int) -> list[Ask]:
+               max_chosen_length: int | None, rule: JudgeRule, seed: int,
+               select: Callable[[], int | None] | None = None) -> list[Ask]:
     """The next round of judgments for one prompt. ``scores[i]``: response i's judgments so
     far in index order (None: unscored); ``seed``: the prompt's selection seed. Empty when the
-    prompt is done.
+    prompt is done. ``select`` (the stage's): the meta-judge's response once every response
+    has its initial judgments, instead of :func:`select_on_initial` with ``seed``.
 
     >>> r = JudgeRule(max_judgments=4, initial=2)
     >>> judge_asks([[], []], [10, 20], 0.0, None, r, 0)
@@ -169,12 +183,12 @@ def judge_asks(scores: Sequence[Sequence[float | None]], lengths: Sequence[int],
         return [Ask(i, min(rule.initial, n) - len(s), "initial") for i, s in enumerate(scores)
                 if len(s) < min(rule.initial, n)]
     asks: dict[int, Ask] = {}
-    selected = select_on_initial(scores, rule.initial, seed)
+    selected = select() if select is not None else select_on_initial(scores, rule.initial, seed)
     if selected is not None and len(scores[selected]) < n:
         asks[selected] = Ask(selected, n - len(scores[selected]), "selected")
     scored = [[v for v in s if v is not None] for s in scores]
     for i in actor_sensitive(scored, lengths, rho, max_chosen_length, n, rule.z,
-                             rule.sd_floor):
+                             rule.sd_floor, rule.tolerance):
         if i not in asks and len(scores[i]) < n:
             asks[i] = Ask(i, min(rule.step, n - len(scores[i])), "actor")
     return [asks[i] for i in sorted(asks)]
@@ -200,11 +214,13 @@ def ring(judgments: Sequence[int], seed: int) -> list[tuple[int, int]]:
     return [o for a, b in sorted(edges) for o in ((a, b), (b, a))]
 
 
-def fit_with_errors(judgments: Sequence[int], verdicts: Verdicts, omega: tuple[float, float]
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Ratings (logit units, centred; the pairs stage's fit) and the covariance from the
-    Fisher information Σ c_mn·p_mn·(1 − p_mn)·(e_m − e_n)(e_m − e_n)ᵀ + ridge·I over the
-    ordered comparisons made (c: comparisons with a verdict)."""
+def fit_with_errors(judgments: Sequence[int], verdicts: Verdicts, omega: tuple[float, float],
+                    prior: float = RIDGE) -> tuple[np.ndarray, np.ndarray]:
+    """Ratings (logit units, centred; the pairs stage's fit when ``prior`` is its ridge) and
+    the covariance from the Fisher information Σ c_mn·p_mn·(1 − p_mn)·(e_m − e_n)(e_m − e_n)ᵀ
+    + prior·I over the ordered comparisons made (c: comparisons with a verdict). ``prior`` is
+    the precision of a N(0, 1/prior) prior on each rating: the race uses a real one, so that a
+    judgment that won its two first comparisons is not rated infinitely far off."""
     index = {j: k for k, j in enumerate(judgments)}
     m = len(judgments)
     matrix = np.zeros((m, m))
@@ -218,17 +234,18 @@ def fit_with_errors(judgments: Sequence[int], verdicts: Verdicts, omega: tuple[f
         if winner is not None:
             counts[a, b] += 1
             counts[b, a] += 1
-    ratings = fit_ratings(matrix)
+    ratings = fit_ratings(matrix, prior)
     p = 1.0 / (1.0 + np.exp(-(ratings[:, None] - ratings[None, :])))
     w = counts * p * (1 - p) / 2.0  # each comparison counted once over (a,b) and (b,a)
-    info = np.diag(w.sum(axis=1)) - w + RIDGE * np.eye(m)
+    info = np.diag(w.sum(axis=1)) - w + prior * np.eye(m)
     return ratings, np.linalg.inv(info)
 
 
-def _z(ratings: np.ndarray, cov: np.ndarray, a: int, b: int) -> float:
-    """(ε_a − ε_b) / se(ε_a − ε_b)."""
+def _z(ratings: np.ndarray, cov: np.ndarray, a: int, b: int, sign: int, tolerance: float
+       ) -> float:
+    """(sign·(ε_a − ε_b) + tolerance) / se(ε_a − ε_b)."""
     var = cov[a, a] + cov[b, b] - 2 * cov[a, b]
-    return float((ratings[a] - ratings[b]) / math.sqrt(max(var, 1e-12)))
+    return float((sign * (ratings[a] - ratings[b]) + tolerance) / math.sqrt(max(var, 1e-12)))
 
 
 def meta_asks(judgments: Sequence[int], eligible: Sequence[int], verdicts: Verdicts,
@@ -251,7 +268,7 @@ def meta_asks(judgments: Sequence[int], eligible: Sequence[int], verdicts: Verdi
     missing = everything - set(verdicts)
     if not missing:
         return []
-    ratings, cov = fit_with_errors(judgments, verdicts, omega or (0.5, 0.5))
+    ratings, cov = fit_with_errors(judgments, verdicts, omega or (0.5, 0.5), rule.prior)
     pos = {j: k for k, j in enumerate(judgments)}
     asks: dict[tuple[int, int], str] = {}
 
@@ -277,8 +294,8 @@ def meta_asks(judgments: Sequence[int], eligible: Sequence[int], verdicts: Verdi
         rivals = [r for r in rivals if r != top]
         if not rivals:
             return
-        scores = {r: sign * _z(ratings, cov, pos[top], pos[r]) / math.sqrt(max(
-            left_share(top, r), 1e-9)) for r in rivals}
+        scores = {r: _z(ratings, cov, pos[top], pos[r], sign, rule.tolerance) / math.sqrt(
+            max(left_share(top, r), 1e-9)) for r in rivals}
         rival = min(rivals, key=lambda r: (scores[r], r))
         if scores[rival] >= rule.z:
             return
