@@ -370,3 +370,29 @@ class PairDecision(Record):
         None, ge=0, description="how many requests the decision took: actor, the judgments "
         "of the prompt's responses; judge, the meta-judge comparisons of its response "
         "(audit requests not counted)")
+
+
+class AuditRow(Record):
+    """One audited prompt (SPEC §5a): the adaptive procedure's pairs against the full
+    procedure's on the same samples (``audit.jsonl``, written by the pairs stage)."""
+
+    id: str = Field(description="the prompt id")
+    iteration: int
+    actor_adaptive: tuple[str, str] | None = Field(
+        None, description="(chosen, rejected) response ids of the adaptive procedure")
+    actor_full: tuple[str, str] | None = None
+    actor_adaptive_gap: float | None = Field(
+        None, description="N-judgment mean score of the adaptive chosen minus the rejected's")
+    actor_full_gap: float | None = None
+    judge_adaptive: tuple[str, str] | None = Field(
+        None, description="(chosen, rejected) judgment ids of the adaptive procedure")
+    judge_full: tuple[str, str] | None = None
+    judge_adaptive_gap: float | None = Field(
+        None, description="rating gap (Elo) of the adaptive pair, each judgment rated from every "
+        "ordered comparison of its response, with the audit's ω")
+    judge_full_gap: float | None = None
+    adaptive_tokens: int = Field(description="generated tokens of the adaptive requests")
+    full_tokens: int = Field(description="generated tokens of the full procedure's requests")
+    adaptive_requests: int
+    full_requests: int
+

@@ -236,7 +236,7 @@ def fit_with_errors(judgments: Sequence[int], verdicts: Verdicts, omega: tuple[f
             counts[b, a] += 1
     ratings = fit_ratings(matrix, prior)
     p = 1.0 / (1.0 + np.exp(-(ratings[:, None] - ratings[None, :])))
-    w = counts * p * (1 - p) / 2.0  # each comparison counted once over (a,b) and (b,a)
+    w = counts * p * (1 - p)  # counts[a, b] = counts[b, a]: comparisons of a with b
     info = np.diag(w.sum(axis=1)) - w + prior * np.eye(m)
     return ratings, np.linalg.inv(info)
 
@@ -291,11 +291,12 @@ def meta_asks(judgments: Sequence[int], eligible: Sequence[int], verdicts: Verdi
         return sum(p in missing for p in pairs) / len(pairs)
 
     def race(top: int, rivals: Sequence[int], sign: int, why: str) -> None:
-        rivals = [r for r in rivals if r != top]
+        # a rival with every ordered pair of it and of top compared is settled
+        rivals = [r for r in rivals if r != top and left_share(top, r) > 0]
         if not rivals:
             return
-        scores = {r: _z(ratings, cov, pos[top], pos[r], sign, rule.tolerance) / math.sqrt(
-            max(left_share(top, r), 1e-9)) for r in rivals}
+        scores = {r: _z(ratings, cov, pos[top], pos[r], sign, rule.tolerance)
+                  / math.sqrt(left_share(top, r)) for r in rivals}
         rival = min(rivals, key=lambda r: (scores[r], r))
         if scores[rival] >= rule.z:
             return

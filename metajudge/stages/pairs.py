@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -33,8 +34,11 @@ from metajudge.pairs.actor import decide_actor_pair
 from metajudge.pairs.export import to_trl_row
 from metajudge.pairs.judge import ELO_PER_LOGIT, positional_weights, rate_judgments
 from metajudge.records import Judgment, Message, PairDecision, PreferencePair, Response
+from metajudge.stages.audit import audit_columns, audit_rows
 from metajudge.stages.judge import recorded_judge_template
+from metajudge.stages.meta_judge import audit_share
 from metajudge.store import (
+    AUDIT,
     DPO_PAIRS,
     JUDGMENTS,
     META_JUDGMENTS,
@@ -84,7 +88,7 @@ def requests_by(store: Store, file: StageFile, iteration: int, key: Callable[[st
     return counts
 
 
-def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[str, int]:
+def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[str, Any]:
     """Build and write both pair sets of an iteration; returns counts by type. Like every
     stage it records its settings (``pairs.settings.json``) and refuses changed ones, or
     records made from remade ones, unless ``redo``."""
@@ -97,7 +101,9 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
         "first_iteration_max_chosen_chars": cfg.first_iteration_max_chosen_chars
         if iteration == 1 else None,
         "judge_max_chosen_chars": scheduled(cfg.judge_max_chosen_chars, iteration),
-        "consistent_only": store.config.meta_judge.consistent_only},
+        "consistent_only": store.config.meta_judge.consistent_only,
+        # the audit's rows (recorded when on only: runs made before it resume unchanged)
+        **({"audit_share": audit_share(store.config)} if audit_share(store.config) else {})},
         iteration, redo=redo,  # meta-judgments are an input where judge pairs train
         inputs=(RESPONSES, JUDGMENTS) + ((META_JUDGMENTS,) if "judge" in types else ()))
     actor, actor_decisions = actor_pairs(store, iteration)
@@ -107,8 +113,12 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
     store.write_all(PAIR_DECISIONS, actor_decisions + judge_decisions, iteration)
     store.write_all(DPO_PAIRS, (to_trl_row(p) for p in store.iter_records(PAIRS, iteration)
                                 if p.pair_type in types), iteration)
-    counts = {"actor_pairs": len(actor), "judge_pairs": len(judge),
-              "training_pairs": sum(p.pair_type in types for p in pairs)}
+    counts: dict[str, Any] = {"actor_pairs": len(actor), "judge_pairs": len(judge),
+                              "training_pairs": sum(p.pair_type in types for p in pairs)}
+    if audit_share(store.config):  # SPEC §5a: the adaptive pairs against the full procedure's
+        rows = audit_rows(store, iteration)
+        store.write_all(AUDIT, rows, iteration)
+        counts.update(audit_columns(rows))
     store.record_stage(f"iter_{iteration:02d}/{STAGE}", counts)
     return counts
 
