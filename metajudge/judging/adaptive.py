@@ -59,16 +59,16 @@ class JudgeRule:
     max_judgments: int = 11      # N: the most any response gets (judge.judgments_per_response)
     initial: int = 3             # judgments every response gets first
     step: int = 1                # judgments added to a sensitive response per round
-    z: float = 1.0               # confidence-interval half-width, in standard errors
+    z: float = 1.2               # confidence-interval half-width, in standard errors
     sd_floor: float = 0.5        # least within-response sd (3 equal scores do not mean sd 0)
-    tolerance: float = 0.0       # indifference zone of the pair's gap, in score points
+    tolerance: float = 0.1       # indifference zone of the pair's gap, in score points
 
 
 @dataclass(frozen=True)
 class MetaRule:
     """Settings of the adaptive meta-judge stage (config ``meta_judge.adaptive_*``)."""
 
-    z: float = 1.0               # z-score the chosen and rejected must reach against challengers
+    z: float = 0.5               # z-score the chosen and rejected must reach against challengers
     tolerance: float = 0.0       # indifference zone, in logits: a rival within it may stay
     prior: float = 1.0           # precision of the race's N(0, 1/prior) prior on each rating
 
