@@ -133,7 +133,8 @@ def adaptive_procedure(ws: list[dict], n: int, rho: float, jr: JudgeRule, mr: Me
         frame = pd.DataFrame(rows, columns=["first", "second", "winner"])
         judge.append(best_worst(rate_judgments(frame, omega)))
     comparisons = sum(len(d) for d in verdicts)
-    return {"actor": actor, "selected": selected, "judge": judge,
+    return {"actor": actor, "selected": selected, "judge": judge, "omega": omega,
+            "verdicts": verdicts,
             "cost": JUDGMENT_COST * judgments + comparisons, "judgments": judgments,
             "comparisons": comparisons}
 
@@ -159,7 +160,16 @@ def compare(ws: list[dict], full: dict, adaptive: dict, n: int) -> dict:
         jden += full["ratings"][p][fb] - full["ratings"][p][fw]
         same_judge += (r == full["selected"][p]) and (b, wo) == (fb, fw)
     total = len(ws)
-    return {"token_share": round(adaptive["cost"] / full["cost"], 4),
+    # the ω error: the adaptive pairs refitted with the full procedure's ω
+    moved = 0
+    for p in range(total):
+        rows = [(a, b, v) for (a, b), v in adaptive["verdicts"][p].items()]
+        frame = pd.DataFrame(rows, columns=["first", "second", "winner"])
+        moved += best_worst(rate_judgments(frame, full["omega"])) != adaptive["judge"][p]
+    return {"omega_adaptive": round(adaptive["omega"][0], 4),
+            "omega_full": round(full["omega"][0], 4),
+            "judge_pairs_moved_by_full_omega": round(moved / total, 4),
+            "token_share": round(adaptive["cost"] / full["cost"], 4),
             "judge_share": round(adaptive["judgments"] / (total * len(ws[0]["mu"]) * n), 4),
             "meta_share": round(adaptive["comparisons"] / (total * n * (n - 1)), 4),
             "actor_retention": round(actor_retention, 4),
@@ -191,7 +201,8 @@ def main() -> None:
     full = full_procedure(ws, args.n, args.rho, args.seed)
     jr = JudgeRule(max_judgments=args.n, initial=args.initial, step=args.step, z=args.judge_z,
                    sd_floor=args.sd_floor, tolerance=args.judge_tol)
-    adaptive = adaptive_procedure(ws, args.n, args.rho, jr, MetaRule(z=args.meta_z, tolerance=args.meta_tol, prior=args.meta_prior), args.seed)
+    mr = MetaRule(z=args.meta_z, tolerance=args.meta_tol, prior=args.meta_prior)
+    adaptive = adaptive_procedure(ws, args.n, args.rho, jr, mr, args.seed)
     print(json.dumps({**{k: v for k, v in vars(args).items()},
                       **compare(ws, full, adaptive, args.n), **floor(ws, full, args)}))
 

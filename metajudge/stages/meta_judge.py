@@ -288,9 +288,9 @@ def _rounds(store: Store, iteration: int, selections: Sequence[MetaSelection],
     config = store.config
     rule = adaptive.meta_rule(config)
     shown: dict[str, dict[int, Judgment]] = defaultdict(dict)
-    for rid, found in offsets.items():
-        for n, offset in found.items():
-            shown[rid][n] = store.read_at(JUDGMENTS, offset, iteration)
+    for response_id, at in offsets.items():
+        for n, offset in at.items():
+            shown[response_id][n] = store.read_at(JUDGMENTS, offset, iteration)
     chosen = [s for s in selections if s.response_id is not None]
 
     def item(rid: str, a: int, b: int, asked: tuple[int, str]) -> Item:
@@ -312,9 +312,9 @@ def _rounds(store: Store, iteration: int, selections: Sequence[MetaSelection],
                 eligible = [n for n in judgments if shown[rid][n].score_source == "completed"
                             or (shown[rid][n].score_source == "parsed"
                                 and shown[rid][n].finish_reason == "stop")]
-                found = meta_asks(judgments, eligible, verdicts[rid], omega, rule,
-                                  derive_seed(config.seed, "meta-ring", iteration, rid))
-                pairs = [(ask.target, ask.rule) for ask in found]
+                pairs = [(ask.target, ask.rule) for ask in meta_asks(
+                    judgments, eligible, verdicts[rid], omega, rule,
+                    derive_seed(config.seed, "meta-ring", iteration, rid))]
             elif round_ == 0:
                 pairs = [((a, b), "full") for a, b in itertools.permutations(judgments, 2)]
             else:
