@@ -39,9 +39,10 @@ from metajudge.store import JUDGMENTS, META_JUDGMENTS, META_SELECTION, PROMPTS, 
 Battle = tuple[int, int, "str | None"]
 
 
-def audit_rows(store: Store, iteration: int) -> list[AuditRow]:
-    """The audited prompts' rows (none without an audit)."""
-    from metajudge.stages.pairs import _judge_pair, _Seen
+def audit_rows(store: Store, iteration: int, *, judge_pairs: bool = True) -> list[AuditRow]:
+    """The audited prompts' rows (none without an audit); the judge pairs' columns only with
+    ``judge_pairs`` (iterations that train on them: others read no meta-judge file)."""
+    from metajudge.stages.pairs import _carries_verdict, _judge_pair, _Seen, _text
 
     config = store.config
     share = audit_share(config)
@@ -63,18 +64,16 @@ def audit_rows(store: Store, iteration: int) -> list[AuditRow]:
         if j.prompt_id in wanted:
             judged[j.response_id].append(j)
             if j.score is not None:
-                seen[j.response_id][j.index] = _Seen(
-                    offset, len(j.completed_text or j.text), j.index,
-                    eligible=j.score_source == "completed" or (
-                        j.score_source == "parsed" and j.finish_reason == "stop"),
-                    source=j.score_source)
+                seen[j.response_id][j.index] = _Seen(offset, len(_text(j)), j.index,
+                                                     eligible=_carries_verdict(j),
+                                                     source=j.score_source)
     ids = {(j.response_id, j.index): j.id for js in judged.values() for j in js}
     at = {s.offset: (rid, n) for rid, found in seen.items() for n, s in found.items()}
     selected = {s.id: s.response_id for s in store.iter_records(META_SELECTION, iteration)}
     full_selected = {**selected, **full_selection(store, iteration, judge_sample)}
     compared: dict[str, list[Any]] = defaultdict(list)
     adaptive_winners = []
-    for m in store.iter_records(META_JUDGMENTS, iteration):
+    for m in store.iter_records(META_JUDGMENTS, iteration) if judge_pairs else ():
         if m.rule != "audit":
             adaptive_winners.append(m.winner)
         if m.prompt_id in wanted:
@@ -125,7 +124,7 @@ def audit_rows(store: Store, iteration: int) -> list[AuditRow]:
         rid_a, rid_f = selected.get(p), full_selected.get(p)
         pair_a = judge_pair(rid_a, False, omega_adaptive)
         pair_f = judge_pair(rid_f, True, omega_full)
-        if omega_full is not None:
+        if judge_pairs and omega_full is not None:
             for name, rid, pair in (("adaptive", rid_a, pair_a), ("full", rid_f, pair_f)):
                 if rid is None or pair is None:
                     row[f"judge_{name}"], row[f"judge_{name}_gap"] = None, 0.0

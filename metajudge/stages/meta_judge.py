@@ -285,6 +285,8 @@ def _rounds(store: Store, iteration: int, selections: Sequence[MetaSelection],
     before gave, with the ω of every such verdict of the iteration; without it, one round of
     every comparison. Then the audit round: every ordered pair of the audited prompts'
     selected response, and of their full selection's when the judge stage was audited too."""
+    from metajudge.stages.pairs import _carries_verdict as carries_verdict  # (a judge pair's)
+
     config = store.config
     rule = adaptive.meta_rule(config)
     shown: dict[str, dict[int, Judgment]] = defaultdict(dict)
@@ -309,9 +311,7 @@ def _rounds(store: Store, iteration: int, selections: Sequence[MetaSelection],
             assert rid is not None
             judgments = sorted(shown[rid])
             if config.meta_judge.adaptive:
-                eligible = [n for n in judgments if shown[rid][n].score_source == "completed"
-                            or (shown[rid][n].score_source == "parsed"
-                                and shown[rid][n].finish_reason == "stop")]
+                eligible = [n for n in judgments if carries_verdict(shown[rid][n])]
                 pairs = [(ask.target, ask.rule) for ask in meta_asks(
                     judgments, eligible, verdicts[rid], omega, rule,
                     derive_seed(config.seed, "meta-ring", iteration, rid))]
