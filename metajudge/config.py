@@ -215,7 +215,7 @@ class MetaJudgeConfig(Section):
                            "of every pair")
     audit_share: float = Field(0.0, ge=0, le=1, description="SPEC §5a: a seeded share of "
                                "prompts also gets every comparison (needs adaptive)")
-    adaptive_z: float = Field(0.5, ge=0, description="z-score the chosen and the rejected "
+    adaptive_z: float = Field(0.8, ge=0, description="z-score the chosen and the rejected "
                               "judgment must reach against every rival")
     adaptive_tolerance: float = Field(0.0, ge=0, description="indifference zone, in logits")
     adaptive_prior: float = Field(1.0, gt=0, description="precision of the race's N(0, "

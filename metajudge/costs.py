@@ -129,7 +129,7 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
 #: adaptive shares of the full procedure's requests at the default rules, measured by
 #: ``benchmarks/adaptive_pure_sim.py`` (400 prompts, K 7, N 11, score noise sd 1, first-position
 #: bias 0.5 logits; SPEC §5a)
-DEFAULT_ADAPTIVE_SHARES = {"judge": 0.50, "meta-judge": 0.42}
+DEFAULT_ADAPTIVE_SHARES = {"judge": 0.50, "meta-judge": 0.57}
 
 
 def adaptive_shares(config: RunConfig, calibrate: Path | None = None

@@ -68,7 +68,7 @@ class JudgeRule:
 class MetaRule:
     """Settings of the adaptive meta-judge stage (config ``meta_judge.adaptive_*``)."""
 
-    z: float = 0.5               # z-score the chosen and rejected must reach against challengers
+    z: float = 0.8               # z-score the chosen and rejected must reach against challengers
     tolerance: float = 0.0       # indifference zone, in logits: a rival within it may stay
     prior: float = 1.0           # precision of the race's N(0, 1/prior) prior on each rating
 

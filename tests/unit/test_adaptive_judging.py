@@ -218,7 +218,7 @@ def test_a_change_of_the_adaptive_rule_is_refused_by_name(runs: dict[str, Store]
     root = runs["adaptive"].root
     for stage, key, value, name in (
             (run_judge, "judge.adaptive_z", "0.7", "adaptive.z: 1.2 -> 0.7"),
-            (run_meta_judge, "meta_judge.adaptive_z", "0.9", "adaptive.z: 0.5 -> 0.9"),
+            (run_meta_judge, "meta_judge.adaptive_z", "0.9", "adaptive.z: 0.8 -> 0.9"),
             (run_judge, "pairs.rho", "[0.2, 0.3]", "adaptive.rho: 0.0 -> 0.2")):
         config = load_config(ROOT / "configs" / "tiny.yaml", BASE + ADAPTIVE + [f"{key}={value}"])
         store = Store(root, config)

@@ -31,6 +31,6 @@ def test_the_dry_run_projects_fewer_judging_requests_and_names_its_assumption() 
     for stage in ("judge", "meta-judge"):
         ours = mine[mine["stage"] == stage]["requests"].sum()
         theirs = full[full["stage"] == stage]["requests"].sum()
-        assert 0.3 * theirs < ours < 0.6 * theirs, stage
+        assert 0.3 * theirs < ours < 0.7 * theirs, stage
     assert "default: the SPEC §5a simulation" in mine.attrs["adaptive"]
     assert "adaptive" not in full.attrs or not full.attrs["adaptive"]
