@@ -11,6 +11,11 @@ and the score, and the source is ``completed`` (such a judgment carries its verd
 judge pair's chosen text). With ``judge.probability_weighted`` and a backend that scores
 labels, the probability-weighted score is recorded beside the sampled one: one label-scoring
 request per judgment, at its last ``Score:``.
+
+With ``judge.adaptive`` (SPEC §5a) the judgments are asked for in rounds
+(:func:`adaptive_rounds`), each record saying which round and rule asked for it; with
+``judge.audit_share`` the audited prompts then get the rest of the full procedure (rule
+``audit``).
 """
 
 from __future__ import annotations

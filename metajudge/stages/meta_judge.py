@@ -19,6 +19,11 @@ text (``completed_text``, source ``completed``). A judgment completed by the jud
 ``meta_judge.hide_scores`` the judgments are shown without their scores, with the template that
 does not ask about them (``meta_judge_hidden``).
 
+**Adaptive** (``meta_judge.adaptive``, SPEC §5a): the comparisons are asked for in rounds, a
+ring then LUCB races for the chosen and the rejected judgment (:func:`_rounds`), each record
+saying which round and rule asked for it; the audit's comparisons (rule ``audit``) come last.
+With ``judge.adaptive`` the selection is made on each response's initial judgments.
+
 Memory stays flat however many comparisons there are: one pass over the judgments keeps their
 scores and file offsets, and each response's judgments are read back when its requests are
 built.
