@@ -36,6 +36,7 @@ from metajudge.stages.adaptive import actor_rule, audited
 from metajudge.stages.meta_judge import audit_share, full_selection
 from metajudge.store import JUDGMENTS, META_JUDGMENTS, META_SELECTION, PROMPTS, RESPONSES, Store
 
+
 def audit_rows(store: Store, iteration: int, *, judge_pairs: bool = True) -> list[AuditRow]:
     """The audited prompts' rows (none without an audit); the judge pairs' columns only with
     ``judge_pairs`` (iterations that train on them: others read no meta-judge file)."""
