@@ -139,6 +139,40 @@ def adaptive_procedure(ws: list[dict], n: int, rho: float, jr: JudgeRule, mr: Me
             "comparisons": comparisons}
 
 
+def naive_meta(ws: list[dict], adaptive: dict, n: int, share: float, seed: int) -> dict:
+    """The issue's naive scheme on the adaptive procedure's selected responses, at a given
+    share of the comparisons: half of them at random (ordered pairs), the rest among the
+    current top and bottom three (pairs not yet compared, both orders)."""
+    budget = round(share * n * (n - 1))
+    verdicts: list[dict] = []
+    for p, w in enumerate(ws):
+        r = adaptive["selected"][p]
+        rng = random.Random(seed * 31 + p)
+        pairs = [(a, b) for a in range(n) for b in range(n) if a != b]
+        rng.shuffle(pairs)
+        made = {pair: verdict(w, r, *pair) for pair in pairs[:budget // 2]}
+        verdicts.append(made)
+    omega = positional_weights([v for d in verdicts for v in d.values()])
+    judge = []
+    for p, w in enumerate(ws):
+        r, made = adaptive["selected"][p], verdicts[p]
+        while len(made) < budget:
+            frame = pd.DataFrame([(a, b, v) for (a, b), v in made.items()],
+                                 columns=["first", "second", "winner"])
+            ratings = rate_judgments(frame, omega).reindex(range(n), fill_value=0.0)
+            order = list(ratings.sort_values().index)
+            ends = order[:3] + order[-3:]
+            left = [(a, b) for a in ends for b in ends if a != b and (a, b) not in made]
+            if not left:
+                break
+            for pair in left[:2]:
+                made[pair] = verdict(w, r, *pair)
+        frame = pd.DataFrame([(a, b, v) for (a, b), v in made.items()],
+                             columns=["first", "second", "winner"])
+        judge.append(best_worst(rate_judgments(frame, omega)))
+    return {**adaptive, "judge": judge}
+
+
 def compare(ws: list[dict], full: dict, adaptive: dict, n: int) -> dict:
     num = den = 0.0
     same_actor = 0
@@ -203,8 +237,13 @@ def main() -> None:
                    sd_floor=args.sd_floor, tolerance=args.judge_tol)
     mr = MetaRule(z=args.meta_z, tolerance=args.meta_tol, prior=args.meta_prior)
     adaptive = adaptive_procedure(ws, args.n, args.rho, jr, mr, args.seed)
-    print(json.dumps({**{k: v for k, v in vars(args).items()},
-                      **compare(ws, full, adaptive, args.n), **floor(ws, full, args)}))
+    result = compare(ws, full, adaptive, args.n)
+    naive = compare(ws, full, naive_meta(ws, adaptive, args.n, result["meta_share"],
+                                         args.seed), args.n)
+    print(json.dumps({**{k: v for k, v in vars(args).items()}, **result,
+                      "naive_judge_retention_at_same_share": naive["judge_retention"],
+                      "naive_same_judge_pairs_share": naive["same_judge_pairs_share"],
+                      **floor(ws, full, args)}))
 
 
 def floor(ws: list[dict], full: dict, args: argparse.Namespace) -> dict:
