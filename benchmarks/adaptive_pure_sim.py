@@ -91,24 +91,27 @@ def full_procedure(ws: list[dict], n: int, rho: float, seed: int) -> dict:
 def adaptive_procedure(ws: list[dict], n: int, rho: float, jr: JudgeRule, mr: MetaRule,
                        seed: int) -> dict:
     k = len(ws[0]["mu"])
-    taken = [[[] for _ in range(k)] for _ in ws]   # scores requested so far
+    taken: list[list[list[float | None]]] = [[[] for _ in range(k)] for _ in ws]
     judgments = 0
     for _ in range(2 * n + 2):
         asked = 0
         for p, w in enumerate(ws):
             for ask in judge_asks(taken[p], w["lengths"], rho, None, jr, seed * 100003 + p):
-                r = ask.target
+                r = int(ask.target)  # type: ignore[arg-type]
                 start = len(taken[p][r])
                 taken[p][r].extend(float(v) for v in w["scores"][r, start:start + ask.count])
                 asked += ask.count
         judgments += asked
         if not asked:
             break
-    actor, selected = [], []
+    actor: list[tuple[int, int] | None] = []
+    selected: list[int] = []
     for p, w in enumerate(ws):
-        means = [sum(s) / len(s) for s in taken[p]]
+        means: list[float | None] = [sum(s) / len(s) for s in taken[p]]  # type: ignore[arg-type]
         actor.append(decide_actor_pair(means, w["lengths"], rho).pair)
-        selected.append(select_on_initial(taken[p], jr.initial, seed * 100003 + p))
+        pick = select_on_initial(taken[p], jr.initial, seed * 100003 + p)
+        assert pick is not None
+        selected.append(pick)
     verdicts: list[dict] = [{} for _ in ws]
     omega = None
     for _ in range(n * n):

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,13 @@ ADAPTIVE = ["judge.adaptive=true", "meta_judge.adaptive=true"]
 def test_the_actor_interval_is_the_n_judgment_means_and_closes_at_n() -> None:
     # s = 0.5 (floor); n = 3 of N = 11: half-width z·s·√((N − n)/(N·n)) = 0.5·√(8/33) = 0.2462
     # means 4.0 and 3.8: moving 3.8 up by 0.2462 overtakes 4.0, so both are sensitive
-    scores = [[4, 4, 4], [4, 4, 3.4], [1, 1, 1]]
+    scores: list[list[float]] = [[4, 4, 4], [4, 4, 3.4], [1, 1, 1]]
     assert actor_sensitive(scores, [10, 10, 10], 0.0, None, 11, 1.0, 0.5) == [0, 1]
     # 3.7 is 0.3 away: out of reach of 0.2462
     assert actor_sensitive([[4, 4, 4], [4, 4, 3.1], [1, 1, 1]], [10, 10, 10], 0.0, None, 11,
                            1.0, 0.5) == []
     # at n = N the mean is the full procedure's: nothing is left to learn, however close
-    full = [[4.0] * 11, [3.99] * 11, [1.0] * 11]
+    full: list[list[float]] = [[4.0] * 11, [3.99] * 11, [1.0] * 11]
     assert actor_sensitive(full, [10, 10, 10], 0.0, None, 11, 5.0, 0.5) == []
     # the indifference zone: a swap that changes the gap by less than the tolerance is not asked
     assert actor_sensitive(scores, [10, 10, 10], 0.0, None, 11, 1.0, 0.5, 0.3) == []
@@ -129,7 +130,7 @@ def _pairs(store: Store, kind: str | None = None) -> dict[str, tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Store]:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Store]]:
     root = tmp_path_factory.mktemp("adaptive")
     made = {"full": _run(root / "full", []),
             "adaptive": _run(root / "adaptive", ADAPTIVE),
