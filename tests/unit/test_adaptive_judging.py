@@ -109,12 +109,13 @@ def test_an_unbounded_race_asks_every_ordered_pair_once_and_then_stops() -> None
 # ------------------------------------------------------------------ the stages
 
 
-def _run(out: Path, extra: list[str], prompts: list | None = None) -> Store:
+def _run(out: Path, extra: list[str], prompts: list | None = None, fail_first: int = 0
+         ) -> Store:
     config = load_config(ROOT / "configs" / "tiny.yaml", BASE + extra)
     store = Store.open(out, config)
     from instant_backend import InstantBackend
 
-    backend = InstantBackend(config.backend)
+    backend = InstantBackend(config.backend, fail_first=fail_first)
     if prompts is not None:
         store.write_all(PROMPTS, prompts, 1)
     run_generate(store, backend, 1, progress=False)
@@ -209,6 +210,18 @@ def test_an_unbounded_rule_gives_the_full_procedure_s_pairs(runs: dict[str, Stor
     finally:
         judge.close()
         meta.close()
+
+
+def test_retried_requests_finish_their_round_before_the_next_is_planned(
+        runs: dict[str, Store], tmp_path: Path) -> None:
+    # every third request fails once (retryable): its round's retry pass makes it, and the
+    # next round is planned from the finished round, so the decisions do not change
+    store = _run(tmp_path / "retried", ADAPTIVE, fail_first=3)
+    try:
+        assert store.count(JUDGMENTS.failures, 1) > 0
+        assert _pairs(store) == _pairs(runs["adaptive"])
+    finally:
+        store.close()
 
 
 def test_a_change_of_the_adaptive_rule_is_refused_by_name(runs: dict[str, Store]) -> None:
