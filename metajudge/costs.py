@@ -11,6 +11,13 @@ responses per prompt and N judgments per response:
 * train: at most one actor and one judge pair per prompt; optimizer steps =
   ⌈pairs·epochs / global batch⌉.
 
+With ``judge.adaptive`` / ``meta_judge.adaptive`` (SPEC §5a) the judge and meta-judge requests
+are the full procedure's times the adaptive share s, plus the audit's a·(1 − s) (a: the audit
+share); s is measured in a calibration run (``--calibrate RUN``: the share of the full
+procedure's requests its adaptive stages made, audit requests left out) or else the default,
+the pure simulation's at paper-like settings (SPEC §5a); the table's ``share`` column and the
+line under it say which.
+
 Generated tokens are shown as the bound (``max_tokens`` per request) and, given a finished run
 to calibrate on (``--calibrate RUN``), as an estimate from that run's measured tokens per
 request. Hours: the estimated (else half the bound) generated tokens over the decoding
@@ -80,6 +87,7 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
     chunk = config.runner.chunk_size
     if config.backend.kind == "transformers":  # fixed batches: sent one batch at a time
         chunk = min(chunk, config.backend.transformers.batch_size)
+    shares = adaptive_shares(config, calibrate)
     rows = []
     for iteration in range(1, config.iterations + 1):
         types = scheduled(config.pairs.pair_types, iteration)
@@ -94,6 +102,9 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
                            meta_template / CHARS_PER_TOKEN + instruction_tokens + response
                            + 2 * judgment, config.meta_judge.forced_readout))
         for stage, requests, max_tokens, prompt_estimate, readouts in stages:
+            share = shares.get(stage)
+            if share is not None:
+                requests = round(requests * (share[0] + share[1] * (1 - share[0])))
             seen = measured.get(stage, {})
             generated = requests * seen["generated"] if "generated" in seen else None
             rate = tokens_per_second or seen.get("tokens_per_second")
@@ -104,6 +115,7 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
                 "prompt_tokens_est": round(requests * seen.get("prompt", prompt_estimate)),
                 "generated_tokens_max": requests * max_tokens,
                 "generated_tokens_est": round(generated) if generated is not None else None,
+                **({"share": share[0]} if share is not None else {}),
             }
             if rate:
                 tokens = generated if generated is not None else requests * max_tokens / 2
@@ -115,7 +127,62 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
                      "backend_calls": 0, "dpo_pairs_max": pairs,
                      "optimizer_steps_max": math.ceil(pairs * config.training.epochs / batch),
                      "train_tokens_max": pairs * config.training.max_length * 2})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["adaptive"] = "; ".join(f"{stage}: share {s:.2f} of the full procedure's "
+                                        f"requests ({source}) + audit {a:.0%}"
+                                        for stage, (s, a, source) in shares.items())
+    return frame
+
+
+#: adaptive shares of the full procedure's requests at the default rules, measured by
+#: ``benchmarks/adaptive_pure_sim.py`` (400 prompts, K 7, N 11, score noise sd 1, first-position
+#: bias 0.5 logits; SPEC §5a)
+DEFAULT_ADAPTIVE_SHARES = {"judge": 0.50, "meta-judge": 0.57}
+
+
+def adaptive_shares(config: RunConfig, calibrate: Path | None = None
+                    ) -> dict[str, tuple[float, float, str]]:
+    """Per adaptive stage, (share of the full procedure's requests, audit share, where the
+    share comes from): the calibration run's measured share when it ran that stage
+    adaptively, else the default."""
+    out = {}
+    for stage, on, audit in (("judge", config.judge.adaptive, config.judge.audit_share),
+                             ("meta-judge", config.meta_judge.adaptive,
+                              config.meta_judge.audit_share)):
+        if not on:
+            continue
+        measured = _measured_share(calibrate, stage) if calibrate else None
+        out[stage] = ((measured, audit, f"measured in {calibrate}") if measured is not None
+                      else (DEFAULT_ADAPTIVE_SHARES[stage], audit,
+                            "default: the SPEC §5a simulation"))
+    return out
+
+
+def _measured_share(run_dir: Path, stage: str) -> float | None:
+    """The share of the full procedure's requests an adaptive stage of a finished run made
+    (audit requests left out), over its iterations; None when it did not run adaptively."""
+    from metajudge.store import STAGE_FILES, Store
+
+    store = Store.open(run_dir, lock=False)
+    try:
+        n = store.config.judge.judgments_per_response
+        made = full = 0
+        for folder in sorted(run_dir.glob("iter_[0-9][0-9]")):
+            iteration = int(folder.name[5:])
+            if stage == "judge":
+                records = list(store.iter_records(STAGE_FILES["judgments"], iteration))
+                full += store.count(STAGE_FILES["responses"], iteration) * n
+            else:
+                records = list(store.iter_records(STAGE_FILES["meta_judgments"], iteration))
+                full += sum(1 for s in store.iter_records(STAGE_FILES["meta_selection"],
+                                                          iteration)
+                            if s.response_id is not None) * n * (n - 1)
+            if not any(r.rule is not None for r in records):
+                continue
+            made += sum(r.rule not in (None, "audit") for r in records)
+        return made / full if made and full else None
+    finally:
+        store.close()
 
 
 def engines(config: RunConfig) -> int:
@@ -274,7 +341,8 @@ def _counts(frame: pd.DataFrame) -> pd.DataFrame:
     """Whole-number columns as integers (hours keep their decimals)."""
     frame = frame.copy()
     for column in frame.columns:
-        if column != "hours_est" and pd.api.types.is_numeric_dtype(frame[column]):
+        if column not in ("hours_est", "share") and pd.api.types.is_numeric_dtype(
+                frame[column]):
             frame[column] = frame[column].round().astype("Int64")
     return frame
 
@@ -282,12 +350,14 @@ def _counts(frame: pd.DataFrame) -> pd.DataFrame:
 def format_costs(table: pd.DataFrame, memory: pd.DataFrame | None = None) -> str:
     """The projection as text, with per-stage totals over all iterations."""
     totals = table.groupby("stage", sort=False).sum(numeric_only=True, min_count=1)
-    totals = totals.drop(columns="iteration")
+    totals = totals.drop(columns=["iteration", *(["share"] if "share" in totals else [])])
     table, totals = _counts(table), _counts(totals)
     with pd.option_context("display.width", 200, "display.max_columns", 20,
                            "display.float_format", "{:,.1f}".format):
         text = (table.set_index(["iteration", "stage"]).to_string()
                 + "\n\ntotal over all iterations:\n" + totals.to_string())
+        if table.attrs.get("adaptive"):
+            text += "\n\nadaptive judging (SPEC §5a): " + table.attrs["adaptive"]
         if memory is not None:
             text += ("\n\ntraining memory per GPU (model states, before activations; fits = "
                      f"within {1 - ACTIVATION_SHARE:.0%} of the GPU):\n" + memory.to_string())

@@ -235,6 +235,11 @@ class FailedRequest(Record):
 ValueSource = Literal["parsed", "completed", "forced", "failed"]
 
 
+#: why an adaptive stage asked for a record (SPEC §5a)
+AdaptiveJudgeRule = Literal["initial", "selected", "actor", "audit"]
+AdaptiveMetaRule = Literal["ring", "best", "worst", "audit"]
+
+
 class Judgment(Record):
     """One judge evaluation of a response (stage ``judge``)."""
 
@@ -261,6 +266,12 @@ class Judgment(Record):
     prompt_tokens: int
     completion_tokens: int
     provenance: Provenance
+    round: int | None = Field(None, ge=0, description="judge.adaptive: the round that asked "
+                              "for it (None: the full procedure)")
+    rule: AdaptiveJudgeRule | None = Field(
+        None, description="judge.adaptive: why it was asked for (SPEC §5a): initial, selected "
+        "(the meta-judge's response, to N), actor (could change the actor pair), audit (the "
+        "full procedure on an audited prompt)")
 
 
 class MetaJudgment(Record):
@@ -285,6 +296,12 @@ class MetaJudgment(Record):
     prompt_tokens: int
     completion_tokens: int
     provenance: Provenance
+    round: int | None = Field(None, ge=0, description="meta_judge.adaptive: the round that "
+                              "asked for it (None: the full procedure)")
+    rule: AdaptiveMetaRule | None = Field(
+        None, description="meta_judge.adaptive: why it was asked for (SPEC §5a): ring (round "
+        "0), best / worst (could change the chosen / rejected judgment), audit (the full "
+        "procedure on an audited prompt)")
 
 
 class MetaSelection(Record):
@@ -349,3 +366,33 @@ class PairDecision(Record):
     chosen_source: ValueSource | None = Field(
         None, description="judge pairs: where the chosen judgment's score came from (parsed, "
         "or completed when its verdict was appended)")
+    requests: int | None = Field(
+        None, ge=0, description="how many requests the decision took: actor, the judgments "
+        "of the prompt's responses; judge, the meta-judge comparisons of its response "
+        "(audit requests not counted)")
+
+
+class AuditRow(Record):
+    """One audited prompt (SPEC §5a): the adaptive procedure's pairs against the full
+    procedure's on the same samples (``audit.jsonl``, written by the pairs stage)."""
+
+    id: str = Field(description="the prompt id")
+    iteration: int
+    actor_adaptive: tuple[str, str] | None = Field(
+        None, description="(chosen, rejected) response ids of the adaptive procedure")
+    actor_full: tuple[str, str] | None = None
+    actor_adaptive_gap: float | None = Field(
+        None, description="N-judgment mean score of the adaptive chosen minus the rejected's")
+    actor_full_gap: float | None = None
+    judge_adaptive: tuple[str, str] | None = Field(
+        None, description="(chosen, rejected) judgment ids of the adaptive procedure")
+    judge_full: tuple[str, str] | None = None
+    judge_adaptive_gap: float | None = Field(
+        None, description="rating gap (Elo) of the adaptive pair, each judgment rated from every "
+        "ordered comparison of its response, with the audit's ω")
+    judge_full_gap: float | None = None
+    adaptive_tokens: int = Field(description="generated tokens of the adaptive requests")
+    full_tokens: int = Field(description="generated tokens of the full procedure's requests")
+    adaptive_requests: int
+    full_requests: int
+

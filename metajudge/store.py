@@ -54,6 +54,7 @@ from metajudge.jsonl import (
     write_atomic,
 )
 from metajudge.records import (
+    AuditRow,
     DPORow,
     FailedRequest,
     Judgment,
@@ -116,6 +117,7 @@ META_JUDGMENTS = StageFile("meta_judgments", MetaJudgment)
 PAIRS = StageFile("pairs", PreferencePair)
 PAIR_DECISIONS = StageFile("pair_decisions", PairDecision)
 DPO_PAIRS = StageFile("dpo_pairs", DPORow)
+AUDIT = StageFile("audit", AuditRow)
 
 
 def _evaluation_files() -> dict[str, StageFile]:
@@ -131,7 +133,7 @@ def _evaluation_files() -> dict[str, StageFile]:
 
 #: every stage file of a run directory by name
 STAGE_FILES = {f.name: f for f in (PROMPTS, RESPONSES, JUDGMENTS, META_SELECTION,
-                                   META_JUDGMENTS, PAIRS, PAIR_DECISIONS, DPO_PAIRS)}
+                                   META_JUDGMENTS, PAIRS, PAIR_DECISIONS, DPO_PAIRS, AUDIT)}
 
 
 def evaluation_file(name: str) -> StageFile:

@@ -126,6 +126,15 @@ def _readme(run_dir: Path, harness_dir: Path | None, loop: pd.DataFrame,
         + f"; Spearman(score, length) in iteration {last}: "
         + _fmt(loop.loc[last].get("score_length_spearman"), 2) + " |")
     lines.append(_health_line(loop))
+    if "audit_prompts" in loop.columns:  # adaptive judging's audit (SPEC §5a)
+        lines.append(
+            "| `loop.csv` audit columns | adaptive judging against the full procedure on "
+            + _series(loop, "audit_prompts", 0) + " audited prompts: actor-pair gap retention "
+            + _series(loop, "audit_actor_retention") + ", judge-pair "
+            + _series(loop, "audit_judge_retention") + "; same actor pairs "
+            + _series(loop, "audit_same_actor_pairs") + ", same judge pairs "
+            + _series(loop, "audit_same_judge_pairs") + "; token share "
+            + _series(loop, "audit_token_share") + " |")
     if "judge_agreement" in harness.columns:
         lines.append(
             "| `judge_agreement.png` | judge–human agreement on Open Assistant: "

@@ -25,9 +25,10 @@ back only the texts of the pairs it writes.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -38,8 +39,11 @@ from metajudge.pairs.actor import decide_actor_pair
 from metajudge.pairs.export import to_trl_row
 from metajudge.pairs.judge import ELO_PER_LOGIT, positional_weights, rate_judgments
 from metajudge.records import Judgment, Message, PairDecision, PreferencePair, Response
+from metajudge.stages.audit import audit_columns, audit_rows
 from metajudge.stages.judge import recorded_judge_template
+from metajudge.stages.meta_judge import audit_share
 from metajudge.store import (
+    AUDIT,
     DPO_PAIRS,
     JUDGMENTS,
     META_JUDGMENTS,
@@ -48,6 +52,7 @@ from metajudge.store import (
     PAIRS,
     PROMPTS,
     RESPONSES,
+    StageFile,
     Store,
 )
 from metajudge.templates import Template
@@ -66,16 +71,29 @@ class _Seen:
     source: str = "parsed"
 
 
-def response_scores(store: Store, iteration: int) -> dict[str, float]:
-    """Mean score per response over its scored judgments (unscored responses are absent)."""
+def response_scores(store: Store, iteration: int, *, audit: bool = False) -> dict[str, float]:
+    """Mean score per response over its scored judgments (unscored responses are absent).
+    The audit's judgments (``judge.audit_share``) count only with ``audit``: the pairs are the
+    adaptive procedure's on every prompt."""
     values: dict[str, list[float]] = defaultdict(list)
     for judgment in store.iter_records(JUDGMENTS, iteration):
-        if judgment.score is not None:
+        if judgment.score is not None and (audit or judgment.rule != "audit"):
             values[judgment.response_id].append(judgment.score)
     return {rid: sum(v) / len(v) for rid, v in values.items()}
 
 
-def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[str, int]:
+def requests_by(store: Store, file: StageFile, iteration: int, key: Callable[[str], str]
+                ) -> Counter[str]:
+    """Requests made per ``key(record id)`` (records and failures for good; the audit's
+    not counted)."""
+    counts: Counter[str] = Counter(key(r.id) for r in store.iter_records(file, iteration)
+                                   if r.rule != "audit")
+    audit = {r.id for r in store.iter_records(file, iteration) if r.rule == "audit"}
+    counts.update(key(f) for f in store.final_failures(file, iteration) if f not in audit)
+    return counts
+
+
+def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[str, Any]:
     """Build and write both pair sets of an iteration; returns counts by type. Like every
     stage it records its settings (``pairs.settings.json``) and refuses changed ones, or
     records made from remade ones, unless ``redo``."""
@@ -88,10 +106,12 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
         "first_iteration_max_chosen_chars": cfg.first_iteration_max_chosen_chars
         if iteration == 1 else None,
         "judge_max_chosen_chars": scheduled(cfg.judge_max_chosen_chars, iteration),
-        "consistent_only": store.config.meta_judge.consistent_only},
+        "consistent_only": store.config.meta_judge.consistent_only,
+        # the audit's rows (recorded when on only: runs made before it resume unchanged)
+        **({"audit_share": audit_share(store.config)} if audit_share(store.config) else {})},
         iteration, redo=redo,  # meta-judgments are an input where judge pairs train
         inputs=(RESPONSES, JUDGMENTS) + ((META_JUDGMENTS,) if "judge" in types else ()),
-        outputs=(PAIR_DECISIONS, DPO_PAIRS))
+        outputs=(PAIR_DECISIONS, DPO_PAIRS) + ((AUDIT,) if audit_share(store.config) else ()))
     actor, actor_decisions = actor_pairs(store, iteration)
     # judge pairs are made from the meta-judgments, an input only where judge pairs train: an
     # actor-only iteration reads no meta-judge file (it may be stale, or of another N)
@@ -101,9 +121,13 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
     store.write_all(PAIR_DECISIONS, actor_decisions + judge_decisions, iteration)
     store.write_all(DPO_PAIRS, (to_trl_row(p) for p in store.iter_records(PAIRS, iteration)
                                 if p.pair_type in types), iteration)
-    making.commit()  # the three files become current together, once all are written
-    counts = {"actor_pairs": len(actor), "judge_pairs": len(judge),
-              "training_pairs": sum(p.pair_type in types for p in pairs)}
+    counts: dict[str, Any] = {"actor_pairs": len(actor), "judge_pairs": len(judge),
+                              "training_pairs": sum(p.pair_type in types for p in pairs)}
+    if audit_share(store.config):  # SPEC §5a: the adaptive pairs against the full procedure's
+        rows = audit_rows(store, iteration, judge_pairs="judge" in types)
+        store.write_all(AUDIT, rows, iteration)
+        counts.update(audit_columns(rows))
+    making.commit()  # the files become current together, once all are written
     store.record_stage(f"iter_{iteration:02d}/{STAGE}", counts)
     return counts
 
@@ -132,6 +156,10 @@ def actor_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
     for offset, r in store.iter_with_offsets(RESPONSES, iteration):
         by_prompt[r.prompt_id].append((r.provenance.sample_index, r.id, _Seen(offset,
                                                                             len(r.text))))
+    prompt_of = {rid: prompt_id for prompt_id, group in by_prompt.items()
+                 for _, rid, _ in group}
+    asked = requests_by(store, JUDGMENTS, iteration,
+                        lambda i: prompt_of.get(i.rpartition("@")[0], ""))
     pairs, decisions = [], []
     for prompt in store.iter_records(PROMPTS, iteration):
         candidates = sorted(by_prompt.get(prompt.id, []))
@@ -145,7 +173,8 @@ def actor_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
                                scores[cid], scores[rid], rho=rho))
         decisions.append(PairDecision(id=f"actor:{prompt.id}", pair_type="actor",
                                       iteration=iteration, prompt_id=prompt.id,
-                                      pair_id=pair_id, reason=decision.reason))
+                                      pair_id=pair_id, reason=decision.reason,
+                                      requests=asked[prompt.id]))
     return pairs, decisions
 
 
@@ -157,6 +186,8 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
     winners: list[str | None] = []
     battles: dict[str, list[tuple[int, int, str | None]]] = defaultdict(list)
     for meta in store.iter_records(META_JUDGMENTS, iteration):
+        if meta.rule == "audit":
+            continue  # the audit's: the pairs are the adaptive procedure's (SPEC §5a)
         winners.append(meta.winner)
         if meta.response_id in selected:
             battles[meta.response_id].append((meta.first, meta.second, meta.winner))
@@ -169,6 +200,7 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
                 source=j.score_source)
     responses = {r.id: o for o, r in store.iter_with_offsets(RESPONSES, iteration)
                  if r.id in selected}
+    asked = requests_by(store, META_JUDGMENTS, iteration, lambda i: i.rpartition("@")[0])
     pairs, decisions = [], []
     for selection in selections:
         rid = selection.response_id
@@ -189,7 +221,8 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
             id=f"judge:{selection.id}", pair_type="judge", iteration=iteration,
             prompt_id=selection.id, pair_id=f"judge:{rid}" if found is not None else None,
             reason=reason + ("; chosen verdict completed" if source == "completed" else ""),
-            chosen_source=source))  # type: ignore[arg-type]
+            chosen_source=source,  # type: ignore[arg-type]
+            requests=asked[rid] if rid is not None else 0))
     return pairs, decisions
 
 

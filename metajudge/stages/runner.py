@@ -308,12 +308,16 @@ class StageRun:
         return failure_record(item_id, self.stage, self.iteration, failure, step.request,
                               self.backend.fingerprint, template)
 
-    def run(self, items: Callable[[], Iterable[Item]], *, total: int, prompts: int,
-            extra: Callable[[], dict[str, float | int]] | None = None) -> StageSummary:
+    def run(self, items: Callable[[], Iterable[Item]] | None = None, *, total: int,
+            prompts: int, extra: Callable[[], dict[str, float | int]] | None = None,
+            rounds: Iterable[list[Item]] | None = None) -> StageSummary:
         """Make every record the stage still lacks; returns the summary (also in the
         manifest). ``items`` is called once per pass and may be a generator; ``extra`` gives
         figures of the finished file (e.g. the meta-judge's first-position share) for the
-        summary and the manifest."""
+        summary and the manifest. ``rounds`` (adaptive stages, instead of ``items``): the
+        items of one round at a time, each round run to the end (its retry passes included,
+        every record written) before the next is asked for, so a round may be planned from
+        the records of the rounds before it."""
         started = self.clock()
         summary = StageSummary(stage=self.stage, iteration=self.iteration, prompts=prompts,
                                requested=total, settings=self.settings_digest)
@@ -325,19 +329,15 @@ class StageRun:
         try:
             with self.store.appender(self.file, self.iteration) as out, \
                     self.store.appender(self.file.failures, self.iteration) as failures:
-                retryable = 0
-                for attempt in range(1 + self.runner.retry_passes):
-                    if attempt:
-                        log.warning("%s: %d requests failed in a retryable way; pass %d of %d "
-                                    "in %.0f s", self.stage, retryable, attempt + 1,
-                                    1 + self.runner.retry_passes, self.runner.retry_delay_s)
-                        time.sleep(self.runner.retry_delay_s)
-                    skip = (self.store.ids(self.file, self.iteration)
-                            | self.store.final_failures(self.file, self.iteration))
-                    retryable = self._pass(items(), skip, out, failures, summary, bar)
-                    summary.passes_run = attempt + 1
-                    if not retryable:
-                        break
+                if rounds is None:
+                    assert items is not None
+                    self._passes(items, out, failures, summary, bar)
+                else:
+                    for one in rounds:
+                        self._passes(lambda one=one: one, out, failures, summary, bar)  # type: ignore[misc]
+                        if retryable_failures(self.store, self.file, self.iteration) - (
+                                self.store.ids(self.file, self.iteration)):
+                            break  # a round left unfinished: the next cannot be planned
         finally:
             bar.close()
         failing = retryable_failures(self.store, self.file, self.iteration)
@@ -350,6 +350,24 @@ class StageRun:
         self.store.record_stage(key, {**summary.as_dict(), "generation": self.store.generation(
             self.file, self.iteration)})  # costs add up over the passes of one making only
         return summary
+
+    def _passes(self, items: Callable[[], Iterable[Item]], out: Any, failures: Any,
+                summary: StageSummary, bar: Progress) -> None:
+        """The first pass over ``items`` and up to ``runner.retry_passes`` more while
+        retryable failures remain."""
+        retryable = 0
+        for attempt in range(1 + self.runner.retry_passes):
+            if attempt:
+                log.warning("%s: %d requests failed in a retryable way; pass %d of %d in "
+                            "%.0f s", self.stage, retryable, attempt + 1,
+                            1 + self.runner.retry_passes, self.runner.retry_delay_s)
+                time.sleep(self.runner.retry_delay_s)
+            skip = (self.store.ids(self.file, self.iteration)
+                    | self.store.final_failures(self.file, self.iteration))
+            retryable = self._pass(items(), skip, out, failures, summary, bar)
+            summary.passes_run = max(summary.passes_run, attempt + 1)
+            if not retryable:
+                break
 
     def _pass(self, items: Iterable[Item], skip: set[str], out: Any, failures: Any,
               summary: StageSummary, bar: Progress) -> int:

@@ -27,7 +27,9 @@ import pandas as pd
 
 from metajudge.analysis import bias, judge_health
 from metajudge.config import RunConfig
+from metajudge.stages.audit import audit_columns
 from metajudge.store import (
+    AUDIT,
     JUDGMENTS,
     META_JUDGMENTS,
     PAIR_DECISIONS,
@@ -111,6 +113,8 @@ def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFra
         decided = decisions[decisions["iteration"] == iteration]
         row["judge_pairs_chosen_completed"] = int(
             ((decided["pair_type"] == "judge") & (decided["chosen_source"] == "completed")).sum())
+        row.update(audit_columns(store.read(AUDIT, iteration))  # SPEC §5a, when audited
+                   if store.path(AUDIT, iteration).is_file() else {})
         for stage, file in _STAGE_FILES.items():  # backend failures without a record since
             row[f"{stage}_failed"] = len(store.ids(file.failures, iteration)
                                          - store.ids(file, iteration))

@@ -120,6 +120,10 @@ const HEALTH = [["score_top_share", "top score share"], ["score_entropy", "score
   ["meta_first_share", "meta-judge first-position share"], ["meta_position_consistency", "meta-judge position consistency"],
   ["score_length_spearman", "score–length Spearman"]];
 const SOURCES = ["parsed", "completed", "forced", "failed"];
+// adaptive judging's audit (SPEC §5a): the summary.csv columns of audit.jsonl
+const AUDIT = [["audit_prompts", "prompts audited"], ["audit_actor_retention", "actor-pair gap retention"],
+  ["audit_judge_retention", "judge-pair gap retention"], ["audit_same_actor_pairs", "same actor pairs"],
+  ["audit_same_judge_pairs", "same judge pairs"], ["audit_token_share", "token share"]];
 
 function sourcesTable(counts) {
   const total = Object.values(counts || {}).reduce((a, b) => a + b, 0);
@@ -154,7 +158,9 @@ function iterationCard(it) {
         el("td", {}, link(`#/iter/${it.iteration}?reason=${encodeURIComponent(d.reason)}`, d.reason)), el("td", {class: "num"}, d.count)))));
   const curves = Object.entries(it.curves || {});
   const dpo = el("div", {}, el("h3", {}, "DPO per step"), curves.length ? curves.map(([name, pts]) => lineChart(pts, name)) : el("p", {class: "muted"}, "no train_metrics.jsonl"));
-  card.appendChild(el("div", {class: "grid"}, healthBox, el("div", {}, dist, dpo), pairs));
+  const audit = summary.audit_prompts !== undefined ? el("div", {class: "audit"},
+    el("h3", {}, "Adaptive judging audit"), kv(AUDIT.map(([key, label]) => [label, fmt(summary[key])]))) : null;
+  card.appendChild(el("div", {class: "grid"}, healthBox, el("div", {}, dist, dpo), el("div", {}, pairs, audit)));
   if (it.summary) {
     card.appendChild(el("details", {class: "summary-row"}, el("summary", {}, "summary.csv row"),
       el("table", {}, Object.entries(it.summary).map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, fmt(v)))))));
