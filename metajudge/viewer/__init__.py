@@ -3,7 +3,7 @@ through the loop (responses → judgments → meta-judge battles → pairs → D
 iteration, with the run's overview and the harness results.
 
     metajudge view runs/tiny                      # http://127.0.0.1:8765/
-    metajudge view runs/tiny --bundle share/tiny  # any static host; python -m http.server
+    metajudge view runs/tiny --bundle share/tiny  # any static host: python -m http.server --bind 127.0.0.1 -d share/tiny
     metajudge view --harness results/harness
 
 Parts: :mod:`~metajudge.viewer.index` (the SQLite index, built once and extended),
