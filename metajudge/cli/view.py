@@ -2,7 +2,8 @@
 
     metajudge view runs/tiny                          # http://127.0.0.1:8765/
     metajudge view runs/tiny --port 0 --open          # any free port, opened in a browser
-    metajudge view runs/tiny --bundle share/tiny      # then: python -m http.server --bind 127.0.0.1 -d share/tiny
+    metajudge view runs/tiny --bundle share/tiny      # a static bundle; serve it on this machine:
+    python -m http.server --bind 127.0.0.1 -d share/tiny
     metajudge view runs/tiny --host 0.0.0.0 --allow-host my-box.lan   # reachable as my-box.lan:8765
     metajudge view runs/tiny --harness results/harness
     metajudge view --harness results/harness          # the harness folders alone

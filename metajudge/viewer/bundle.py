@@ -13,7 +13,8 @@ deep link needs nothing from the host. ``limit`` keeps the first prompts of each
 in its prompt list as in its pages
 (a paper-scale run gives 20,000 prompt pages).
 
-    metajudge view runs/tiny --bundle share/tiny && python -m http.server --bind 127.0.0.1 -d share/tiny
+    metajudge view runs/tiny --bundle share/tiny
+    python -m http.server --bind 127.0.0.1 -d share/tiny      # this machine only
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from metajudge.viewer import harness as harness_data
 from metajudge.viewer.diff import sides
 
 
@@ -107,8 +108,6 @@ def harness_across(root: Path, kind: str, item_id: str) -> list[dict[str, Any]]:
     """One harness question in every model folder of ``kind`` that answered it (checkpoints
     in folder-name order): the answer, its length, and each game's outcome for the model
     (pairwise) or each turn's rating (MT-Bench)."""
-    from metajudge.viewer import harness as harness_data
-
     out = []
     for entry in harness_data.models(root):
         if entry["kind"] != kind:

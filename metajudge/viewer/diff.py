@@ -8,7 +8,8 @@ words are in both texts, false where they are this side's alone. Texts longer th
 segment marked ``null``: not compared), which bounds the quadratic matcher's time.
 
     sides("the cat sat", "the dog sat")
-    # ([[True, "the "], [False, "cat "], [True, "sat"]], [[True, "the "], [False, "dog "], [True, "sat"]])
+    # ([[True, "the "], [False, "cat "], [True, "sat"]],
+    #  [[True, "the "], [False, "dog "], [True, "sat"]])
 """
 
 from __future__ import annotations

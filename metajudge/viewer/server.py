@@ -48,9 +48,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from metajudge.viewer import compare
+from metajudge.viewer import compare, queries
 from metajudge.viewer import harness as harness_data
-from metajudge.viewer import queries
 from metajudge.viewer.index import RunIndex, connect
 
 log = logging.getLogger(__name__)

@@ -285,7 +285,8 @@ def test_a_wrong_typed_record_is_a_named_problem_left_out_of_every_figure(
         with urllib.request.urlopen(server.url + "api/overview.json", timeout=30) as answer:
             overview = json.loads(answer.read())
         figures = overview["iterations"][0]
-        problem = f"iter_01/judgments.jsonl, line {bad + 1}: field 'score': \"five\" is not a number"
+        problem = (f"iter_01/judgments.jsonl, line {bad + 1}: field 'score': \"five\" is not "
+                   "a number")
         assert [f"{p['name']}, line {p['line']}: {p['problem']}"
                 for p in overview["problems"]] == [problem]
         assert figures["counts"]["judgments"] == len(lines) - 1
