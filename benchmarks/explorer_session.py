@@ -14,7 +14,8 @@ Every answer must be 200.
     .venv/bin/python benchmarks/explorer_session.py            # about 2 minutes on 2 cores
     .venv/bin/python benchmarks/explorer_session.py --requests 2000
 
-Writes ``results/benchmarks/explorer_session.md`` and ``explorer_session.rows.json``.
+Writes ``results/benchmarks/explorer_session.md``, ``.json`` (the marks) and ``.rows.json``
+(the benchmark summary's rows).
 """
 
 from __future__ import annotations
@@ -140,6 +141,37 @@ def session(run: Path, requests: int, marks: tuple[int, ...]) -> list[dict[str, 
     return rows
 
 
+def write(rows: list[dict[str, float]], requests: int, out: Path) -> str:
+    """``explorer_session.md``, ``.json`` (the marks) and ``.rows.json`` (the summary's rows)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explorer_session.json").write_text(json.dumps(rows, indent=1) + "\n")
+    first, last = rows[0], rows[-1]
+    marks = " / ".join(f"{r['requests']:,}" for r in rows)
+    summary = [
+        {"measurement": f"run explorer: open files after {last['requests']:,} requests "
+                        f"({FILE_LIMIT}-file limit)",
+         "reference": "after 1 request",
+         "ratio": f"{last['open_files'] / first['open_files']:.2f}×",
+         "figures": " → ".join(str(r["open_files"]) for r in rows) + f" at {marks} requests; "
+                    f"{last['non_200']} answers not 200"},
+        {"measurement": f"run explorer: server RSS after {last['requests']:,} requests",
+         "reference": "after 1 request", "ratio": f"{last['rss_mb'] / first['rss_mb']:.2f}×",
+         "figures": " → ".join(f"{r['rss_mb']}" for r in rows) + f" MB at {marks} requests"}]
+    (out / "explorer_session.rows.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines = ["# Explorer: a long session", "",
+             f"`benchmarks/explorer_session.py`: {requests:,} requests (per prompt of a "
+             "24-prompt run: overview, prompt list, its page, 4 version polls; a new connection "
+             "and server thread each) to `metajudge view` with an open-file limit of "
+             f"{FILE_LIMIT}, on this 2-core machine shared with other jobs.", "",
+             "| requests | open files | RSS (MB) | seconds | answers not 200 |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['requests']:,} | {r['open_files']} | {r['rss_mb']} | {r['seconds']} | "
+              f"{r['non_200']} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    (out / "explorer_session.md").write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=10_000)
@@ -149,20 +181,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp))
         rows = session(run, args.requests, marks)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "explorer_session.rows.json").write_text(json.dumps(rows, indent=1) + "\n")
-    lines = ["# Explorer: a long session", "",
-             f"`benchmarks/explorer_session.py`: {args.requests:,} requests (per prompt of a "
-             "24-prompt run: overview, prompt list, its page, 4 version polls; a new connection "
-             "and server "
-             f"thread each) to `metajudge view` with an open-file limit of {FILE_LIMIT}.", "",
-             "| requests | open files | RSS (MB) | seconds | answers not 200 |",
-             "| ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {r['requests']:,} | {r['open_files']} | {r['rss_mb']} | {r['seconds']} | "
-              f"{r['non_200']} |" for r in rows]
-    (out / "explorer_session.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write(rows, args.requests, Path(args.out)))
 
 
 if __name__ == "__main__":
