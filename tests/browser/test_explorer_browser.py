@@ -234,6 +234,9 @@ def test_the_bundle_opens_long_and_non_ascii_ids(browser: Any, tmp_path: Path) -
                 assert browser.execute_script("return !!crypto.subtle") is subtle
                 assert texts(browser, "h1") == [f"Prompt {prompt_id}"]
                 assert len(browser.find_elements(By.CSS_SELECTOR, "section.response")) == 3
+                assert browser.execute_script(  # a long id wraps: the page is not widened
+                    "return document.documentElement.scrollWidth "
+                    "<= document.documentElement.clientWidth")
     finally:
         if no_subtle is not None:
             browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", no_subtle)

@@ -212,3 +212,39 @@ def test_the_page_through_a_forwarded_port(browser: Any, server: Server) -> None
         assert browser.current_url.startswith(url)
     finally:
         forward.close()
+
+
+def test_the_smaller_defects(browser: Any, server: Server, tiny_run: Path,
+                             tmp_path: Path) -> None:
+    """Issue 30's small ones: a stray % in the fragment, a page past the last, header and cell
+    aligned alike, every score of the scale drawn (zeros too), and a run with its config.yaml
+    alone explained."""
+    from selenium.webdriver.common.by import By
+
+    go(browser, server.url + "#/iter/1/prompt/%E0%A4%A")  # not a whole UTF-8 escape
+    assert texts(browser, "h1") == ["Not found"]
+    go(browser, server.url + "#/iter/1?page=999")
+    assert texts(browser, "#total") == ["4 prompts · page 1 of 1"]
+    go(browser, server.url + "#/iter/1/prompt/rivers")
+    table = browser.find_element(By.CSS_SELECTOR, "table#ratings")
+    align = "return getComputedStyle(arguments[0]).textAlign"
+    header = [browser.execute_script(align, c) for c in table.find_elements(By.CSS_SELECTOR, "th")]
+    row = table.find_elements(By.CSS_SELECTOR, "tr")[1]
+    cells = [browser.execute_script(align, c) for c in row.find_elements(By.CSS_SELECTOR, "td")]
+    assert header == cells and cells[1:3] == ["right", "right"]
+    summary = browser.find_element(By.CSS_SELECTOR, "details.judgments summary").text
+    assert "scores" in summary  # without expanding
+    go(browser, server.url)
+    labels = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "svg.chart text")]
+    assert {"0", "1", "2", "3", "4", "5"} <= set(labels)
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(tiny_run / "config.yaml", bare / "config.yaml")
+    empty = Server(view_command(str(bare), "--port", "0", "--refresh", "0"),
+                   "explorer: http://")
+    try:
+        go(browser, empty.url)
+        assert "No iteration yet" in browser.find_element(By.ID, "empty-run").text
+    finally:
+        empty.stop()
