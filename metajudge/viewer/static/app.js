@@ -71,7 +71,7 @@ async function poll() {
   if (document.hidden || !overviewCache || overviewCache.static) return;
   let now;
   try { now = (await api("api/version.json")).version; } catch (error) { return; }
-  if (shownVersion === null || now === shownVersion) return;
+  if (!shownVersion || now === shownVersion) return;  // no run (harness only), or no change
   overviewCache = null;
   const {parts} = parseRoute();
   if (parts[0] === "harness") return;
@@ -571,7 +571,7 @@ async function render() {
   } catch (error) {
     show(el("h1", {}, "Not found"), el("p", {class: "problems", id: "error"}, String(error.message || error)));
   }
-  if (overviewCache) shownVersion = overviewCache.version;
+  if (overviewCache) shownVersion = overviewCache.version || null;
   document.body.setAttribute("data-ready", location.hash || "#/");
 }
 
