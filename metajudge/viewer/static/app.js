@@ -450,7 +450,7 @@ function metaSection(iteration, page, route) {
 function pairsSection(page) {
   return el("section", {class: "card pairs"}, el("h2", {}, "Decisions and pairs"),
     el("table", {}, el("tr", {}, ["type", "reason", "pair"].map((h) => el("th", {}, h))),
-      page.decisions.map((d) => el("tr", {class: "decision"}, el("td", {}, d.pair_type), el("td", {}, fmt(d.reason)), el("td", {}, fmt(d.pair_id))))),
+      page.decisions.map((d) => el("tr", {class: "decision"}, el("td", {}, d.pair_type), el("td", {}, fmt(d.reason)), el("td", {class: "id"}, fmt(d.pair_id))))),
     page.pairs.map((p) => el("div", {class: "pair"}, el("h3", {}, `${p.pair_type} pair ${p.id}`),
       kv([["chosen", `${p.chosen_id} (score ${fmt(p.chosen_score, 2)})`], ["rejected", `${p.rejected_id} (score ${fmt(p.rejected_score, 2)})`],
         ["rho", fmt(p.rho)], ["omega", p.omega ? p.omega.map((w) => fmt(w)).join(", ") : "absent"], ["template", fmt(p.template)]]),
