@@ -251,15 +251,17 @@ def test_a_linked_index_is_refused_and_its_target_untouched(tmp_path: Path) -> N
     db.commit()
     db.close()
     before = other.read_bytes()
+    (run / INDEX_NAME).symlink_to(other)
+    made = subprocess.run(view_command(str(run), "--bundle", str(tmp_path / "b")),
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert made.returncode == 2, made.stderr  # the CLI's error, with the way out
+    assert "is a symbolic link" in made.stderr and "--index" in made.stderr
+    assert "Traceback" not in made.stderr
     missing = tmp_path / "missing.sqlite"
-    for target in (other, missing):
-        (run / INDEX_NAME).unlink(missing_ok=True)
-        (run / INDEX_NAME).symlink_to(target)
-        made = subprocess.run(view_command(str(run), "--bundle", str(tmp_path / "b")),
-                              capture_output=True, text=True, timeout=300, cwd=ROOT)
-        assert made.returncode == 2, made.stderr
-        assert "is a symbolic link" in made.stderr and "--index" in made.stderr
-        assert "Traceback" not in made.stderr
+    (run / INDEX_NAME).unlink()
+    (run / INDEX_NAME).symlink_to(missing)  # a dangling link: SQLite would create its target
+    with pytest.raises(ValueError, match="symbolic link"):
+        RunIndex(run).update()
     assert other.read_bytes() == before and not missing.exists()
     assert not list(tmp_path.glob("other.sqlite-*"))  # no -wal or -shm: never opened
     (run / INDEX_NAME).unlink()
