@@ -108,20 +108,21 @@ bench: install $(VLLM_VENV)/bin/vllm bench-analysis
 	$(BIN)/python benchmarks/summary.py
 
 # the run explorer: its browser tests alone (headless Chromium), the screenshots of each view in
-# results/explorer/ (a tiny instant-backend run with real DPO steps and results/harness), and
-# its paper-scale benchmark (makes a ~5 GB synthetic run under /tmp once, about 40 minutes)
+# results/explorer/ (a real tiny run on the embedded model, 6 prompts per iteration, and
+# results/harness; the run resumes when it is there), its paper-scale benchmark (makes a ~5 GB
+# synthetic run under /tmp once, about 40 minutes) and its long-session benchmark
 EXPLORER_DEMO ?= runs/explorer-demo
 test-browser: install
 	$(BIN)/python -m pytest tests/browser
 
 explorer-screenshots: install
-	PYTHONPATH=benchmarks $(BIN)/metajudge run configs/tiny.yaml --out $(EXPLORER_DEMO) --no-progress \
-		--set backend.kind=instant_backend:InstantBackend --set prompts.per_iteration=6 \
-		--set generation.samples_per_prompt=4 --set judge.judgments_per_response=4
+	$(BIN)/metajudge run configs/tiny.yaml --out $(EXPLORER_DEMO) --no-progress \
+		--set prompts.per_iteration=6
 	METAJUDGE_EXPLORER_SCREENSHOTS=results/explorer METAJUDGE_EXPLORER_RUN=$(EXPLORER_DEMO) \
 		$(BIN)/python -m pytest tests/browser/test_explorer_browser.py -k screenshots
 
 bench-explorer: install
+	$(BIN)/python benchmarks/explorer_session.py
 	$(BIN)/python benchmarks/explorer.py --run /tmp/explorer_paper
 	$(BIN)/python benchmarks/summary.py
 

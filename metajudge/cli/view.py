@@ -2,7 +2,9 @@
 
     metajudge view runs/tiny                          # http://127.0.0.1:8765/
     metajudge view runs/tiny --port 0 --open          # any free port, opened in a browser
-    metajudge view runs/tiny --bundle share/tiny      # then: python -m http.server -d share/tiny
+    metajudge view runs/tiny --bundle share/tiny      # a static bundle; serve it on this machine:
+    python -m http.server --bind 127.0.0.1 -d share/tiny
+    metajudge view runs/tiny --host 0.0.0.0 --allow-host my-box.lan   # reachable as my-box.lan:8765
     metajudge view runs/tiny --harness results/harness
     metajudge view --harness results/harness          # the harness folders alone
 """
@@ -32,7 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     view.add_argument("--harness", help="folder of `metajudge eval` outputs "
                       "({alpaca_eval,arena_hard,mt_bench}/<model>/)")
     view.add_argument("--host", default="127.0.0.1",
-                      help="address to bind (default 127.0.0.1: this machine only)")
+                      help="address to bind (default 127.0.0.1: this machine only; ::1 for "
+                      "IPv6; 0.0.0.0 for every interface)")
+    view.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                      help="also answer requests that name the server NAME (repeatable); IP "
+                      "addresses and localhost, on any port, are always answered, other names "
+                      "are refused against DNS rebinding")
     view.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     view.add_argument("--open", action="store_true", help="open the page in a browser")
     view.add_argument("--bundle", metavar="DIR", help="write a static bundle into DIR instead "
@@ -47,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from metajudge.viewer.bundle import write_bundle
-    from metajudge.viewer.server import Explorer, ExplorerServer
+    from metajudge.viewer.server import Explorer, ExplorerServer, is_loopback
 
     if args.run_dir is None and args.harness is None:
         raise ValueError("name a run directory, --harness DIR, or both")
@@ -62,13 +69,16 @@ def run(args: argparse.Namespace) -> None:
             count = write_bundle(explorer, Path(args.bundle), limit=args.limit)
         finally:
             explorer.close()
-        print(f"{count} files written to {args.bundle}; serve them with: python -m http.server "
-              f"-d {args.bundle}")
+        print(f"{count} files written to {args.bundle}; serve them on this machine with: "
+              f"python -m http.server --bind 127.0.0.1 -d {args.bundle}")
         return
-    server = ExplorerServer(explorer, args.host, args.port, args.refresh)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: anyone who can reach this address can read the run",
-                    args.host)
+    server = ExplorerServer(explorer, args.host, args.port, args.refresh, args.allow_host)
+    address = str(server.httpd.server_address[0])
+    if not is_loopback(address):
+        log.warning("serving on %s port %d: anyone who can reach this machine on that port "
+                    "can read the run (requests must name it by an IP address, localhost%s)",
+                    address, server.httpd.server_address[1],
+                    "".join(f" or {n}" for n in args.allow_host))
     print(f"explorer: {server.url}", flush=True)
     if args.open:
         threading.Thread(target=webbrowser.open, args=(server.url,), daemon=True).start()

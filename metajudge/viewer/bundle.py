@@ -9,10 +9,12 @@ https) or looks it up in ``api/names.json`` (id → digest, every id named in th
 An iteration's prompt list is written whole
 (``complete: true``) and the app filters, sorts and pages it in the browser; a static host
 ignores the query string the app sends. Routes are hash routes (``#/iter/1/prompt/ID``), so a
-deep link needs nothing from the host. ``limit`` keeps the first prompts of each iteration only
+deep link needs nothing from the host. ``limit`` keeps the first prompts of each iteration only,
+in its prompt list as in its pages
 (a paper-scale run gives 20,000 prompt pages).
 
-    metajudge view runs/tiny --bundle share/tiny && python -m http.server -d share/tiny
+    metajudge view runs/tiny --bundle share/tiny
+    python -m http.server --bind 127.0.0.1 -d share/tiny      # this machine only
 """
 
 from __future__ import annotations
@@ -74,9 +76,12 @@ def write_bundle(explorer: Explorer, out: Path, *, limit: int | None = None) -> 
             if "counts" not in figures:
                 continue
             listing = queries.all_prompts(db, iteration)
+            if limit is not None and listing["total"] > limit:  # no row links to a missing page
+                listing.update(rows=listing["rows"][:limit], limited=listing["total"],
+                               total=limit)
             _write(out, f"api/iter/{iteration}/prompts.json", listing)
             count += 1
-            for row in listing["rows"][:limit]:
+            for row in listing["rows"]:
                 page = queries.prompt_page(db, explorer.run, iteration, row["prompt_id"])
                 _write(out, f"api/iter/{iteration}/prompt/{key(row['prompt_id'])}.json", page)
                 count += 1
@@ -103,6 +108,7 @@ def _harness(explorer: Explorer, out: Path, key: Callable[[str], str]) -> int:
         count += 1
         for item in data["items"]:
             _write(out, f"{base}/{key(str(item['id']))}.json",
-                   {"kind": kind, "model": model, "layout": data["layout"], "item": item})
+                   explorer.answer("harness_item", (kind, model.encode().hex(),
+                                                    str(item["id"]).encode().hex()), {}))
             count += 1
     return count

@@ -16,8 +16,13 @@ lines), a file that was replaced (``--redo``, an atomic rewrite) is indexed agai
 whole iteration when it is ``responses.jsonl`` (other rows point at its rows). Nothing but the
 index file (and SQLite's ``-wal``/``-shm`` companions while it is open) is ever written.
 
+A line that is not a JSON object, or whose fields fail their types
+(:mod:`metajudge.viewer.schema`), is kept out of every table and recorded in ``problems`` with
+its file, line, field and prompt, so no figure counts it and the pages name it.
+
 Only what lies inside the run is read: an ``iter_NN`` folder or stage file that is a link
-resolving outside the run directory is skipped. :meth:`RunIndex.is_current` compares each stage
+resolving outside the run directory is skipped, and an index file that is a link is refused
+(:mod:`metajudge.viewer.paths`). :meth:`RunIndex.is_current` compares each stage
 file's identity (inode, size, modification time) with its ``files`` row, so a reader can catch
 the index up (:meth:`RunIndex.catch_up`) before it trusts an offset.
 
@@ -34,137 +39,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metajudge.viewer.paths import (
+    INDEX_NAME,
+    IndexRefused,
+    inside,
+    iterations_of,
+    refuse_linked_index,
+)
+from metajudge.viewer.schema import INSERT, KINDS, SCHEMA, SCHEMA_VERSION, FieldProblem, Kind
+from metajudge.viewer.stats import refresh_stats
+
+__all__ = ["INDEX_NAME", "RunIndex", "Update", "connect", "inside", "iterations_of"]
+
 log = logging.getLogger(__name__)
 
-INDEX_NAME = ".explorer.sqlite"
-SCHEMA_VERSION = 1
 _BATCH = 20_000
 _TAIL = 64
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS files (name TEXT PRIMARY KEY, iteration INT, kind TEXT, size INT,
-  mtime_ns INT, inode INT, offset INT, lines INT, tail TEXT);
-CREATE TABLE IF NOT EXISTS problems (name TEXT, line INT, problem TEXT);
-CREATE TABLE IF NOT EXISTS prompts (iteration INT, id TEXT, ord INT, instruction TEXT,
-  source TEXT, off INT, line INT, PRIMARY KEY (iteration, id));
-CREATE TABLE IF NOT EXISTS responses (pk INTEGER PRIMARY KEY, iteration INT, id TEXT,
-  prompt_id TEXT, sample INT, chars INT, finish TEXT, tokens INT, off INT, line INT);
-CREATE UNIQUE INDEX IF NOT EXISTS responses_id ON responses (iteration, id);
-CREATE INDEX IF NOT EXISTS responses_prompt ON responses (iteration, prompt_id);
-CREATE TABLE IF NOT EXISTS judgments (iteration INT, rpk INT, idx INT, score REAL, source TEXT,
-  finish TEXT, prob REAL, off INT, line INT);
-CREATE INDEX IF NOT EXISTS judgments_rpk ON judgments (rpk);
-CREATE TABLE IF NOT EXISTS battles (iteration INT, rpk INT, first INT, second INT, winner TEXT,
-  source TEXT, off INT, line INT);
-CREATE INDEX IF NOT EXISTS battles_rpk ON battles (rpk);
-CREATE TABLE IF NOT EXISTS selections (iteration INT, prompt_id TEXT, response_id TEXT,
-  variance REAL, scored INT, reason TEXT, PRIMARY KEY (iteration, prompt_id));
-CREATE TABLE IF NOT EXISTS pairs (iteration INT, id TEXT, pair_type TEXT, prompt_id TEXT,
-  chosen_id TEXT, rejected_id TEXT, chosen_score REAL, rejected_score REAL, off INT, line INT);
-CREATE INDEX IF NOT EXISTS pairs_prompt ON pairs (iteration, prompt_id);
-CREATE TABLE IF NOT EXISTS decisions (iteration INT, id TEXT, pair_type TEXT, prompt_id TEXT,
-  pair_id TEXT, reason TEXT, chosen_source TEXT);
-CREATE INDEX IF NOT EXISTS decisions_prompt ON decisions (iteration, prompt_id);
-CREATE TABLE IF NOT EXISTS dpo (iteration INT, id TEXT, pair_type TEXT, prompt_id TEXT,
-  off INT, line INT);
-CREATE INDEX IF NOT EXISTS dpo_prompt ON dpo (iteration, prompt_id);
-CREATE TABLE IF NOT EXISTS steps (iteration INT, step INT, data TEXT);
-CREATE TABLE IF NOT EXISTS prompt_stats (iteration INT, prompt_id TEXT, ord INT,
-  instruction TEXT, responses INT, judgments INT, mean_chars REAL, max_chars INT,
-  score_mean REAL, score_variance REAL, score_spread REAL, actor_reason TEXT,
-  judge_reason TEXT, actor_pair INT, judge_pair INT, PRIMARY KEY (iteration, prompt_id));
-CREATE TABLE IF NOT EXISTS iteration_stats (iteration INT PRIMARY KEY, data TEXT);
-"""
-
-
-@dataclass(frozen=True)
-class Kind:
-    """One stage file the index reads: its table and how a decoded line becomes a row (fields
-    a record type made optional are read with ``get``, so older and newer files both index)."""
-
-    name: str
-    table: str
-    row: Callable[[dict[str, Any], int, int, int, Any], tuple | None]
-    leaf: bool = True  # no other table points at its rows
-
-
-def _prompt(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    ctx.ord += 1
-    return (it, str(v["id"]), ctx.ord, v["instruction"], v.get("source"), off, line)
-
-
-def _response(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    sample = (v.get("provenance") or {}).get("sample_index")
-    return (it, str(v["id"]), str(v["prompt_id"]), sample, len(v["text"] or ""),
-            v.get("finish_reason"), v.get("completion_tokens"), off, line)
-
-
-def _judgment(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    return (it, ctx.rpk(it, v["response_id"], v["prompt_id"]), v["index"], v.get("score"),
-            v.get("score_source"), v.get("finish_reason"), v.get("prob_score"), off, line)
-
-
-def _battle(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    return (it, ctx.rpk(it, v["response_id"], v["prompt_id"]), v["first"], v["second"],
-            v.get("winner"), v.get("winner_source"), off, line)
-
-
-def _selection(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    return (it, str(v["id"]), v.get("response_id"), v.get("variance"),
-            v.get("scored_judgments"), v.get("reason"))
-
-
-def _pair(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    return (it, v["id"], v["pair_type"], v["prompt_id"], v.get("chosen_id"),
-            v.get("rejected_id"), v.get("chosen_score"), v.get("rejected_score"), off, line)
-
-
-def _decision(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    return (it, v["id"], v["pair_type"], v["prompt_id"], v.get("pair_id"), v.get("reason"),
-            v.get("chosen_source"))
-
-
-def _dpo(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    return (it, v["id"], v["pair_type"], v["prompt_id"], off, line)
-
-
-def _step(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    return (it, v.get("step"), json.dumps(v))
-
-
-KINDS = (
-    Kind("prompts", "prompts", _prompt),
-    Kind("responses", "responses", _response, leaf=False),
-    Kind("judgments", "judgments", _judgment),
-    Kind("meta_judgments", "battles", _battle),
-    Kind("meta_selection", "selections", _selection),
-    Kind("pairs", "pairs", _pair),
-    Kind("pair_decisions", "decisions", _decision),
-    Kind("dpo_pairs", "dpo", _dpo),
-    Kind("train_metrics", "steps", _step),
-)
-_INSERT = {
-    "prompts": "INSERT OR REPLACE INTO prompts VALUES (?,?,?,?,?,?,?)",
-    "responses": "INSERT INTO responses (iteration, id, prompt_id, sample, chars, finish, "
-                 "tokens, off, line) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (iteration, id) DO "
-                 "UPDATE SET prompt_id=excluded.prompt_id, sample=excluded.sample, "
-                 "chars=excluded.chars, finish=excluded.finish, tokens=excluded.tokens, "
-                 "off=excluded.off, line=excluded.line",
-    "judgments": "INSERT INTO judgments VALUES (?,?,?,?,?,?,?,?,?)",
-    "battles": "INSERT INTO battles VALUES (?,?,?,?,?,?,?,?)",
-    "selections": "INSERT OR REPLACE INTO selections VALUES (?,?,?,?,?,?)",
-    "pairs": "INSERT INTO pairs VALUES (?,?,?,?,?,?,?,?,?,?)",
-    "decisions": "INSERT INTO decisions VALUES (?,?,?,?,?,?,?)",
-    "dpo": "INSERT INTO dpo VALUES (?,?,?,?,?,?)",
-    "steps": "INSERT INTO steps VALUES (?,?,?)",
-}
-
 
 @dataclass
 class Update:
@@ -208,20 +103,6 @@ class _Context:
         self._keys.pop(iteration, None)
 
 
-def inside(path: Path, root: Path) -> bool:
-    """Does ``path``, links resolved, lie inside ``root`` (links resolved too)?"""
-    try:
-        return path.resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):  # a link loop
-        return False
-
-
-def iterations_of(run: Path) -> list[int]:
-    """Iteration numbers with a directory in the run (not a link out of it)."""
-    return sorted(int(p.name[5:]) for p in run.glob("iter_[0-9][0-9]")
-                  if p.is_dir() and inside(p, run))
-
-
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection to an index file (read-only ones for the server's threads)."""
     if readonly:
@@ -244,6 +125,7 @@ class RunIndex:
             raise FileNotFoundError(f"{self.run} is not a run directory (no config.yaml and "
                                     "no iter_NN/)")
         self.path = Path(index_path) if index_path else self.run / INDEX_NAME
+        refuse_linked_index(self.path)
         self._lock = threading.Lock()  # one update at a time in this process
 
     def stage_file(self, iteration: int, kind: Kind) -> Path | None:
@@ -290,20 +172,17 @@ class RunIndex:
             return self._update()
 
     def _update(self, stale: str | None = None) -> Update:
-        from metajudge.viewer.stats import refresh_stats
-
         started = time.perf_counter()
+        refuse_linked_index(self.path)  # checked again: a link may have appeared since
         report = Update(created=not self.path.exists())
-        db = connect(self.path)
+        db = self._open()
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):  # an older layout: start again
                 db.close()
                 self.path.unlink()
                 report.created = True
-                db = connect(self.path)
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db = self._open()
             if stale is not None:  # no prefix matches: indexed again (see _same_prefix)
                 db.execute("UPDATE files SET tail='' WHERE name=?", (stale,))
             ctx = _Context(db)
@@ -329,6 +208,20 @@ class RunIndex:
                      report.read_bytes / 1e6, report.seconds, len(report.new),
                      len(report.extended), len(report.reindexed))
         return report
+
+    def _open(self) -> sqlite3.Connection:
+        """The index, opened for writing with its tables; a run the explorer may not write
+        into is named with the way out (``--index``), not a bare SQLite error."""
+        try:
+            db = connect(self.path)
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return db
+        except sqlite3.OperationalError as exc:
+            raise IndexRefused(
+                f"cannot write the explorer index {self.path} ({exc}): for a read-only run, "
+                f"name a writable index file, e.g. metajudge view {self.run} --index "
+                f"/tmp/{self.run.resolve().name}.explorer.sqlite") from None
 
     def _update_iteration(self, db: sqlite3.Connection, ctx: _Context, iteration: int,
                           report: Update) -> bool:
@@ -381,21 +274,24 @@ class RunIndex:
         name = f"iter_{iteration:02d}/{path.name}"
         stat = path.stat()
         batch: list[tuple] = []
-        sql = _INSERT[kind.table]
+        sql = INSERT[kind.table]
         end, first = offset, lines
         for number, off, raw in _complete_lines(path, offset, lines):
             end = off + len(raw) + 1
             lines = number
             if not raw.strip():
                 continue
+            values: Any = None
             try:
                 values = json.loads(raw)
                 if not isinstance(values, dict):
                     raise ValueError("not a JSON object")
                 row = kind.row(values, iteration, off, number, ctx)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                db.execute("INSERT INTO problems VALUES (?,?,?)",
-                           (name, number, f"{type(exc).__name__}: {exc}"[:300]))
+                problem = str(exc) if isinstance(exc, FieldProblem) else (
+                    f"{type(exc).__name__}: {exc}")
+                db.execute("INSERT INTO problems VALUES (?,?,?,?)",
+                           (name, number, problem[:300], _prompt_of(kind, values)))
                 continue
             if row is not None:
                 batch.append(row)
@@ -411,6 +307,14 @@ class RunIndex:
                     end, lines, _tail(path, end)))
         db.commit()
         return lines - first
+
+
+def _prompt_of(kind: Kind, values: Any) -> str | None:
+    """The prompt a bad line belongs to, when it says (so its page can name the problem)."""
+    if not isinstance(values, dict):
+        return None
+    found = values.get("id" if kind.name in ("prompts", "meta_selection") else "prompt_id")
+    return str(found) if isinstance(found, str | int) and not isinstance(found, bool) else None
 
 
 def _complete_lines(path: Path, offset: int, lines: int) -> Iterator[tuple[int, int, bytes]]:

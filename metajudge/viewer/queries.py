@@ -15,6 +15,7 @@ with the indexed id (and response, judgment index, …); anything else raises :c
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -27,7 +28,8 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from metajudge.records import DPORow, Judgment, MetaJudgment, PreferencePair, Response
-from metajudge.viewer.index import INDEX_NAME, inside
+from metajudge.viewer import compare
+from metajudge.viewer.paths import INDEX_NAME, inside
 
 SORTS = {"order": "ord", "variance": "score_variance", "spread": "score_spread",
          "chars": "mean_chars", "score": "score_mean", "id": "prompt_id",
@@ -54,9 +56,22 @@ def overview(db: sqlite3.Connection, run: Path) -> dict[str, Any]:
     for iteration in sorted(set(summary) - known):  # the EFT stage (row 0), say
         iterations.append({"iteration": iteration, "summary": summary[iteration]})
     iterations.sort(key=lambda f: f["iteration"])
-    problems = [dict(r) for r in db.execute("SELECT * FROM problems LIMIT 50")]
+    problems = [dict(r) for r in db.execute(
+        "SELECT name, line, problem FROM problems ORDER BY name, line LIMIT 50")]
     return {"run": run_settings(run), "iterations": iterations, "problems": problems,
+            "problem_count": db.execute("SELECT COUNT(*) FROM problems").fetchone()[0],
+            "version": version(db),
             "index": {"file": INDEX_NAME, "updated": _meta(db, "updated")}}
+
+
+def version(db: sqlite3.Connection) -> str:
+    """A digest of what the index holds (each stage file's indexed length and identity): it
+    changes when, and only when, the index read something new. The page polls it and refreshes
+    its figures when it changes."""
+    digest = hashlib.sha256()
+    for row in db.execute("SELECT name, inode, offset, lines FROM files ORDER BY name"):
+        digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()[:16]
 
 
 def _meta(db: sqlite3.Connection, key: str) -> str | None:
@@ -135,7 +150,8 @@ def _number(text: str | None) -> Any:
 def prompt_list(db: sqlite3.Connection, iteration: int, params: dict[str, str]
                 ) -> dict[str, Any]:
     """One page of an iteration's prompts. ``params``: ``q`` (text in the instruction or id),
-    ``reason`` (a decision reason, actor or judge), ``pair`` (actor, judge, both, none),
+    ``reason`` (``actor:<reason>`` or ``judge:<reason>``: that decision's reason; a bare reason
+    matches either decision), ``pair`` (actor, judge, both, none),
     ``min_<x>`` / ``max_<x>`` for variance, spread and chars, ``sort`` (order, variance,
     spread, chars, score, id, judgments), ``desc`` (1), ``page`` (from 1), ``size``."""
     where: list[str] = ["iteration = ?"]
@@ -145,8 +161,11 @@ def prompt_list(db: sqlite3.Connection, iteration: int, params: dict[str, str]
         like = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where.append("(instruction LIKE ? ESCAPE '\\' OR prompt_id LIKE ? ESCAPE '\\')")
         args += [like, like]
-    reason = params.get("reason", "")
-    if reason:
+    kind, reason = reason_filter(params.get("reason", ""))
+    if kind is not None:
+        where.append(f"{kind}_reason = ?")
+        args.append(reason)
+    elif reason:
         where.append("(actor_reason = ? OR judge_reason = ?)")
         args += [reason, reason]
     pair = params.get("pair", "")
@@ -169,12 +188,19 @@ def prompt_list(db: sqlite3.Connection, iteration: int, params: dict[str, str]
     sql_where = " AND ".join(where)
     total = db.execute(f"SELECT COUNT(*) FROM prompt_stats WHERE {sql_where}",  # noqa: S608
                        args).fetchone()[0]
+    page = min(page, max(1, math.ceil(total / size)))  # past the last page: the last page
     rows = db.execute(
         f"SELECT {', '.join(LIST_COLUMNS)} FROM prompt_stats WHERE {sql_where} "  # noqa: S608
         f"ORDER BY {sort} IS NULL, {sort} {direction}, ord LIMIT ? OFFSET ?",
         [*args, size, (page - 1) * size]).fetchall()
     return {"iteration": iteration, "complete": False, "total": total, "page": page,
             "size": size, "rows": [_list_row(r) for r in rows]}
+
+
+def reason_filter(text: str) -> tuple[str | None, str]:
+    """``actor:pair`` → (actor, pair); a bare reason (older links) → (None, reason)."""
+    kind, sep, reason = text.partition(":")
+    return (kind, reason) if sep and kind in ("actor", "judge") else (None, text)
 
 
 def all_prompts(db: sqlite3.Connection, iteration: int) -> dict[str, Any]:
@@ -341,11 +367,17 @@ def _page(db: sqlite3.Connection, reader: _Reader, run: Path, iteration: int,
             "problems": _dpo_problems(reader, r)}
            for r in db.execute("SELECT id, pair_type, off, line FROM dpo WHERE iteration=? "
                                "AND prompt_id=? ORDER BY pair_type", (iteration, prompt_id))]
-    return {"iteration": iteration,
+    page = {"iteration": iteration,
             "prompt": {"id": prompt_id, "instruction": prompt["instruction"],
                        "source": prompt["source"]},
             "responses": responses, "decisions": decisions, "pairs": pairs,
-            "meta": meta, "dpo_rows": dpo}
+            "meta": meta, "dpo_rows": dpo,
+            "problems": [f"{r['name']}, line {r['line']}: {r['problem']}" for r in db.execute(
+                "SELECT name, line, problem FROM problems WHERE prompt_id=? AND name LIKE ? "
+                "ORDER BY name, line LIMIT 50", (prompt_id, f"iter_{iteration:02d}/%"))],
+            "across": compare.across(db, prompt_id)}
+    page["comparisons"] = compare.pair_views(page)
+    return page
 
 
 def _dpo_problems(reader: _Reader, row: sqlite3.Row) -> list[str]:

@@ -15,15 +15,20 @@ Ids travel as the hex of their UTF-8 bytes, so no request path is ever joined to
 the static files come from a fixed table and records from the index, which is why a path such as
 ``/../../etc/passwd`` (or any encoding of it) can only be 404. Answers carry a strict
 Content-Security-Policy (scripts and styles from this origin only, no inline code, no framing).
-Bound to a loopback address, the server answers only requests whose ``Host`` is 127.0.0.1,
-localhost or [::1] (with or without its port; anything else is 403), so a page whose name was
-rebound to 127.0.0.1 (DNS rebinding) cannot read the run.
+
+Whatever the address bound (loopback, 0.0.0.0, ::), the server answers only requests whose
+``Host`` names it by an IP address, by ``localhost`` (or a ``*.localhost`` name), or by a name
+allowed with ``--allow-host``, on any port (a forwarded port, ``ssh -L 9000:127.0.0.1:8765``,
+says ``localhost:9000``); any other name is 403 with the way out. A page whose own name was
+rebound to this machine's address (DNS rebinding) sends that name, so it cannot read the run.
 
 The index is extended every ``refresh_s`` seconds by a background thread, and before any
-answer from the run when a stage file is not the one indexed (a ``--redo``, an append);
-requests are read through read-only SQLite connections (one per thread). A bad parameter is a
-JSON 400, a run whose files change under a request a JSON 503, any other failure a JSON 500
-(logged): a request is always answered.
+answer from the run when a stage file is not the one indexed (a ``--redo``, an append).
+Each request reads through its own read-only SQLite connection, closed when it is answered
+(``ThreadingHTTPServer`` starts a thread per request: a connection kept per thread would leak
+one file per request), so open files and memory stay flat over a long session. A bad parameter
+is a JSON 400, a run whose files change under a request a JSON 503, any other failure a JSON
+500 (logged): a request is always answered.
 """
 
 from __future__ import annotations
@@ -32,16 +37,19 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from metajudge.viewer import compare, queries
 from metajudge.viewer import harness as harness_data
-from metajudge.viewer import queries
 from metajudge.viewer.index import RunIndex, connect
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,7 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
 _HEX = "((?:[0-9a-f]{2})+)"
 ROUTES = [
     (re.compile(r"/api/overview\.json"), "overview"),
+    (re.compile(r"/api/version\.json"), "version"),
     (re.compile(r"/api/iter/([0-9]{1,4})/prompts\.json"), "prompts"),
     (re.compile(rf"/api/iter/([0-9]{{1,4}})/prompt/{_HEX}\.json"), "prompt"),
     (re.compile(r"/api/harness\.json"), "harness"),
@@ -65,9 +74,6 @@ ROUTES = [
 
 def static_file(name: str) -> bytes:
     return (resources.files("metajudge.viewer") / "static" / name).read_bytes()
-
-
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 class BadRequest(ValueError):
@@ -88,7 +94,7 @@ class Explorer:
         self.run, self.harness = run, harness
         self.index = RunIndex(run, index_path) if run is not None else None
         self._local = threading.local()
-        self._opened: list[sqlite3.Connection] = []
+        self._opened: set[sqlite3.Connection] = set()
         self._guard = threading.Lock()
 
     def update(self) -> None:
@@ -108,13 +114,29 @@ class Explorer:
             return ask()
 
     def db(self) -> sqlite3.Connection:
+        """This thread's read-only connection, opened on first use; :meth:`request` closes it
+        when the request is answered."""
         db = getattr(self._local, "db", None)
         if db is None:
             assert self.index is not None
             db = self._local.db = connect(self.index.path, readonly=True)
             with self._guard:
-                self._opened.append(db)
+                self._opened.add(db)
         return db  # type: ignore[no-any-return]
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """One request: the connection it opened is closed at its end (the server's threads
+        live for one request each)."""
+        try:
+            yield
+        finally:
+            db = getattr(self._local, "db", None)
+            if db is not None:
+                self._local.db = None
+                with self._guard:
+                    self._opened.discard(db)
+                db.close()
 
     def close(self) -> None:
         """Close every connection (SQLite then removes its -wal and -shm files)."""
@@ -130,6 +152,9 @@ class Explorer:
         if route.startswith("harness"):
             return self._harness(route, groups)
         run = self.run
+        if route == "version":
+            return {"version": self._from_run(lambda: queries.version(self.db()))
+                    if run else "harness", "static": False}
         if route == "overview":
             data = self._from_run(lambda: queries.overview(self.db(), run)) if run else {
                 "run": None, "iterations": [], "problems": []}
@@ -157,8 +182,9 @@ class Explorer:
             return harness_data.model_view(data)
         wanted = unhex(groups[2])
         item = next((i for i in data["items"] if str(i["id"]) == wanted), None)
-        return None if item is None else {"kind": data["kind"], "model": data["model"],
-                                          "layout": data["layout"], "item": item}
+        return None if item is None else {
+            "kind": data["kind"], "model": data["model"], "layout": data["layout"],
+            "item": item, "across": compare.harness_across(self.harness, groups[0], wanted)}
 
 
 def route_of(path: str) -> tuple[str, tuple[str, ...]] | None:
@@ -173,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "metajudge-explorer"
     sys_version = ""
     explorer: Explorer
-    hosts: frozenset[str] | None = None  # the Host values answered; None: any
+    hosts: HostCheck
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         self._respond(send_body=True)
@@ -185,16 +211,24 @@ class _Handler(BaseHTTPRequestHandler):
         if self._host_allowed():
             self._send(405, b'{"error": "read-only"}', "application/json", True)
         else:
-            self._send(403, b'{"error": "unknown Host"}', "application/json", True)
+            self._send(403, self._unknown_host(), "application/json", True)
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse  # noqa: N815
 
     def _host_allowed(self) -> bool:
-        return self.hosts is None or (self.headers.get("Host") or "").lower() in self.hosts
+        return self.hosts.allows(self.headers.get("Host") or "")
+
+    def _unknown_host(self) -> bytes:
+        host = (self.headers.get("Host") or "")[:100]
+        name = host_name(host) or host
+        return _error(f"unknown Host {host!r}: this explorer answers requests that name it by "
+                      "an IP address or localhost (any port); to open it as "
+                      f"{name!r}, restart it with --allow-host {name}")
 
     def _respond(self, send_body: bool) -> None:
         try:
-            status, body, kind = self._answer()
+            with self.explorer.request():
+                status, body, kind = self._answer()
         except BadRequest as exc:
             status, body, kind = 400, _error(str(exc)), "application/json"
         except queries.StaleIndex as exc:
@@ -207,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> tuple[int, bytes, str]:
         if not self._host_allowed():
-            return 403, _error("unknown Host"), "application/json"
+            return 403, self._unknown_host(), "application/json"
         split = urlsplit(self.path)
         if split.path in STATIC:
             name, kind = STATIC[split.path]
@@ -244,16 +278,49 @@ def _error(message: str) -> bytes:
     return json.dumps({"error": message}, ensure_ascii=False).encode()
 
 
-def allowed_hosts(address: str, port: int) -> frozenset[str] | None:
-    """The ``Host`` values a server bound to ``address`` answers: the loopback names, with or
-    without ``port``, when it is a loopback address; None (any) otherwise."""
-    try:
-        loopback = ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+def host_name(host: str) -> str | None:
+    """The name part of a ``Host`` value, lower-cased (``[::1]:9000`` → ``::1``,
+    ``LocalHost:80`` → ``localhost``); None when it is not a well-formed host[:port]."""
+    match = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\[\]:/@\s]+)(?::([0-9]{1,5}))?", host.strip())
+    if match is None:
         return None
-    return frozenset(n for name in LOOPBACK_NAMES for n in (name, f"{name}:{port}"))
+    return match.group(1).strip("[]").lower().rstrip(".")
+
+
+class HostCheck:
+    """Which ``Host`` values are answered: any IP address (no name was resolved, so no name
+    can have been rebound), ``localhost`` and ``*.localhost`` (browsers resolve them to the
+    loopback address themselves), and the names in ``allowed``; any port."""
+
+    def __init__(self, allowed: Iterable[str] = ()):
+        self.allowed = frozenset(n for n in (host_name(a) for a in allowed) if n)
+
+    def allows(self, host: str) -> bool:
+        name = host_name(host)
+        if name is None:
+            return False
+        if name == "localhost" or name.endswith(".localhost") or name in self.allowed:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class ExplorerServer:
@@ -261,14 +328,17 @@ class ExplorerServer:
     often."""
 
     def __init__(self, explorer: Explorer, host: str = "127.0.0.1", port: int = 8765,
-                 refresh_s: float = 10.0):
-        handler: type[_Handler] = type("Handler", (_Handler,), {"explorer": explorer})
+                 refresh_s: float = 10.0, allow_hosts: Iterable[str] = ()):
+        handler: type[_Handler] = type("Handler", (_Handler,), {
+            "explorer": explorer, "hosts": HostCheck(allow_hosts)})
         self.explorer = explorer
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        address, bound = self.httpd.server_address[:2]
-        handler.hosts = allowed_hosts(
-            address.decode() if isinstance(address, bytes) else str(address), int(bound))
-        self.httpd.daemon_threads = True
+        host = host.strip("[]")
+        try:
+            six = isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+        except ValueError:  # a name: bound as the system resolves it
+            six = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0] == \
+                socket.AF_INET6
+        self.httpd = (_Server6 if six else _Server)((host, port), handler)
         self.refresh_s = refresh_s
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None

@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from metajudge.viewer.index import inside
+from metajudge.viewer.paths import inside
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,9 +87,9 @@ def make_run(root: Path, prompts: list[dict[str, str]] = PROMPTS,
 class Server:
     """``metajudge view ARGS`` (or any command that prints its URL) as a child process."""
 
-    def __init__(self, command: list[str], marker: str):
+    def __init__(self, command: list[str], marker: str, **popen: Any):
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+                                        stderr=subprocess.STDOUT, text=True, cwd=ROOT, **popen)
         self.url = ""
         lines = []
         deadline = time.monotonic() + 120

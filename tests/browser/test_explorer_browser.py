@@ -62,10 +62,24 @@ def shot(driver: Any, name: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     height = driver.execute_script("return Math.min(document.body.scrollHeight + 40, 3000)")
     driver.set_window_size(1360, max(700, int(height)))
+    driver.execute_script("window.scrollTo(0, 0)")
     path = folder / f"{name}.png"
     driver.save_screenshot(str(path))
     driver.set_window_size(1360, 1000)
     assert path.stat().st_size > 10_000
+    return path
+
+
+def shot_element(driver: Any, element_id: str, name: str, folder: Path) -> Path:
+    """A screenshot of one element of the page (a section), whole."""
+    from selenium.webdriver.common.by import By
+
+    height = driver.execute_script("return Math.min(document.body.scrollHeight + 40, 6000)")
+    driver.set_window_size(1360, max(700, int(height)))
+    path = folder / f"{name}.png"
+    driver.find_element(By.ID, element_id).screenshot(str(path))
+    driver.set_window_size(1360, 1000)
+    assert path.stat().st_size > 5_000
     return path
 
 
@@ -220,6 +234,12 @@ def test_the_bundle_opens_long_and_non_ascii_ids(browser: Any, tmp_path: Path) -
                 assert browser.execute_script("return !!crypto.subtle") is subtle
                 assert texts(browser, "h1") == [f"Prompt {prompt_id}"]
                 assert len(browser.find_elements(By.CSS_SELECTOR, "section.response")) == 3
+                wide = browser.execute_script(  # a long id wraps: the page is not widened
+                    "const w = document.documentElement.clientWidth;"
+                    "return Array.from(document.querySelectorAll('body *'))"
+                    ".filter(e => e.getBoundingClientRect().right > w + 1)"
+                    ".map(e => e.tagName + '.' + e.className).slice(0, 5)")
+                assert wide == [], wide
     finally:
         if no_subtle is not None:
             browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", no_subtle)
@@ -258,7 +278,10 @@ def test_screenshots_of_each_view(browser: Any, server: Server, tmp_path: Path) 
         shot(browser, "1_overview", folder)
         go(browser, url + "#/iter/1?sort=variance&desc=1")
         shot(browser, "2_prompt_list", folder)
-        first = browser.find_element(By.CSS_SELECTOR, "a.prompt-link").text
+        paired = (api(served, "api/iter/1/prompts.json?pair=both")["rows"]
+                  or api(served, "api/iter/1/prompts.json?pair=actor")["rows"])
+        first = paired[0]["prompt_id"] if paired else browser.find_element(
+            By.CSS_SELECTOR, "a.prompt-link").text
         page = api(served, f"api/iter/1/prompt/{first.encode().hex()}.json")
         selected = page["meta"]["selection"]["response_id"]
         base = f"#/iter/1/prompt/{urllib.parse.quote(first)}"
@@ -269,13 +292,18 @@ def test_screenshots_of_each_view(browser: Any, server: Server, tmp_path: Path) 
         go(browser, url + f"{base}/battle/{urllib.parse.quote(battle)}")
         assert browser.find_elements(By.CSS_SELECTOR, "tr.battle.target")
         shot(browser, "4_meta_judge_battles", folder)
+        go(browser, url + base)
+        if page["comparisons"]:
+            browser.execute_script("document.getElementById('compare').scrollIntoView()")
+            shot_element(browser, "compare", "8_chosen_beside_rejected", folder)
         go(browser, url + "#/harness")
         shot(browser, "5_harness", folder)
         go(browser, url + "#/harness/arena_hard/tiny-iter_02")
         shot(browser, "6_harness_arena_hard", folder)
         click(browser, "a.question-link")
         shot(browser, "7_harness_question", folder)
+        shot_element(browser, "across", "9_harness_question_across_checkpoints", folder)
     finally:
         if served is not server:
             served.stop()
-    assert len(list(folder.glob("*.png"))) >= 7
+    assert len(list(folder.glob("*.png"))) >= 8

@@ -200,3 +200,106 @@ def test_the_ratings_shown_are_the_pairs_stage_ratings(server: Server, tiny_run:
         assert elo[pair["chosen_id"]] == pytest.approx(pair["chosen_score"], abs=1e-6)
         assert elo[pair["rejected_id"]] == pytest.approx(pair["rejected_score"], abs=1e-6)
 
+
+
+def _limit_files() -> None:  # in the server process, before it starts
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+
+def _open_files(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def test_a_long_session_keeps_open_files_flat_under_a_256_file_limit(server: Server,
+                                                                    tiny_run: Path) -> None:
+    """2,000 requests (a new connection and server thread each) to a server limited to 256
+    open files, as macOS's default: every answer 200, open files flat (issue 30: one SQLite
+    connection leaked per request thread, and request 507 of a 1,024-file server failed)."""
+    limited = Server(view_command(str(tiny_run), "--port", "0", "--refresh", "0"),
+                     "explorer: http://", preexec_fn=_limit_files)
+    try:
+        pid = limited.process.pid
+        ids = [json.loads(x)["id"] for x in
+               (tiny_run / "iter_01" / "prompts.jsonl").read_text().splitlines()]
+        cycle = []  # per prompt: its page, the overview, the list and the page's polls
+        for prompt_id in ids:
+            cycle += [f"/api/iter/1/prompt/{prompt_id.encode().hex()}.json",
+                      "/api/overview.json", "/api/iter/1/prompts.json?sort=spread"] + [
+                      "/api/version.json"] * 7
+        statuses: dict[int, int] = {}
+        files = {}
+        for n in range(1, 2001):
+            status, _ = _get(limited.url, cycle[n % len(cycle)])
+            statuses[status] = statuses.get(status, 0) + 1
+            if n in (1, 1000, 2000):
+                files[n] = _open_files(pid)
+        assert statuses == {200: 2000}
+        assert files[2000] <= files[1] + 4 and files[1000] <= files[1] + 4, files
+    finally:
+        limited.stop()
+
+
+def test_a_linked_index_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    import sqlite3
+
+    run = make_run(tmp_path / "a", stages=("generate",))
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE mine (x INT)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    (run / INDEX_NAME).symlink_to(other)
+    made = subprocess.run(view_command(str(run), "--bundle", str(tmp_path / "b")),
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert made.returncode == 2, made.stderr  # the CLI's error, with the way out
+    assert "is a symbolic link" in made.stderr and "--index" in made.stderr
+    assert "Traceback" not in made.stderr
+    missing = tmp_path / "missing.sqlite"
+    (run / INDEX_NAME).unlink()
+    (run / INDEX_NAME).symlink_to(missing)  # a dangling link: SQLite would create its target
+    with pytest.raises(ValueError, match="symbolic link"):
+        RunIndex(run).update()
+    assert other.read_bytes() == before and not missing.exists()
+    assert not list(tmp_path.glob("other.sqlite-*"))  # no -wal or -shm: never opened
+    (run / INDEX_NAME).unlink()
+    (run / (INDEX_NAME + "-wal")).symlink_to(tmp_path / "wal")  # a linked companion too
+    with pytest.raises(ValueError, match="symbolic link"):
+        RunIndex(run).update()
+    assert not (tmp_path / "wal").exists()
+
+
+def test_a_wrong_typed_record_is_a_named_problem_left_out_of_every_figure(
+        tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    judgments = run / "iter_01" / "judgments.jsonl"
+    lines = judgments.read_text().splitlines()
+    bad = next(n for n, x in enumerate(lines) if json.loads(x)["prompt_id"] == "rivers")
+    record = json.loads(lines[bad])
+    record["score"] = "five"
+    lines[bad] = json.dumps(record)
+    judgments.write_text("\n".join(lines) + "\n")
+    server = Server(view_command(str(run), "--port", "0", "--refresh", "0"),
+                    "explorer: http://")
+    try:
+        with urllib.request.urlopen(server.url + "api/overview.json", timeout=30) as answer:
+            overview = json.loads(answer.read())
+        figures = overview["iterations"][0]
+        problem = (f"iter_01/judgments.jsonl, line {bad + 1}: field 'score': \"five\" is not "
+                   "a number")
+        assert [f"{p['name']}, line {p['line']}: {p['problem']}"
+                for p in overview["problems"]] == [problem]
+        assert figures["counts"]["judgments"] == len(lines) - 1
+        assert "five" not in figures["score_distribution"]
+        assert sum(figures["score_distribution"].values()) == len(lines) - 1
+        assert figures["health"]["score_top_share"] is not None
+        status, body = _get(server.url, "/api/iter/1/prompt/" + b"rivers".hex() + ".json")
+        assert status == 200
+        page = json.loads(body)
+        assert page["problems"] == [problem]
+        shown = [j["id"] for r in page["responses"] for j in r["judgments"]]
+        assert record["id"] not in shown and len(shown) == 3 * 3 - 1
+    finally:
+        server.stop()

@@ -33,3 +33,14 @@ def test_long_and_non_ascii_ids_name_files_of_fixed_length(tmp_path: Path) -> No
         key = hashlib.sha256(prompt_id.encode("utf-8")).hexdigest()
         page = json.loads((api / "iter" / "1" / "prompt" / f"{key}.json").read_text("utf-8"))
         assert page["prompt"]["id"] == prompt_id and len(page["responses"]) == 3
+
+    explorer = Explorer(run, None)  # --limit 2: the list holds the pages written, no more
+    try:
+        write_bundle(explorer, tmp_path / "limited", limit=2)
+    finally:
+        explorer.close()
+    api = tmp_path / "limited" / "api"
+    listing = json.loads((api / "iter" / "1" / "prompts.json").read_text("utf-8"))
+    assert (listing["total"], listing["limited"], len(listing["rows"])) == (2, 4, 2)
+    pages = {p.stem for p in (api / "iter" / "1" / "prompt").iterdir()}
+    assert pages == {file_key(r["prompt_id"]) for r in listing["rows"]}

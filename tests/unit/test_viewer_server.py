@@ -1,6 +1,7 @@
 """The explorer's server without a browser: a request is always answered (400 for a bad
-parameter, 500 for a failure, never a dropped connection), a Host other than the loopback names
-is refused (DNS rebinding), and a stage file replaced or rewritten under the server is read
+parameter, 500 for a failure, never a dropped connection), a Host that names the server by a
+name it was not given is refused on every bind (DNS rebinding) while any port is accepted (port
+forwarding), and a stage file replaced or rewritten under the server is read
 again before any of its text is shown (never a text beside another record's judgments)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 
 from metajudge.viewer import queries
 from metajudge.viewer.index import RunIndex, connect
-from metajudge.viewer.server import Explorer, ExplorerServer, allowed_hosts
+from metajudge.viewer.server import Explorer, ExplorerServer, HostCheck
 from tests.browser.conftest import make_run
 
 
@@ -58,19 +60,53 @@ def get(server: ExplorerServer, path: str, host: str | None = None,
         connection.close()
 
 
-def test_only_the_loopback_names_are_answered(served: ExplorerServer) -> None:
+def test_hosts_naming_this_machine_are_answered_on_any_port(served: ExplorerServer) -> None:
     port = served.httpd.server_address[1]
     for host in ("127.0.0.1", f"127.0.0.1:{port}", "localhost", f"LOCALHOST:{port}",
-                 f"[::1]:{port}"):
+                 f"[::1]:{port}", f"localhost:{port + 1}", "localhost:9000",  # forwarded
+                 "127.0.0.2:80", "app.localhost:9000", "10.1.2.3:8765"):
         assert get(served, "/api/overview.json", host)[0] == 200, host
-    for host in (f"attacker.example:{port}", "attacker.example", f"localhost:{port + 1}",
-                 f"127.0.0.1.attacker.example:{port}", ""):
+    for host in (f"attacker.example:{port}", "attacker.example", "localhost.attacker.example",
+                 f"127.0.0.1.attacker.example:{port}", "", "[::1", "a b"):
         status, body = get(served, "/api/overview.json", host)
-        assert status == 403 and body == {"error": "unknown Host"}, host
+        assert status == 403 and body["error"].startswith("unknown Host"), host
+        assert "--allow-host" in body["error"]
     assert get(served, "/", f"attacker.example:{port}")[0] == 403
     assert get(served, "/api/overview.json", f"attacker.example:{port}", "POST")[0] == 403
-    assert allowed_hosts("0.0.0.0", 8765) is None  # bound for others: any name reaches it
-    assert allowed_hosts("::1", 8765) == allowed_hosts("127.0.0.1", 8765)
+    check = HostCheck(["my-box.lan", "Other:99"])
+    assert check.allows("my-box.lan:8765") and check.allows("OTHER") and check.allows("my-box.lan")
+    assert not check.allows("evil.lan:8765") and not HostCheck().allows("my-box.lan")
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "::1"])
+def test_every_bind_keeps_the_rebinding_defence(run: Path, address: str) -> None:
+    explorer = Explorer(run, None)
+    explorer.update()
+    try:
+        server = ExplorerServer(explorer, address, 0, refresh_s=0, allow_hosts=["my-box.lan"])
+    except OSError as exc:  # no IPv6 on this machine
+        pytest.skip(f"cannot bind {address}: {exc}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.httpd.server_address[1]
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        target = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        for host, status in ((f"localhost:{port}", 200), ("my-box.lan:1", 200),
+                             (f"attacker.example:{port}", 403)):
+            connection = http.client.HTTPConnection(target, port, timeout=30)
+            try:
+                connection.putrequest("GET", "/api/version.json", skip_host=True)
+                connection.putheader("Host", host)
+                connection.endheaders()
+                assert connection.getresponse().status == status, (address, host)
+            finally:
+                connection.close()
+        assert server.url == (f"http://[::1]:{port}/" if address == "::1"
+                              else f"http://0.0.0.0:{port}/")
+    finally:
+        server.shutdown()
+        thread.join(timeout=30)
 
 
 def test_every_request_is_answered_in_json(served: ExplorerServer,

@@ -6,14 +6,20 @@
 // An id in an API path is the hex of its UTF-8 bytes for the server and, in a bundle, the
 // SHA-256 hex of them (metajudge/viewer/bundle.py: file_key), computed here by SubtleCrypto or,
 // outside a secure context (no crypto.subtle), looked up in the bundle's api/names.json.
+// The page follows the index: served (not a bundle), it polls api/version.json every few
+// seconds and, when the index has read something new, drops its cached overview and redraws an
+// overview or prompt list in place; a prompt page says that the run has changed since it was
+// drawn (a redraw would close what the reader opened) and offers to redraw it.
 "use strict";
 
 const main = document.getElementById("main");
 const crumbs = document.getElementById("crumbs");
 const PAGE = 50;
 const SVG = "http://www.w3.org/2000/svg";
+const POLL_MS = 3000;
 let overviewCache = null;
 let namesCache = null;
+let shownVersion = null;  // the index version the current view was drawn from
 
 // ------------------------------------------------------------------ building blocks
 function el(tag, attrs, ...children) {
@@ -61,6 +67,23 @@ async function overview() {
   if (!overviewCache) overviewCache = await api("api/overview.json");
   return overviewCache;
 }
+async function poll() {
+  if (document.hidden || !overviewCache || overviewCache.static) return;
+  let now;
+  try { now = (await api("api/version.json")).version; } catch (error) { return; }
+  if (!shownVersion || now === shownVersion) return;  // no run (harness only), or no change
+  overviewCache = null;
+  const {parts} = parseRoute();
+  if (parts[0] === "harness") return;
+  if (parts.length <= 2) {  // the overview or a prompt list: redraw in place
+    const y = window.scrollY;
+    await render();
+    window.scrollTo(0, y);
+  } else if (!document.getElementById("stale")) {
+    main.prepend(el("p", {class: "stale", id: "stale"}, "The run has grown since this page was drawn. ",
+      el("button", {type: "button", on: {click: () => render()}}, "Show the new figures")));
+  }
+}
 async function idKey(id) {
   if (!(await overview()).static) return hex(id);
   if (window.crypto && crypto.subtle) {
@@ -82,6 +105,17 @@ function setCrumbs(items) {
 }
 
 // ------------------------------------------------------------------ charts (inline SVG)
+function scoreCounts(counts) {  // every whole score from 0 to 5 (the judge's scale), zeros too
+  const out = {};
+  const keys = Object.keys(counts || {});
+  const whole = keys.filter((k) => /^-?[0-9]+$/.test(k)).map(Number);
+  if (whole.length === keys.length) {
+    const lo = Math.min(0, ...whole), hi = Math.max(5, ...whole);
+    for (let k = lo; k <= hi; k++) out[String(k)] = 0;
+  }
+  for (const [k, v] of Object.entries(counts || {})) out[k] = v;
+  return out;
+}
 function barChart(counts, title) {
   const keys = Object.keys(counts);
   const max = Math.max(1, ...Object.values(counts));
@@ -89,9 +123,9 @@ function barChart(counts, title) {
   const chart = svg("svg", {class: "chart", viewBox: `0 0 ${width} ${height + 20}`, role: "img"},
     svg("title", {}, title));
   keys.forEach((key, i) => {
-    const h = (counts[key] / max) * (height - 20);
+    const h = Math.max((counts[key] / max) * (height - 20), 1);  // a zero shows as a line
     const x = 10 + i * (bw + 6);
-    chart.appendChild(svg("rect", {class: "bar", x, y: height - h, width: bw, height: h},
+    chart.appendChild(svg("rect", {class: counts[key] ? "bar" : "bar zero", x, y: height - h, width: bw, height: h},
       svg("title", {}, `${key}: ${counts[key]}`)));
     chart.appendChild(svg("text", {x: x + bw / 2, y: height + 12, "text-anchor": "middle"}, key));
     chart.appendChild(svg("text", {x: x + bw / 2, y: height - h - 3, "text-anchor": "middle"}, counts[key]));
@@ -108,7 +142,7 @@ function lineChart(points, title) {
     svg("title", {}, title),
     svg("line", {class: "axis", x1: pad, y1: height - 14, x2: width - 6, y2: height - 14}),
     svg("text", {x: 2, y: 12}, fmt(y1)), svg("text", {x: 2, y: height - 16}, fmt(y0)),
-    svg("text", {x: width - 40, y: height - 2}, `step ${x1}`),
+    svg("text", {x: width - 4, y: height - 2, "text-anchor": "end"}, `step ${x1}`),
     svg("text", {x: pad + 4, y: 12}, title),
     svg("polyline", {class: "line", points: points.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ")}),
     points.length <= 60 ? points.map((p) => svg("circle", {class: "dot", cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: 2.5},
@@ -150,12 +184,12 @@ function iterationCard(it) {
     el("h3", {}, "Score sources"), sourcesTable(it.score_sources),
     el("h3", {}, "Meta-judge verdicts"), kv(Object.entries(it.meta_winners || {}).map(([k, v]) => [k, fmt(v)])),
     sourcesTable(it.meta_sources));
-  const dist = it.score_distribution ? el("div", {}, el("h3", {}, "Score distribution"), barChart(it.score_distribution, "judge scores")) : null;
+  const dist = it.score_distribution ? el("div", {}, el("h3", {}, "Score distribution"), barChart(scoreCounts(it.score_distribution), "judge scores")) : null;
   const pairs = el("div", {}, el("h3", {}, "Pairs by type"), kv(Object.entries(it.pairs_by_type || {}).map(([k, v]) => [k, fmt(v)])),
     el("h3", {}, "Decisions by reason"),
     el("table", {class: "reasons"}, el("tr", {}, el("th", {}, "type"), el("th", {}, "reason"), el("th", {class: "num"}, "prompts")),
       (it.decisions_by_reason || []).map((d) => el("tr", {}, el("td", {}, d.pair_type),
-        el("td", {}, link(`#/iter/${it.iteration}?reason=${encodeURIComponent(d.reason)}`, d.reason)), el("td", {class: "num"}, d.count)))));
+        el("td", {}, link(`#/iter/${it.iteration}?reason=${encodeURIComponent(d.pair_type + ":" + d.reason)}`, d.reason, {class: "reason-link"})), el("td", {class: "num"}, d.count)))));
   const curves = Object.entries(it.curves || {});
   const dpo = el("div", {}, el("h3", {}, "DPO per step"), curves.length ? curves.map(([name, pts]) => lineChart(pts, name)) : el("p", {class: "muted"}, "no train_metrics.jsonl"));
   const audit = summary.audit_prompts !== undefined ? el("div", {class: "audit"},
@@ -179,7 +213,13 @@ async function showOverview() {
     out.push(el("p", {class: "muted"}, `model ${fmt(run.model)} · backend ${fmt(run.backend)} · K ${fmt(run.K)} · N ${fmt(run.N)} · ${fmt(run.prompts_per_iteration)} prompts per iteration`));
   }
   if (data.harness) out.push(el("p", {}, link("#/harness", "Harness results →", {class: "harness-link"})));
-  out.push(problems((data.problems || []).map((p) => `${p.name}, line ${p.line}: ${p.problem}`)));
+  const listed = (data.problems || []).map((p) => `${p.name}, line ${p.line}: ${p.problem} (left out of every figure)`);
+  if (data.problem_count > listed.length) listed.push(`… and ${data.problem_count - listed.length} more`);
+  out.push(problems(listed));
+  if (data.run && !data.iterations.length) {
+    out.push(el("section", {class: "card", id: "empty-run"}, el("h2", {}, "No iteration yet"),
+      el("p", {}, "The run has its config.yaml and no iter_NN/ folder yet. This page follows the run: its figures appear here as the loop writes them.")));
+  }
   for (const it of data.iterations) out.push(iterationCard(it));
   show(...out.filter(Boolean));
 }
@@ -190,12 +230,20 @@ const SORTS = {order: "ord", variance: "score_variance", spread: "score_spread",
 const RANGES = {variance: "score_variance", spread: "score_spread", chars: "mean_chars"};
 const asciiLower = (s) => String(s || "").replace(/[A-Z]/g, (c) => c.toLowerCase());
 
+function reasonFilter(text) {  // "actor:pair" → ["actor", "pair"]; a bare reason matches either
+  const at = text.indexOf(":");
+  const kind = at > 0 ? text.slice(0, at) : "";
+  return kind === "actor" || kind === "judge" ? [kind, text.slice(at + 1)] : [null, text];
+}
 function filterHere(rows, params) {  // the server's prompt_list rules, for a static bundle
   const q = asciiLower((params.get("q") || "").trim());
   const reason = params.get("reason") || "", pair = params.get("pair") || "";
   let out = rows.filter((r) => {
     if (q && !asciiLower(r.instruction).includes(q) && !asciiLower(r.prompt_id).includes(q)) return false;
-    if (reason && r.actor_reason !== reason && r.judge_reason !== reason) return false;
+    if (reason) {
+      const [kind, why] = reasonFilter(reason);
+      if (kind ? r[`${kind}_reason`] !== why : r.actor_reason !== why && r.judge_reason !== why) return false;
+    }
     if (pair === "actor" && !r.actor_pair) return false;
     if (pair === "judge" && !r.judge_pair) return false;
     if (pair === "both" && !(r.actor_pair && r.judge_pair)) return false;
@@ -218,7 +266,8 @@ function filterHere(rows, params) {  // the server's prompt_list rules, for a st
     if (!an && a[col] !== b[col]) return (a[col] < b[col] ? -1 : 1) * desc;
     return a.ord - b.ord;
   });
-  const page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
+  const last = Math.max(1, Math.ceil(out.length / PAGE));
+  const page = Math.min(last, Math.max(1, parseInt(params.get("page") || "1", 10) || 1));
   return {total: out.length, page, size: PAGE, rows: out.slice((page - 1) * PAGE, page * PAGE)};
 }
 
@@ -229,7 +278,7 @@ function toolbar(iteration, params, reasons) {
     options.map(([value, text_]) => el("option", {value, selected: (params.get(name) || "") === value}, text_))));
   const form = el("form", {class: "toolbar", id: "filters"},
     input("q", "search", "search text", {placeholder: "instruction or id"}),
-    select("reason", "decision reason", [["", "any"]].concat(reasons.map((r) => [r.reason, `${r.pair_type}: ${r.reason} (${r.count})`]))),
+    select("reason", "decision reason", [["", "any"]].concat(reasons.map((r) => [`${r.pair_type}:${r.reason}`, `${r.pair_type} decision: ${r.reason} (${r.count})`]))),
     select("pair", "pairs", [["", "any"], ["actor", "actor pair"], ["judge", "judge pair"], ["both", "both"], ["none", "none"]]),
     input("min_variance", "number", "variance ≥", {step: "any"}), input("min_spread", "number", "spread ≥", {step: "any"}),
     input("min_chars", "number", "length ≥", {step: "any"}), input("max_chars", "number", "length ≤", {step: "any"}),
@@ -253,6 +302,7 @@ async function showPrompts(iteration, params) {
   const query = new URLSearchParams();
   for (const key of FILTERS) if (params.get(key)) query.set(key, params.get(key));
   let data = await api(`api/iter/${iteration}/prompts.json?${query.toString()}`);
+  const limited = data.limited, held = data.rows.length;
   if (data.complete) data = filterHere(data.rows, params);
   const pages = Math.max(1, Math.ceil(data.total / data.size));
   const pageLink = (page, label) => {
@@ -267,9 +317,10 @@ async function showPrompts(iteration, params) {
     el("td", {}, fmt(r.actor_reason)), el("td", {}, fmt(r.judge_reason)),
     el("td", {}, r.actor_pair ? badge("actor") : null, r.judge_pair ? badge("judge") : null)));
   show(el("h1", {}, `Iteration ${iteration}: prompts`), toolbar(iteration, params, figures.decisions_by_reason || []),
+    limited ? el("p", {class: "muted", id: "limited"}, `This bundle holds the first ${held} of the iteration's ${limited} prompts (metajudge view --bundle --limit).`) : null,
     el("div", {class: "pager"}, el("span", {id: "total"}, `${data.total} prompts · page ${data.page} of ${pages}`),
       data.page > 1 ? pageLink(data.page - 1, "previous") : null, data.page < pages ? pageLink(data.page + 1, "next") : null),
-    el("table", {id: "prompts"}, el("tr", {}, ["#", "prompt", "instruction", "responses", "mean length", "mean score", "variance", "spread", "actor decision", "judge decision", "pairs"].map((h) => el("th", {}, h))), rows));
+    el("table", {id: "prompts"}, el("tr", {}, ["#", "prompt", "instruction", "responses", "mean length", "mean score", "variance", "spread", "actor decision", "judge decision", "pairs"].map((h, n) => el("th", {class: n === 0 || (n >= 3 && n <= 7) ? "num" : null}, h))), rows));
 }
 
 // ------------------------------------------------------------------ one prompt
@@ -295,10 +346,83 @@ function responseCard(iteration, page, r, route) {
     el("h3", {}, link(`${promptHref(iteration, page.prompt.id)}/response/${encodeURIComponent(r.id)}`, r.id),
       r.mark ? badge(r.mark, r.mark) : null, selected ? badge("meta-judged", "selected") : null),
     el("p", {class: "muted"}, `${r.chars} chars · mean score ${fmt(r.mean_score, 2)} · finish ${fmt(r.finish_reason)} · ${fmt(r.completion_tokens)} tokens`),
-    problems(r.problems), text(r.text, "response-text"),
-    el("details", {class: "judgments", open: isTarget || hasTarget}, el("summary", {}, `${r.judgments.length} judgments`),
-      el("table", {}, el("tr", {}, ["", "score", "source", "finish", "prob. score", "pair", "text"].map((h) => el("th", {}, h))),
+    problems(r.problems),
+    el("details", {class: "response-body", open: true}, el("summary", {}, "text"), text(r.text, "response-text")),
+    el("details", {class: "judgments", open: isTarget || hasTarget},
+      el("summary", {}, `${r.judgments.length} judgments · scores `, el("span", {class: "scores"}, r.judgments.map((j) => fmt(j.score)).join(", ") || "none")),
+      el("table", {}, el("tr", {}, ["", "score", "source", "finish", "prob. score", "pair", "text"].map((h, n) => el("th", {class: n === 1 || n === 4 ? "num" : null}, h))),
         r.judgments.map((j) => judgmentRow(iteration, page.prompt.id, j, judgmentTarget)))));
+}
+
+const probs = (p) => Array.isArray(p) ? p.map((v) => fmt(v, 3)).join(", ") : "absent";
+
+function diffText(segments, cls) {  // words in both texts plain, this side's own marked
+  return el("pre", {class: "text diff " + cls}, (segments || []).map(([same, part]) =>
+    same === true ? document.createTextNode(part) : el("span", {class: same === false ? "only" : "uncompared"}, part)));
+}
+
+function compareSide(iteration, page, view, which) {
+  const side = view[which];
+  const href = side.id ? `${promptHref(iteration, page.prompt.id)}/${view.pair_type === "actor" ? "response" : "judgment"}/${encodeURIComponent(side.id)}` : null;
+  const facts = view.pair_type === "actor"
+    ? `${fmt(side.chars)} chars · mean judge score ${fmt(side.mean_score, 2)} (${(side.judge_scores || []).map((v) => fmt(v)).join(", ") || "no judgments"})`
+    : `${fmt(side.chars)} chars · its score ${fmt(side.score)} (${fmt(side.score_source)}) · rating ${fmt(side.rating, 3)} logit = Elo ${fmt(side.pair_score, 1)}`;
+  return el("div", {class: "side " + which},
+    el("h4", {}, badge(which, which), " ", href ? link(href, side.id) : fmt(side.id)),
+    el("p", {class: "muted facts"}, facts),
+    side.found ? diffText(side.segments, which + "-text") : el("p", {class: "problems"}, "⚠ this record is not in the run's files"));
+}
+
+function compareSection(iteration, page) {
+  const views = page.comparisons || [];
+  if (!views.length) return null;
+  return el("section", {class: "card compare", id: "compare"}, el("h2", {}, "Chosen beside rejected"),
+    el("p", {class: "muted"}, "Words found in one text only are marked; the texts are the records' own."),
+    views.map((v) => el("div", {class: "comparison", "data-type": v.pair_type},
+      el("h3", {}, `${v.pair_type} pair`, " ", el("span", {class: "muted"}, fmt(v.id))),
+      el("p", {class: "decided"}, `decided by: ${v.pair_type} decision "${fmt(v.reason)}"`,
+        v.pair_type === "actor" ? ` · chosen mean score ${fmt(v.chosen.pair_score, 2)} vs rejected ${fmt(v.rejected.pair_score, 2)}`
+          : ` · position-weighted ratings, Elo ${fmt(v.chosen.pair_score, 1)} vs ${fmt(v.rejected.pair_score, 1)}`),
+      problems(v.problems),
+      el("div", {class: "two"}, compareSide(iteration, page, v, "chosen"), compareSide(iteration, page, v, "rejected")),
+      v.battles ? [el("h4", {}, `meta-judge battles between j${fmt(v.chosen.index)} and j${fmt(v.rejected.index)}`),
+        v.battles.length ? el("table", {class: "between"}, el("tr", {}, ["battle", "shown first (A)", "shown second (B)", "verdict", "source", "P(A), P(B)"].map((h) => el("th", {}, h))),
+          v.battles.map((b) => el("tr", {class: "between-battle"},
+            el("td", {}, link(`${promptHref(iteration, page.prompt.id)}/battle/${encodeURIComponent(b.id || "")}`, fmt(b.id))),
+            el("td", {}, `j${fmt(b.first)}`), el("td", {}, `j${fmt(b.second)}`),
+            el("td", {}, b.winner_index === null || b.winner_index === undefined ? fmt(b.winner) : [`j${b.winner_index} `, badge(b.chosen_won ? "chosen" : "rejected", b.chosen_won ? "chosen" : "rejected")]),
+            el("td", {}, badge(fmt(b.winner_source), "source-" + b.winner_source)), el("td", {class: "num"}, probs(b.choice_probs)))))
+          : el("p", {class: "muted"}, "no battle between these two judgments")] : null)));
+}
+
+function acrossSection(iteration, page) {
+  const rows = page.across || [];
+  const pairText = (r) => r.pairs.length ? r.pairs.map((p) => `${p.pair_type} ${fmt(p.chosen_score, 2)} > ${fmt(p.rejected_score, 2)}`).join(" · ") : "none";
+  return el("section", {class: "card across", id: "across"}, el("h2", {}, "Across iterations"),
+    rows.length > 1 ? null : el("p", {class: "muted"}, `This prompt was drawn in iteration ${iteration} only.`),
+    el("table", {id: "across-table"}, el("tr", {}, ["iteration", "responses", "mean length", "mean score", "variance", "spread", "actor decision", "judge decision", "pairs (chosen > rejected score)"].map((h, n) => el("th", {class: n >= 1 && n <= 5 ? "num" : null}, h))),
+      rows.map((r) => el("tr", {class: "across-row" + (r.iteration === iteration ? " target" : "")},
+        el("td", {}, r.iteration === iteration ? `${r.iteration} (this page)` : link(promptHref(r.iteration, page.prompt.id), String(r.iteration), {class: "across-link"})),
+        el("td", {class: "num"}, fmt(r.responses)), el("td", {class: "num"}, fmt(r.mean_chars, 0)), el("td", {class: "num"}, fmt(r.score_mean, 2)),
+        el("td", {class: "num"}, fmt(r.score_variance, 2)), el("td", {class: "num"}, fmt(r.score_spread, 2)),
+        el("td", {}, fmt(r.actor_reason)), el("td", {}, fmt(r.judge_reason)), el("td", {}, pairText(r))))));
+}
+
+const LAYOUT_KEY = "metajudge-explorer-responses";
+function responsesLayout() {
+  try { return localStorage.getItem(LAYOUT_KEY) || "columns"; } catch (error) { return "columns"; }
+}
+
+function responsesSection(iteration, page, route) {
+  const layout = responsesLayout();
+  const toggle = el("button", {type: "button", id: "layout-toggle", on: {click: () => {
+    try { localStorage.setItem(LAYOUT_KEY, layout === "columns" ? "stacked" : "columns"); } catch (error) { /* private mode */ }
+    render();
+  }}}, layout === "columns" ? "Show stacked" : "Show side by side");
+  return el("section", {id: "responses"},
+    el("h2", {}, `${page.responses.length} responses `, toggle),
+    page.decisions.filter((d) => d.pair_type === "actor").map((d) => el("p", {class: "actor-reason"}, "actor rule: ", fmt(d.reason))),
+    el("div", {class: "responses " + layout}, page.responses.map((r) => responseCard(iteration, page, r, route))));
 }
 
 function metaSection(iteration, page, route) {
@@ -315,15 +439,16 @@ function metaSection(iteration, page, route) {
       ["chosen judgment", link(`${promptHref(iteration, page.prompt.id)}/judgment/${encodeURIComponent(p.chosen_id)}`, p.chosen_id, {class: "chosen-judgment"})],
       ["rejected judgment", link(`${promptHref(iteration, page.prompt.id)}/judgment/${encodeURIComponent(p.rejected_id)}`, p.rejected_id, {class: "rejected-judgment"})]])),
     el("h3", {}, "Position-weighted ratings"),
-    el("table", {id: "ratings"}, el("tr", {}, ["judgment", "rating (logit)", "Elo", "pair"].map((h) => el("th", {}, h))),
+    el("table", {id: "ratings"}, el("tr", {}, ["judgment", "rating (logit)", "Elo", "pair"].map((h, n) => el("th", {class: n === 1 || n === 2 ? "num" : null}, h))),
       meta.ratings.map((r) => el("tr", {}, el("td", {}, `j${r.index}`), el("td", {class: "num"}, fmt(r.rating, 3)), el("td", {class: "num"}, fmt(r.elo, 1)),
         el("td", {}, r.mark ? badge(r.mark, r.mark) : null)))),
     el("details", {class: "battles", open: true}, el("summary", {}, `${meta.battles.length} battles`),
-      el("table", {id: "battles"}, el("tr", {}, ["battle", "first (A)", "second (B)", "verdict", "source", "text"].map((h) => el("th", {}, h))),
+      el("table", {id: "battles"}, el("tr", {}, ["battle", "first (A)", "second (B)", "verdict", "source", "P(A), P(B)", "text"].map((h) => el("th", {}, h))),
         meta.battles.map((b) => el("tr", {class: "battle" + (target === b.id ? " target" : ""), "data-id": b.id || ""},
           el("td", {}, link(`${promptHref(iteration, page.prompt.id)}/battle/${encodeURIComponent(b.id || "")}`, b.id || "?")),
           el("td", {}, `j${fmt(b.first)} (score ${fmt(b.first_score)})`), el("td", {}, `j${fmt(b.second)} (score ${fmt(b.second_score)})`),
           el("td", {class: "verdict"}, `${fmt(b.winner)} → ${winnerName(b)}`), el("td", {}, badge(fmt(b.winner_source), "source-" + b.winner_source)),
+          el("td", {class: "num probs"}, probs(b.choice_probs)),
           el("td", {}, el("details", {open: target === b.id}, el("summary", {}, "text"), text(b.text, "battle-text"),
             b.completed_text ? [el("div", {class: "muted"}, "completed text"), text(b.completed_text)] : null, problems(b.problems))))))));
 }
@@ -331,7 +456,7 @@ function metaSection(iteration, page, route) {
 function pairsSection(page) {
   return el("section", {class: "card pairs"}, el("h2", {}, "Decisions and pairs"),
     el("table", {}, el("tr", {}, ["type", "reason", "pair"].map((h) => el("th", {}, h))),
-      page.decisions.map((d) => el("tr", {class: "decision"}, el("td", {}, d.pair_type), el("td", {}, fmt(d.reason)), el("td", {}, fmt(d.pair_id))))),
+      page.decisions.map((d) => el("tr", {class: "decision"}, el("td", {}, d.pair_type), el("td", {}, fmt(d.reason)), el("td", {class: "id"}, fmt(d.pair_id))))),
     page.pairs.map((p) => el("div", {class: "pair"}, el("h3", {}, `${p.pair_type} pair ${p.id}`),
       kv([["chosen", `${p.chosen_id} (score ${fmt(p.chosen_score, 2)})`], ["rejected", `${p.rejected_id} (score ${fmt(p.rejected_score, 2)})`],
         ["rho", fmt(p.rho)], ["omega", p.omega ? p.omega.map((w) => fmt(w)).join(", ") : "absent"], ["template", fmt(p.template)]]),
@@ -346,11 +471,21 @@ async function showPrompt(iteration, promptId, route) {
   const page = await api(`api/iter/${iteration}/prompt/${await idKey(promptId)}.json`);
   show(el("h1", {}, `Prompt ${page.prompt.id}`),
     el("p", {class: "muted"}, `iteration ${iteration} · source ${fmt(page.prompt.source)}`),
+    problems((page.problems || []).map((p) => `${p} (left out of every figure)`)),
     text(page.prompt.instruction, "instruction"),
-    el("h2", {}, `${page.responses.length} responses`),
-    page.decisions.filter((d) => d.pair_type === "actor").map((d) => el("p", {class: "actor-reason"}, "actor rule: ", fmt(d.reason))),
-    page.responses.map((r) => responseCard(iteration, page, r, route)),
-    metaSection(iteration, page, route), pairsSection(page));
+    el("nav", {class: "jump"}, "jump to: ", link("#responses", "responses", {"data-jump": "responses"}), " · ",
+      link("#compare", "chosen beside rejected", {"data-jump": "compare"}), " · ", link("#meta", "meta-judge", {"data-jump": "meta"}), " · ",
+      link("#across", "across iterations", {"data-jump": "across"})),
+    responsesSection(iteration, page, route),
+    compareSection(iteration, page),
+    metaSection(iteration, page, route), acrossSection(iteration, page), pairsSection(page));
+  for (const a of main.querySelectorAll("a[data-jump]")) {  // in-page jumps, not hash routes
+    a.addEventListener("click", (event) => {
+      event.preventDefault();
+      const target = document.getElementById(a.getAttribute("data-jump"));
+      if (target) target.scrollIntoView({block: "start"});
+    });
+  }
   const target = document.querySelector(".target");
   if (target) target.scrollIntoView({block: "center"});
 }
@@ -393,7 +528,8 @@ async function showHarnessItem(kind, model, id) {
       el("h2", {}, `${item.games.length} judgments (both orders where the harness plays both)`),
       item.games.map((g) => el("section", {class: "card game"}, el("h3", {}, `${g.id}: model shown as ${g.model_position}`),
         kv([["verdict", fmt(g.verdict)], ["source", fmt(g.verdict_source)], ["model outcome", fmt(g.model_outcome)], ["parse error", fmt(g.parse_error)]]),
-        text(g.judgment, "judgment-text"), problems(g.problems))));
+        text(g.judgment, "judgment-text"), problems(g.problems))),
+      harnessAcross(kind, model, data));
   } else {
     show(el("h1", {}, `${kind}: question ${id} (${fmt(item.category)})`), el("p", {class: "muted"}, "single-answer grading: no baseline"), problems(item.problems),
       item.turns.map((turn, n) => {
@@ -403,15 +539,27 @@ async function showHarnessItem(kind, model, id) {
           el("div", {class: "muted"}, `answer (${turn.length} chars)`), text(turn, "model-answer"),
           item.references[n] ? [el("div", {class: "muted"}, "reference answer"), text(item.references[n])] : null,
           el("div", {class: "muted"}, "judgment"), text(rating.judgment || ""), problems(rating.problems));
-      }));
+      }), harnessAcross(kind, model, data));
   }
+}
+
+function harnessAcross(kind, model, data) {
+  const rows = data.across || [];
+  const outcome = (g) => `${fmt(g.model_position)}: ${fmt(g.verdict)}${g.model_outcome === null || g.model_outcome === undefined ? "" : ` (model ${fmt(g.model_outcome, 1)})`}`;
+  return el("section", {class: "card across", id: "across"}, el("h2", {}, `This question across checkpoints (${rows.length})`),
+    rows.length > 1 ? null : el("p", {class: "muted"}, "Only this model folder answered it."),
+    el("div", {class: "responses columns"}, rows.map((r) => el("section", {class: "card checkpoint" + (r.model === model ? " target" : ""), "data-model": r.model},
+      el("h3", {}, r.model === model ? `${r.model} (this page)` : link(`#/harness/${kind}/${encodeURIComponent(r.model)}/q/${encodeURIComponent(data.item.id)}`, r.model, {class: "checkpoint-link"})),
+      el("p", {class: "muted"}, `${fmt(r.chars)} chars · `, r.games ? r.games.map(outcome).join(" · ") : (r.ratings || []).map((x) => `turn ${x.turn}: ${fmt(x.score)} (${fmt(x.source)})`).join(" · ")),
+      el("details", {open: true}, el("summary", {}, "answer"), text(r.answer, "checkpoint-answer"))))));
 }
 
 // ------------------------------------------------------------------ routing
 function parseRoute() {
   const raw = location.hash.replace(/^#/, "") || "/";
   const [path, query] = raw.split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  const decode = (part) => { try { return decodeURIComponent(part); } catch (error) { return part; } };  // a stray %
+  const parts = path.split("/").filter(Boolean).map(decode);
   return {parts, params: new URLSearchParams(query || "")};
 }
 
@@ -429,8 +577,10 @@ async function render() {
   } catch (error) {
     show(el("h1", {}, "Not found"), el("p", {class: "problems", id: "error"}, String(error.message || error)));
   }
+  if (overviewCache) shownVersion = overviewCache.version || null;
   document.body.setAttribute("data-ready", location.hash || "#/");
 }
 
 window.addEventListener("hashchange", render);
 render();
+setInterval(poll, POLL_MS);
