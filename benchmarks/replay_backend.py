@@ -11,10 +11,12 @@ both are compared on identical samples, with no sampling noise between them. Nam
 How a request is found. The stages name each request by what it is: ``<prompt>#<k>`` (a
 response), ``<response>@j<k>`` (a judgment), ``<response>@m<first>-<second>`` (a comparison);
 their records carry the same ids. A request is answered by the record of its id, and only when
-the request is the one the record was made from: a response's prompt is the recorded
-instruction; a judgment's sample index is the record's and its prompt holds the recorded
-response's text; a comparison's prompt shows the two recorded judgments (as the meta-judge was
-shown them: completed text, scores hidden with ``hide_scores``) in that order. A request whose
+the request is the one the record was made from: its prompt must equal the prompt rebuilt from
+the recording with the recording's own templates (``*.settings.json``): the recorded instruction
+for a response; the judge template on the recorded response for a judgment (and the same sample
+index); the meta-judge template on the two recorded judgments, in that order and as the
+meta-judge was shown them (completed text, scores hidden with ``hide_scores``), for a
+comparison. A request whose
 id is not recorded goes to ``fallback`` when one is given (the model itself), else it fails;
 one whose content differs from the recording fails, non-retryably, naming both. ``stats()``
 counts each case. Label-scoring requests (forced and probability-weighted read-outs) are
@@ -30,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,7 @@ from metajudge.records import (
 )
 from metajudge.stages.meta_judge import hide_score_lines
 from metajudge.store import JUDGMENTS, META_JUDGMENTS, RESPONSES, StageFile, Store
+from metajudge.templates import Template, rubric_text
 
 log = logging.getLogger(__name__)
 FILES = (RESPONSES, JUDGMENTS, META_JUDGMENTS)
@@ -124,31 +127,47 @@ class ReplayBackend(Backend):
         key = f"{response_id}@j{index}"
         return self._record(key) if key in self.index else None
 
+    @cache  # noqa: B019
+    def _template(self, recording: int, file: StageFile) -> Template | None:
+        """The template a recording's judgments or comparisons were made with."""
+        settings = self.stores[recording].settings(file, self.iteration) or {}
+        definition = settings.get("template_definition")
+        return Template.model_validate(definition) if definition else None
+
+    def expected_prompt(self, record: Any) -> str | None:
+        """The prompt ``record`` was made from, rebuilt with the recording's own templates
+        (None where the recording does not say which)."""
+        k = self.index[record.id][0]
+        if isinstance(record, Response):
+            return record.instruction
+        response = self._record(record.response_id) if record.response_id in self.index \
+            else None
+        judge = self._template(k, JUDGMENTS)
+        if response is None or judge is None:
+            return None
+        if isinstance(record, Judgment):
+            return judge.render(instruction=response.instruction, response=response.text)
+        meta = self._template(k, META_JUDGMENTS)
+        shown = [self._judgment(record.response_id, n) for n in (record.first, record.second)]
+        if meta is None or None in shown:
+            return None
+        texts = [j.completed_text or j.text for j in shown]  # type: ignore[union-attr]
+        if record.hide_scores:
+            texts = [hide_score_lines(t) for t in texts]
+        return meta.render(instruction=response.instruction, response=response.text,
+                           rubric=rubric_text(judge), judgment_a=texts[0], judgment_b=texts[1])
+
     def mismatch(self, request: GenerationRequest, record: Any) -> str | None:
         """Why ``request`` is not the request ``record`` was made from, or None."""
-        prompt = request.messages[-1].content
-        if isinstance(record, Response):
-            return None if prompt == record.instruction else "another prompt"
-        if isinstance(record, Judgment):
-            if request.sample_index != record.index:
-                return f"sample index {request.sample_index}, recorded {record.index}"
-            response = self._record(record.response_id) if record.response_id in self.index \
-                else None
-            if response is None or response.text not in prompt:
-                return "another response"
-            return None
-        if isinstance(record, MetaJudgment):
-            shown = []
-            for index in (record.first, record.second):
-                judgment = self._judgment(record.response_id, index)
-                if judgment is None:
-                    return f"judgment {index} of {record.response_id} is not recorded"
-                text = judgment.completed_text or judgment.text
-                shown.append(hide_score_lines(text) if record.hide_scores else text)
-            a = prompt.find(shown[0])
-            b = prompt.find(shown[1], a + len(shown[0])) if a >= 0 else -1
-            return None if a >= 0 and b >= 0 else "other judgments, or in another order"
-        return f"a record of type {type(record).__name__}"
+        if isinstance(record, Judgment) and request.sample_index != record.index:
+            return f"sample index {request.sample_index}, recorded {record.index}"
+        expected = self.expected_prompt(record)
+        if expected is None:
+            return "the recording lacks what its prompt was made from"
+        if request.messages[-1].content != expected:
+            what = {Response: "another prompt", Judgment: "another response or template"}
+            return what.get(type(record), "other judgments, another order or template")
+        return None
 
     # ---------------------------------------------------------------- the protocol
     def generate(self, requests: Sequence[GenerationRequest], on_result: Any = None
