@@ -47,13 +47,19 @@ from adaptive_metrics import Comparison, FullRatings, compare  # noqa: E402
 from synthetic_judge import JudgeModel, SyntheticJudge  # noqa: E402
 
 from metajudge.backends.base import Backend  # noqa: E402
-from metajudge.config import JudgeConfig, load_config  # noqa: E402
+from metajudge.config import JudgeConfig, apply_overrides, load_config  # noqa: E402
 from metajudge.records import MetaSelection  # noqa: E402
 from metajudge.stages.generate import run_generate  # noqa: E402
 from metajudge.stages.judge import run_judge  # noqa: E402
 from metajudge.stages.meta_judge import first_position_share, run_meta_judge  # noqa: E402
 from metajudge.stages.pairs import run_pairs  # noqa: E402
-from metajudge.store import JUDGMENTS, META_JUDGMENTS, META_SELECTION, Store  # noqa: E402
+from metajudge.store import (  # noqa: E402
+    JUDGMENTS,
+    META_JUDGMENTS,
+    META_SELECTION,
+    PROMPTS,
+    Store,
+)
 
 log = logging.getLogger("adaptive_judging")
 #: the paper's procedure on the bundled pool (configs/paper.yaml's judging settings are the
@@ -84,7 +90,8 @@ def make_config(prompts: int, model: JudgeModel, extra: Sequence[str] = ()) -> A
                               f"backend.model={model.name()}", *extra])
 
 
-def stages(store: Store, backend: Backend, names: Sequence[str]) -> dict[str, float]:
+def stages(store: Store, backend: Backend, names: Sequence[str], *,
+           allow_failures: bool = False) -> dict[str, float]:
     """Run the named stages of iteration 1; seconds per stage."""
     run = {"generate": run_generate, "judge": run_judge, "meta-judge": run_meta_judge}
     seconds = {}
@@ -94,7 +101,7 @@ def stages(store: Store, backend: Backend, names: Sequence[str]) -> dict[str, fl
             run_pairs(store, 1)
         else:
             summary = run[name](store, backend, 1, progress=False)
-            if summary.failed:
+            if summary.failed and not allow_failures:
                 raise RuntimeError(f"{store.root}: {name} left {summary.failed} failed requests")
         seconds[name] = round(time.perf_counter() - started, 2)
     return seconds
@@ -115,24 +122,24 @@ def fresh(path: Path, config: Any) -> Store:
     return Store.open(path, config)
 
 
-def shadow_runs(full: Store, wanted: set[str], base: Path, model: JudgeModel,
-                prompts: int) -> list[Store]:
+def shadow_runs(full: Store, wanted: set[str], base: Path, config: Any,
+                backend: Backend) -> list[Store]:
     """Every ordered comparison of the ``wanted`` responses the full run did not select, made
-    by the meta-judge stage on a copy of the full run's records, one response per prompt per
-    copy."""
+    by the meta-judge stage (with ``backend``, the full run's model) on a copy of the full run's
+    records, one response per prompt per copy."""
     chosen = {m.response_id for m in full.iter_records(META_JUDGMENTS, 1)}
     by_prompt: dict[str, list[str]] = defaultdict(list)
     for rid in sorted(wanted - chosen):
         by_prompt[rid.rpartition("#")[0]].append(rid)
     shadows = []
     for k in range(max((len(v) for v in by_prompt.values()), default=0)):
-        store = fresh(base / f"shadow_{k}", make_config(prompts, model))
+        store = fresh(base / f"shadow_{k}", config)
         copy_inputs(full, store, ("prompts", "responses", "judgments"))
         store.write_all(META_SELECTION, [MetaSelection(
             id=p, iteration=1, response_id=rids[k], variance=None, scored_judgments=0,
             reason="rating comparisons of a response another run selected")
             for p, rids in sorted(by_prompt.items()) if len(rids) > k], 1)
-        stages(store, SyntheticJudge(model=model), ["meta-judge"])
+        stages(store, backend, ["meta-judge"])
         shadows.append(store)
     return shadows
 
@@ -181,7 +188,8 @@ def setting(base: Path, prompts: int, noise: float, bias: float, *, check_replay
                                                               model, overrides), True)
     wanted = {m.response_id for store, judge_pairs in runs.values() if judge_pairs
               for m in store.iter_records(META_JUDGMENTS, 1)}
-    ratings = FullRatings(full, shadow_runs(full, wanted, folder, model, prompts))
+    ratings = FullRatings(full, shadow_runs(full, wanted, folder, make_config(prompts, model),
+                                            SyntheticJudge(model=model)))
     share = first_position_share(full, 1)
     rows = []
     for name, (store, judge_pairs) in runs.items():
@@ -209,6 +217,55 @@ def replayed(full: Store, adaptive: Store, folder: Path, prompts: int, model: Ju
     return store
 
 
+def with_overrides(config: Any, overrides: Sequence[str]) -> Any:
+    return type(config).model_validate(apply_overrides(config.model_dump(mode="json"),
+                                                       list(overrides)))
+
+
+def replay_recorded(recorded: Path, work: Path) -> list[dict[str, Any]]:
+    """Adaptive judging on a replay of a full run recorded on a real model (its config, its
+    iteration 1). First the full procedure replayed, which must give the recorded pairs; then,
+    per adaptive setting, a first pass on the replay shows which responses its meta-judge
+    selects, the model itself makes every comparison of those the full run did not select
+    (shadow runs), and the adaptive run on the replay of all of it is compared with the full
+    run."""
+    from adaptive_metrics import pairs_by_prompt
+    from replay_backend import ReplayBackend
+
+    from metajudge.backends import load_backend
+
+    full = Store.open(recorded, lock=False)
+    config = full.config
+    store = fresh(work / "full_replayed", config)
+    with ReplayBackend([full.root]) as backend:
+        stages(store, backend, ["generate", "judge", "meta-judge", "pairs"])
+    same = pairs_by_prompt(store, 1) == pairs_by_prompt(full, 1)
+    log.info("the full procedure replayed gives the recorded pairs: %s", same)
+    if not same:
+        raise RuntimeError(f"{store.root}: the replayed full procedure made other pairs")
+    base = {"model": full.first(JUDGMENTS, 1).provenance.backend.model,
+            "prompts": full.count(PROMPTS, 1),
+            "first_position_share": round(first_position_share(full, 1), 4),
+            "full_replayed_same_pairs": same}
+    rows = []
+    for name, overrides in ADAPTIVE.items() if adaptive_available() else ():
+        adaptive_config = with_overrides(config, overrides)
+        first = fresh(work / f"{name}_pass1", adaptive_config)
+        with ReplayBackend([full.root]) as backend:
+            stages(first, backend, ["generate", "judge", "meta-judge"], allow_failures=True)
+        wanted = {s.response_id for s in first.read(META_SELECTION, 1) if s.response_id}
+        with load_backend(config.backend) as model:
+            shadows = shadow_runs(full, wanted, work / name, config, model)
+        store = fresh(work / f"adaptive_{name}", adaptive_config)
+        with ReplayBackend([full.root, *(s.root for s in shadows)]) as backend:
+            stages(store, backend, ["generate", "judge", "meta-judge", "pairs"])
+            log.info("replay: %s", backend.stats())
+        result = compare(store, full, FullRatings(full, shadows))
+        rows.append({**base, "run": f"adaptive {name}", **result.row()})
+        log.info("%s", rows[-1])
+    return rows or [base]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=300, help="prompts of the sweep")
@@ -218,10 +275,17 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))
     parser.add_argument("--noises", type=float, nargs="+", default=list(NOISES))
     parser.add_argument("--biases", type=float, nargs="+", default=list(BIASES))
+    parser.add_argument("--replay", help="instead: adaptive judging on a replay of this "
+                        "recorded full run (a real model's); writes adaptive_judging.replay.*")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("metajudge").setLevel(logging.ERROR)
     work, out = Path(args.work), Path(args.out)
+    if args.replay:
+        from adaptive_report import write_replay
+
+        write_replay(replay_recorded(Path(args.replay), work / "replay"), out, args.replay)
+        return
     rows: list[dict[str, Any]] = []
     for noise in args.noises:
         for bias in args.biases:

@@ -157,3 +157,41 @@ def selected_responses(stores: Iterable[Store], iteration: int = 1) -> set[str]:
     """Responses any of these runs' meta-judges compared."""
     return {m.response_id for store in stores for m in store.iter_records(META_JUDGMENTS,
                                                                          iteration)}
+
+
+#: the judge statistics the synthetic judge is matched on (columns of summary.csv, SPEC §10)
+STATISTICS = ("judge_score_mean", "judge_score_std", "score_top_share", "score_entropy",
+              "share_parsed", "share_failed", "meta_first_share", "meta_position_consistency",
+              "meta_prefers_higher_score", "score_length_spearman")
+
+
+def judge_statistics(store: Store, iteration: int = 1) -> dict[str, float]:
+    """A run's judge statistics: summary.csv's (SPEC §10) and the score spread within a
+    response (pooled sd of its judgments' scores, ddof 1) and between the responses of a prompt
+    (pooled sd of their mean scores, ddof 1)."""
+    from metajudge.stages.summary import store_table
+
+    row = store_table(store, only=[iteration]).iloc[0]
+    out = {k: float(row[k]) for k in STATISTICS if k in row and pd.notna(row[k])}
+    by_response: dict[str, list[float]] = defaultdict(list)
+    for j in store.iter_records(JUDGMENTS, iteration):
+        if j.score is not None:
+            by_response[j.response_id].append(j.score)
+    within = _pooled_sd(by_response.values())
+    by_prompt: dict[str, list[float]] = defaultdict(list)
+    for rid, values in by_response.items():
+        by_prompt[rid.rpartition("#")[0]].append(sum(values) / len(values))
+    out["within_response_sd"] = within
+    out["between_response_sd"] = _pooled_sd(by_prompt.values())
+    return out
+
+
+def _pooled_sd(groups: Iterable[Sequence[float]]) -> float:
+    """√(Σ within-group squared deviations ÷ Σ (n − 1)), over groups of two or more."""
+    ss, dof = 0.0, 0
+    for values in groups:
+        if len(values) > 1:
+            mean = sum(values) / len(values)
+            ss += sum((v - mean) ** 2 for v in values)
+            dof += len(values) - 1
+    return (ss / dof) ** 0.5 if dof else float("nan")

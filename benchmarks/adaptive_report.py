@@ -182,3 +182,40 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def write_replay(rows: list[dict[str, Any]], out: Path, recorded: str) -> None:
+    """adaptive_judging.replay.{json,md} and its headline rows: adaptive judging on a replay of
+    a full run recorded on a real model."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "adaptive_judging.replay.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = ["# Adaptive judging on a replay of a recorded full run", "",
+             f"Command: `PYTHONPATH=.:benchmarks .venv/bin/python benchmarks/adaptive_judging.py "
+             f"--replay {recorded}` (definitions: docs/SPEC.md §13). The full procedure "
+             "replayed gives the recorded pairs: "
+             f"{rows[0].get('full_replayed_same_pairs')}.", "",
+             "| model | prompts | first-pos. share | run | actor retention | judge retention "
+             "| same actor pairs | same judge pairs | token share | prompt-token share | "
+             "requests (judge + meta) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "run" not in r:
+            continue
+        lines.append(
+            f"| {r['model']} | {r['prompts']} | {r['first_position_share']:.2f} | {r['run']} | "
+            f"{_f(r['actor_retention'])} | {_f(r['judge_retention'])} | "
+            f"{_f(r['same_actor_pairs'], 2)} | {_f(r['same_judge_pairs'], 2)} | "
+            f"{_f(r['token_share'])} | {_f(r['prompt_token_share'])} | "
+            f"{r['judge_requests'][0]:,} + {r['meta_requests'][0]:,} of "
+            f"{r['judge_requests'][1]:,} + {r['meta_requests'][1]:,} |")
+    (out / "adaptive_judging.replay.md").write_text("\n".join(lines) + "\n")
+    save_rows(out, "adaptive_judging.replay", [{
+        "measurement": f"adaptive judging ({r['run'].removeprefix('adaptive ')}) on a replay "
+                       f"of a full run of {r['model']} ({r['prompts']} prompts)",
+        "reference": "the recorded full procedure, same samples",
+        "ratio": f"actor {_f(r['actor_retention'], 2)}, judge {_f(r['judge_retention'], 2)} "
+                 f"retention at {_f(r['token_share'], 2)} of the tokens",
+        "figures": f"same pairs {_f(r['same_actor_pairs'], 2)} / "
+                   f"{_f(r['same_judge_pairs'], 2)}; requests {r['judge_requests'][0]} + "
+                   f"{r['meta_requests'][0]} of {r['judge_requests'][1]} + "
+                   f"{r['meta_requests'][1]}"} for r in rows if "run" in r])
+    print("\n".join(lines))
