@@ -176,10 +176,25 @@ class JudgeConfig(Section):
         "chosen text; needs forced_readout (small judges)")
     probability_weighted: bool = Field(True, description="SPEC §3: one label-scoring request "
                                        "per scored judgment; needs a backend that scores labels")
+    adaptive: bool = Field(False, description="SPEC §5a: judge in rounds, more judgments only "
+                           "where they can still change the actor pair or the meta-judge's "
+                           "response; judgments_per_response stays the most any response gets")
+    audit_share: float = Field(0.0, ge=0, le=1, description="SPEC §5a: a seeded share of "
+                               "prompts also gets the full procedure, to measure what adaptive "
+                               "judging costs (needs adaptive)")
+    adaptive_initial: int = Field(3, ge=2, description="judgments every response gets first")
+    adaptive_step: int = Field(1, ge=1, description="judgments added per round to a response "
+                               "that can still change the actor pair")
+    adaptive_z: float = Field(1.2, ge=0, description="confidence-interval half-width of a "
+                              "response's N-judgment mean, in standard errors")
+    adaptive_sd_floor: float = Field(0.5, gt=0, description="least within-response score sd")
+    adaptive_tolerance: float = Field(0.1, ge=0, description="indifference zone of the actor "
+                                      "pair's mean-score gap, in score points")
 
     @model_validator(mode="after")
     def _completion(self) -> JudgeConfig:
         _needs_readout("judge", self.complete_verdict, self.forced_readout)
+        _needs_adaptive("judge", self.audit_share, self.adaptive)
         return self
 
 
@@ -195,11 +210,29 @@ class MetaJudgeConfig(Section):
         "completed); needs forced_readout")
     consistent_only: bool = False
     hide_scores: bool = False
+    adaptive: bool = Field(False, description="SPEC §5a: compare in rounds (a ring, then "
+                           "LUCB races for the chosen and the rejected judgment), both orders "
+                           "of every pair")
+    audit_share: float = Field(0.0, ge=0, le=1, description="SPEC §5a: a seeded share of "
+                               "prompts also gets every comparison (needs adaptive)")
+    adaptive_z: float = Field(0.5, ge=0, description="z-score the chosen and the rejected "
+                              "judgment must reach against every rival")
+    adaptive_tolerance: float = Field(0.0, ge=0, description="indifference zone, in logits")
+    adaptive_prior: float = Field(1.0, gt=0, description="precision of the race's N(0, "
+                                  "1/prior) prior on each rating (logits)")
 
     @model_validator(mode="after")
     def _completion(self) -> MetaJudgeConfig:
         _needs_readout("meta_judge", self.complete_verdict, self.forced_readout)
+        _needs_adaptive("meta_judge", self.audit_share, self.adaptive)
         return self
+
+
+def _needs_adaptive(section: str, audit_share: float, adaptive: bool) -> None:
+    """The audit compares the adaptive procedure with the full one: it needs the former."""
+    if audit_share > 0 and not adaptive:
+        raise ValueError(f"{section}.audit_share measures adaptive judging against the full "
+                         f"procedure, so it needs {section}.adaptive: true")
 
 
 def _needs_readout(section: str, complete: bool, forced: bool) -> None:

@@ -235,6 +235,11 @@ class FailedRequest(Record):
 ValueSource = Literal["parsed", "completed", "forced", "failed"]
 
 
+#: why an adaptive stage asked for a record (SPEC §5a)
+AdaptiveJudgeRule = Literal["initial", "selected", "actor", "audit"]
+AdaptiveMetaRule = Literal["ring", "best", "worst", "audit"]
+
+
 class Judgment(Record):
     """One judge evaluation of a response (stage ``judge``)."""
 
@@ -261,6 +266,12 @@ class Judgment(Record):
     prompt_tokens: int
     completion_tokens: int
     provenance: Provenance
+    round: int | None = Field(None, ge=0, description="judge.adaptive: the round that asked "
+                              "for it (None: the full procedure)")
+    rule: AdaptiveJudgeRule | None = Field(
+        None, description="judge.adaptive: why it was asked for (SPEC §5a): initial, selected "
+        "(the meta-judge's response, to N), actor (could change the actor pair), audit (the "
+        "full procedure on an audited prompt)")
 
 
 class MetaJudgment(Record):
@@ -285,6 +296,12 @@ class MetaJudgment(Record):
     prompt_tokens: int
     completion_tokens: int
     provenance: Provenance
+    round: int | None = Field(None, ge=0, description="meta_judge.adaptive: the round that "
+                              "asked for it (None: the full procedure)")
+    rule: AdaptiveMetaRule | None = Field(
+        None, description="meta_judge.adaptive: why it was asked for (SPEC §5a): ring (round "
+        "0), best / worst (could change the chosen / rejected judgment), audit (the full "
+        "procedure on an audited prompt)")
 
 
 class MetaSelection(Record):
@@ -349,3 +366,7 @@ class PairDecision(Record):
     chosen_source: ValueSource | None = Field(
         None, description="judge pairs: where the chosen judgment's score came from (parsed, "
         "or completed when its verdict was appended)")
+    requests: int | None = Field(
+        None, ge=0, description="how many requests the decision took: actor, the judgments "
+        "of the prompt's responses; judge, the meta-judge comparisons of its response "
+        "(audit requests not counted)")

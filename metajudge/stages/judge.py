@@ -15,11 +15,13 @@ request per judgment, at its last ``Score:``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 from metajudge.backends.base import Backend, sha256_text
+from metajudge.judging.adaptive import judge_asks
 from metajudge.judging.readout import readouts_not_run
 from metajudge.judging.scorers import Outcome, ReadoutPolicy, RubricJudge
 from metajudge.records import (
@@ -30,6 +32,7 @@ from metajudge.records import (
     SamplingParams,
 )
 from metajudge.seeds import derive_seed
+from metajudge.stages import adaptive
 from metajudge.stages.runner import Item, StageRun, StageSummary, Step
 from metajudge.store import JUDGMENTS, PROMPTS, RESPONSES, Store
 from metajudge.templates import Template, load_template
@@ -80,12 +83,14 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
                 **readouts_not_run(STAGE, {"forced_readout": cfg.forced_readout,
                                            "probability_weighted": cfg.probability_weighted,
                                            "complete_verdict": cfg.complete_verdict},
-                                   backend.capabilities, backend.fingerprint)}
+                                   backend.capabilities, backend.fingerprint),
+                # recorded when on only, like complete_verdict
+                **(adaptive.judge_settings(store.config, iteration) if cfg.adaptive else {})}
     run = StageRun(store, JUDGMENTS, backend, stage=STAGE, iteration=iteration,
                    settings=settings, runner=store.config.runner, progress=progress,
                    unit="judgment", redo=redo, inputs=(RESPONSES,))
 
-    def start(response: Response, n: int) -> Step:
+    def start(response: Response, n: int, asked: tuple[int, str] | None = None) -> Step:
         request = GenerationRequest(
             id=f"{response.id}@j{n}", messages=judge.messages(response.instruction,
                                                               response.text),
@@ -108,17 +113,82 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
                 score_probs=outcome.probs, readout_error=outcome.readout_error,
                 finish_reason=first.finish_reason,
                 prompt_tokens=first.prompt_tokens, completion_tokens=first.completion_tokens,
-                provenance=provenance)
+                provenance=provenance, round=asked[0] if asked else None,
+                rule=asked[1] if asked else None)  # type: ignore[arg-type]
 
         return judge.start(request, finish, lambda failure: run.failed(
             request.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
 
     count = cfg.judgments_per_response
+    total = store.count(RESPONSES, iteration) * count
+    if cfg.adaptive:
+        return run.run(total=total, prompts=store.count(PROMPTS, iteration),
+                       rounds=adaptive_rounds(store, iteration, start))
 
     def items() -> Iterator[Item]:
         for response in store.iter_records(RESPONSES, iteration):
             for n in range(count):
                 yield Item(f"{response.id}@j{n}", partial(start, response, n))
 
-    return run.run(items, total=store.count(RESPONSES, iteration) * count,
-                   prompts=store.count(PROMPTS, iteration))
+    return run.run(items, total=total, prompts=store.count(PROMPTS, iteration))
+
+
+def adaptive_rounds(store: Store, iteration: int,
+                    start: Callable[[Response, int, tuple[int, str]], Step]
+                    ) -> Iterator[list[Item]]:
+    """The rounds of ``judge.adaptive`` (SPEC §5a), replayed from the records: each round's
+    judgments per prompt are :func:`metajudge.judging.adaptive.judge_asks` of what the
+    rounds before gave; the meta-judge's response is the stage's own selection
+    (:func:`metajudge.stages.meta_judge.select_responses`) on the initial judgments. After
+    the last round, the audited prompts' responses get the rest of their N judgments (rule
+    ``audit``), which no adaptive decision reads."""
+    from metajudge.stages.meta_judge import select_responses
+
+    config = store.config
+    rule, (rho, limit) = adaptive.judge_rule(config), adaptive.actor_rule(config, iteration)
+    members: dict[str, list[tuple[int, str, int, int]]] = defaultdict(list)
+    for offset, r in store.iter_with_offsets(RESPONSES, iteration):
+        members[r.prompt_id].append((r.provenance.sample_index, r.id, offset, len(r.text)))
+    for group in members.values():
+        group.sort()
+    state: dict[str, list[float | None]] = {rid: [] for g in members.values()
+                                             for _, rid, _, _ in g}
+
+    def item(offset: int, rid: str, n: int, asked: tuple[int, str]) -> Item:
+        return Item(f"{rid}@j{n}", lambda: start(store.read_at(RESPONSES, offset, iteration),
+                                                 n, asked))
+
+    def selection(prompt_id: str, group: list[tuple[int, str, int, int]]) -> int | None:
+        initial = [(rid, [v for v in state[rid][:rule.initial] if v is not None])
+                   for _, rid, _, _ in group]
+        pick = select_responses({prompt_id: initial}, config.seed, iteration)[0].response_id
+        return next(k for k, (_, rid, _, _) in enumerate(group) if rid == pick) \
+            if pick is not None else None
+
+    round_ = 0
+    while True:
+        asks: dict[str, tuple[str, int, int, str]] = {}
+        for prompt_id, group in members.items():
+            scores = [state[rid] for _, rid, _, _ in group]
+            for ask in judge_asks(scores, [length for *_, length in group], rho, limit, rule,
+                                  0, partial(selection, prompt_id, group)):
+                _, rid, offset, _ = group[ask.target]  # type: ignore[index]
+                for n in range(len(state[rid]), len(state[rid]) + ask.count):
+                    asks[f"{rid}@j{n}"] = (rid, offset, n, ask.rule)
+        if not asks:
+            break
+        yield [item(offset, rid, n, (round_, why)) for rid, offset, n, why in asks.values()]
+        got = adaptive.answers(store, JUDGMENTS, iteration, asks, lambda j: j.score)
+        if len(got) < len(asks):
+            return  # retryable failures remain: the runner stops, a rerun resumes here
+        for key, (rid, *_) in sorted(asks.items(), key=lambda a: a[1][2]):
+            state[rid].append(got[key])
+        round_ += 1
+    share = config.judge.audit_share
+    audit = [item(offset, rid, n, (round_, "audit"))
+             for prompt_id, group in members.items()
+             if adaptive.audited(config.seed, iteration, prompt_id, share)
+             for _, rid, offset, _ in group
+             for n in range(len(state[rid]), config.judge.judgments_per_response)]
+    if audit:
+        yield audit

@@ -30,16 +30,19 @@ import itertools
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 
 from metajudge.backends.base import Backend
+from metajudge.config import RunConfig
 from metajudge.jsonl import iter_lines
+from metajudge.judging.adaptive import meta_asks
 from metajudge.judging.readout import readouts_not_run
 from metajudge.judging.scorers import MetaJudge, Outcome
+from metajudge.pairs.judge import positional_weights
 from metajudge.records import (
     GenerationRequest,
     Judgment,
@@ -51,6 +54,7 @@ from metajudge.records import (
     SamplingParams,
 )
 from metajudge.seeds import derive_seed
+from metajudge.stages import adaptive
 from metajudge.stages.judge import recorded_judge_template, template_settings
 from metajudge.stages.runner import Item, StageRun, StageSummary, Step
 from metajudge.store import JUDGMENTS, META_JUDGMENTS, META_SELECTION, RESPONSES, Store
@@ -117,18 +121,37 @@ def select_responses(groups: Mapping[str, Sequence[tuple[str, Sequence[float]]]]
     return selections
 
 
-def meta_selection(store: Store, iteration: int) -> list[MetaSelection]:
-    """The iteration's selection: the saved one, or made now from the judgments and saved."""
-    if store.path(META_SELECTION, iteration).is_file():
-        return store.read(META_SELECTION, iteration)
+def score_groups(store: Store, iteration: int, *, below: int | None = None,
+                 prompts: Collection[str] | None = None
+                 ) -> dict[str, list[tuple[str, list[float]]]]:
+    """Per prompt, its responses' ids and scored judge scores (those with index < ``below``
+    only, when given; the prompts in ``prompts`` only, when given)."""
     scores: dict[str, list[float]] = defaultdict(list)
     for judgment in store.iter_records(JUDGMENTS, iteration):
-        if judgment.score is not None:
+        if judgment.score is not None and (below is None or judgment.index < below) and (
+                prompts is None or judgment.prompt_id in prompts):
             scores[judgment.response_id].append(judgment.score)
     groups: dict[str, list[tuple[str, list[float]]]] = defaultdict(list)
     for response in store.iter_records(RESPONSES, iteration):
-        groups[response.prompt_id].append((response.id, scores.get(response.id, [])))
-    selections = select_responses(groups, store.config.seed, iteration)
+        if prompts is None or response.prompt_id in prompts:
+            groups[response.prompt_id].append((response.id, scores.get(response.id, [])))
+    return groups
+
+
+def meta_selection(store: Store, iteration: int) -> list[MetaSelection]:
+    """The iteration's selection: the saved one, or made now from the judgments and saved.
+    With ``judge.adaptive`` it is made on each response's initial judgments, as the judge
+    stage made it (that response then got all N)."""
+    if store.path(META_SELECTION, iteration).is_file():
+        return store.read(META_SELECTION, iteration)
+    judge = store.config.judge
+    below = judge.adaptive_initial if judge.adaptive else None
+    selections = select_responses(score_groups(store, iteration, below=below),
+                                  store.config.seed, iteration)
+    if below is not None:
+        selections = [s.model_copy(update={"reason": s.reason + f" of the first {below} "
+                                           "judgments (judge.adaptive)"})
+                      if s.response_id is not None else s for s in selections]
     store.write_all(META_SELECTION, selections, iteration)
     return selections
 
@@ -162,7 +185,12 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
         **({"complete_verdict": True} if cfg.complete_verdict else {}),
         **readouts_not_run(STAGE, {"forced_readout": cfg.forced_readout,
                                    "complete_verdict": cfg.complete_verdict},
-                           backend.capabilities, backend.fingerprint)}
+                           backend.capabilities, backend.fingerprint),
+        # recorded when on only: runs made before adaptive judging resume unchanged
+        **({"selection_on_initial": store.config.judge.adaptive_initial}
+           if store.config.judge.adaptive else {}),
+        **(adaptive.meta_settings(store.config) if cfg.adaptive else {}),
+        **({"audit_share": audit_share(store.config)} if audit_share(store.config) else {})}
     run = StageRun(store, META_JUDGMENTS, backend, stage=STAGE, iteration=iteration,
                    settings=settings, runner=store.config.runner, progress=progress,
                    unit="comparison", redo=redo, inputs=(RESPONSES, JUDGMENTS))
@@ -175,7 +203,8 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
                                      store.iter_with_offsets(RESPONSES, iteration)) if r in chosen}
     judge = MetaJudge(template, cfg.forced_readout, backend.capabilities, cfg.complete_verdict)
 
-    def start(response: Response, first: Judgment, second: Judgment) -> Step:
+    def start(response: Response, first: Judgment, second: Judgment,
+              asked: tuple[int, str] | None = None) -> Step:
         a, b = first.completed_text or first.text, second.completed_text or second.text
         if cfg.hide_scores:
             a, b = hide_score_lines(a), hide_score_lines(b)
@@ -202,7 +231,9 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
                 hide_scores=cfg.hide_scores, text=outcome.text,
                 completed_text=outcome.completed_text,
                 prompt_tokens=outcome.prompt_tokens,
-                completion_tokens=outcome.completion_tokens, provenance=provenance)
+                completion_tokens=outcome.completion_tokens, provenance=provenance,
+                round=asked[0] if asked else None,
+                rule=asked[1] if asked else None)  # type: ignore[arg-type]
 
         return judge.start(request, finish, lambda failure: run.failed(
             request.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
@@ -220,8 +251,127 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
                            partial(start, response, shown[first], shown[second]))
 
     total = sum(len(o) * (len(o) - 1) for o in offsets.values())
-    return run.run(items, total=total, prompts=len(selections), extra=lambda: {
-        "first_position_share": round(first_position_share(store, iteration), 4)})
+
+    def extra() -> dict[str, float | int]:
+        return {"first_position_share": round(first_position_share(store, iteration), 4)}
+
+    share = audit_share(store.config)
+    if not cfg.adaptive and not share:
+        return run.run(items, total=total, prompts=len(selections), extra=extra)
+    rounds = _rounds(store, iteration, selections, offsets, response_at, start)
+    return run.run(total=total, prompts=len(selections), extra=extra, rounds=rounds)
+
+
+def audit_share(config: RunConfig) -> float:
+    """The meta-judge stage's audit share: its own, or the judge stage's (an audited prompt's
+    full procedure compares every judgment of its full selection)."""
+    return max(config.meta_judge.audit_share if config.meta_judge.adaptive else 0.0,
+               config.judge.audit_share if config.judge.adaptive else 0.0)
+
+
+def full_selection(store: Store, iteration: int, prompts: Collection[str]
+                   ) -> dict[str, str | None]:
+    """The full procedure's selection on the given (audited) prompts: over all their
+    judgments."""
+    return {s.id: s.response_id for s in select_responses(
+        score_groups(store, iteration, prompts=prompts), store.config.seed, iteration)}
+
+
+def _rounds(store: Store, iteration: int, selections: Sequence[MetaSelection],
+            offsets: dict[str, dict[int, int]], response_at: dict[str, int],
+            start: Callable[..., Step]) -> Iterator[list[Item]]:
+    """The rounds of ``meta_judge.adaptive`` (SPEC §5a), replayed from the records: per
+    selected response, :func:`metajudge.judging.adaptive.meta_asks` of the verdicts the rounds
+    before gave, with the ω of every such verdict of the iteration; without it, one round of
+    every comparison. Then the audit round: every ordered pair of the audited prompts'
+    selected response, and of their full selection's when the judge stage was audited too."""
+    config = store.config
+    rule = adaptive.meta_rule(config)
+    shown: dict[str, dict[int, Judgment]] = defaultdict(dict)
+    for rid, found in offsets.items():
+        for n, offset in found.items():
+            shown[rid][n] = store.read_at(JUDGMENTS, offset, iteration)
+    chosen = [s for s in selections if s.response_id is not None]
+
+    def item(rid: str, a: int, b: int, asked: tuple[int, str]) -> Item:
+        def begin() -> Step:
+            return start(store.read_at(RESPONSES, response_at[rid], iteration),
+                         shown[rid][a], shown[rid][b], asked)
+        return Item(f"{rid}@m{a}-{b}", begin)
+
+    verdicts: dict[str, dict[tuple[int, int], str | None]] = defaultdict(dict)
+    round_ = 0
+    while True:
+        omega = positional_weights([w for v in verdicts.values() for w in v.values()])
+        asks: dict[str, tuple[str, int, int, str]] = {}
+        for selection in chosen:
+            rid = selection.response_id
+            assert rid is not None
+            judgments = sorted(shown[rid])
+            if config.meta_judge.adaptive:
+                eligible = [n for n in judgments if shown[rid][n].score_source == "completed"
+                            or (shown[rid][n].score_source == "parsed"
+                                and shown[rid][n].finish_reason == "stop")]
+                found = meta_asks(judgments, eligible, verdicts[rid], omega, rule,
+                                  derive_seed(config.seed, "meta-ring", iteration, rid))
+                pairs = [(ask.target, ask.rule) for ask in found]
+            elif round_ == 0:
+                pairs = [((a, b), "full") for a, b in itertools.permutations(judgments, 2)]
+            else:
+                pairs = []
+            for (a, b), why in pairs:  # type: ignore[misc]
+                asks[f"{rid}@m{a}-{b}"] = (rid, a, b, why)
+        if not asks:
+            break
+        yield [item(rid, a, b, (round_, why) if why != "full" else None)  # type: ignore[arg-type]
+               for rid, a, b, why in asks.values()]
+        got = adaptive.answers(store, META_JUDGMENTS, iteration, asks, lambda m: m.winner)
+        if len(got) < len(asks):
+            return  # retryable failures remain: the runner stops, a rerun resumes here
+        for key, (rid, a, b, _) in asks.items():
+            verdicts[rid][(a, b)] = got[key]
+        round_ += 1
+    yield from _audit_round(store, iteration, chosen, shown, verdicts, round_, start)
+
+
+def _audit_round(store: Store, iteration: int, chosen: Sequence[MetaSelection],
+                 shown: dict[str, dict[int, Judgment]],
+                 verdicts: dict[str, dict[tuple[int, int], str | None]], round_: int,
+                 start: Callable[..., Step]) -> Iterator[list[Item]]:
+    config = store.config
+    share = audit_share(config)
+    sample = {s.id: s.response_id for s in chosen
+              if adaptive.audited(config.seed, iteration, s.id, share)}
+    if not sample:
+        return
+    full: dict[str, str | None] = {}
+    if config.judge.adaptive:
+        judge_sample = [p for p in sample if adaptive.audited(
+            config.seed, iteration, p, config.judge.audit_share)]
+        full = full_selection(store, iteration, judge_sample)
+    targets = sorted({rid for p, rid in sample.items() for rid in (rid, full.get(p))
+                      if rid is not None})
+    extra = {rid for rid in targets if rid not in shown}
+    for j in store.iter_records(JUDGMENTS, iteration):
+        if j.response_id in extra and j.score is not None:
+            shown[j.response_id][j.index] = j
+    response_at = {r.id: o for o, r in store.iter_with_offsets(RESPONSES, iteration)
+                   if r.id in targets}
+    items = []
+    for rid in targets:
+        for a, b in itertools.permutations(sorted(shown[rid]), 2):
+            if (a, b) not in verdicts.get(rid, {}):
+                first, second = shown[rid][a], shown[rid][b]
+                items.append(Item(f"{rid}@m{a}-{b}", partial(
+                    _start_at, store, iteration, response_at[rid], first, second,
+                    (round_, "audit"), start)))
+    if items:
+        yield items
+
+
+def _start_at(store: Store, iteration: int, offset: int, first: Judgment, second: Judgment,
+              asked: tuple[int, str], start: Callable[..., Step]) -> Step:
+    return start(store.read_at(RESPONSES, offset, iteration), first, second, asked)
 
 
 _WINNER_FIELD = re.compile(rb'"winner":"(first|second)"')

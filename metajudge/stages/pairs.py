@@ -21,12 +21,13 @@ back only the texts of the pairs it writes.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
+from metajudge import provenance
 from metajudge.config import scheduled
 from metajudge.pairs.actor import decide_actor_pair
 from metajudge.pairs.export import to_trl_row
@@ -42,6 +43,7 @@ from metajudge.store import (
     PAIRS,
     PROMPTS,
     RESPONSES,
+    StageFile,
     Store,
 )
 from metajudge.templates import Template
@@ -60,13 +62,26 @@ class _Seen:
     source: str = "parsed"
 
 
-def response_scores(store: Store, iteration: int) -> dict[str, float]:
-    """Mean score per response over its scored judgments (unscored responses are absent)."""
+def response_scores(store: Store, iteration: int, *, audit: bool = False) -> dict[str, float]:
+    """Mean score per response over its scored judgments (unscored responses are absent).
+    The audit's judgments (``judge.audit_share``) count only with ``audit``: the pairs are the
+    adaptive procedure's on every prompt."""
     values: dict[str, list[float]] = defaultdict(list)
     for judgment in store.iter_records(JUDGMENTS, iteration):
-        if judgment.score is not None:
+        if judgment.score is not None and (audit or judgment.rule != "audit"):
             values[judgment.response_id].append(judgment.score)
     return {rid: sum(v) / len(v) for rid, v in values.items()}
+
+
+def requests_by(store: Store, file: StageFile, iteration: int, key: Callable[[str], str]
+                ) -> Counter[str]:
+    """Requests made per ``key(record id)`` (records and failures for good; the audit's
+    not counted)."""
+    counts: Counter[str] = Counter(key(r.id) for r in store.iter_records(file, iteration)
+                                   if r.rule != "audit")
+    audit = {r.id for r in store.iter_records(file, iteration) if r.rule == "audit"}
+    counts.update(key(f) for f in store.final_failures(file, iteration) if f not in audit)
+    return counts
 
 
 def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[str, int]:
@@ -77,7 +92,7 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
         raise FileNotFoundError(f"{store.path(JUDGMENTS, iteration)}: run `metajudge judge`")
     types = scheduled(store.config.pairs.pair_types, iteration)
     cfg = store.config.pairs
-    store.check_settings(PAIRS, {
+    provenance.check(store, PAIRS, {
         "pair_types": sorted(types), "rho": float(scheduled(cfg.rho, iteration)),
         "first_iteration_max_chosen_chars": cfg.first_iteration_max_chosen_chars
         if iteration == 1 else None,
@@ -122,6 +137,10 @@ def actor_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
     for offset, r in store.iter_with_offsets(RESPONSES, iteration):
         by_prompt[r.prompt_id].append((r.provenance.sample_index, r.id, _Seen(offset,
                                                                             len(r.text))))
+    prompt_of = {rid: prompt_id for prompt_id, group in by_prompt.items()
+                 for _, rid, _ in group}
+    asked = requests_by(store, JUDGMENTS, iteration,
+                        lambda i: prompt_of.get(i.rpartition("@")[0], ""))
     pairs, decisions = [], []
     for prompt in store.iter_records(PROMPTS, iteration):
         candidates = sorted(by_prompt.get(prompt.id, []))
@@ -135,7 +154,8 @@ def actor_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
                                scores[cid], scores[rid], rho=rho))
         decisions.append(PairDecision(id=f"actor:{prompt.id}", pair_type="actor",
                                       iteration=iteration, prompt_id=prompt.id,
-                                      pair_id=pair_id, reason=decision.reason))
+                                      pair_id=pair_id, reason=decision.reason,
+                                      requests=asked[prompt.id]))
     return pairs, decisions
 
 
@@ -147,6 +167,8 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
     winners: list[str | None] = []
     battles: dict[str, list[tuple[int, int, str | None]]] = defaultdict(list)
     for meta in store.iter_records(META_JUDGMENTS, iteration):
+        if meta.rule == "audit":
+            continue  # the audit's: the pairs are the adaptive procedure's (SPEC §5a)
         winners.append(meta.winner)
         if meta.response_id in selected:
             battles[meta.response_id].append((meta.first, meta.second, meta.winner))
@@ -161,6 +183,7 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
                 source=j.score_source)
     responses = {r.id: o for o, r in store.iter_with_offsets(RESPONSES, iteration)
                  if r.id in selected}
+    asked = requests_by(store, META_JUDGMENTS, iteration, lambda i: i.rpartition("@")[0])
     pairs, decisions = [], []
     for selection in selections:
         rid = selection.response_id
@@ -181,7 +204,8 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
             id=f"judge:{selection.id}", pair_type="judge", iteration=iteration,
             prompt_id=selection.id, pair_id=f"judge:{rid}" if found is not None else None,
             reason=reason + ("; chosen verdict completed" if source == "completed" else ""),
-            chosen_source=source))  # type: ignore[arg-type]
+            chosen_source=source,  # type: ignore[arg-type]
+            requests=asked[rid] if rid is not None else 0))
     return pairs, decisions
 
 

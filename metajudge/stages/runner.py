@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from metajudge import provenance
 from metajudge.backends.base import Backend, LabelCallback, ResultCallback
 from metajudge.config import BackendConfig, RunnerConfig
 from metajudge.records import (
@@ -256,16 +257,17 @@ class StageRun:
                  iteration: int | None, settings: dict[str, Any], runner: RunnerConfig,
                  progress: bool = True, unit: str = "req", redo: bool = False,
                  inputs: tuple[StageFile, ...] = ()):
-        """``inputs``: the stage files the records are made from (see
-        :meth:`Store.check_settings`): when one was remade, the old records are refused."""
+        """``inputs``: the stage files the records are made from; a stage of an iteration's
+        records is also made by its M_t (see
+        :func:`metajudge.provenance.check`): when one was remade, the old records are refused."""
         self.store, self.file, self.backend = store, file, backend
         self.stage, self.iteration, self.runner = stage, iteration, runner
         self.progress, self.unit = progress, unit
         self.counts: Counter[str] = Counter()
         if not redo:  # --redo moves the old records aside, whoever made them
             check_fingerprint(store, file, iteration, backend.fingerprint)
-        self.settings_digest = store.check_settings(file, settings, iteration, redo=redo,
-                                                    inputs=inputs)
+        self.settings_digest = provenance.check(store, file, settings, iteration, redo=redo,
+                                                inputs=inputs, by_model=iteration is not None)
 
     def count(self, key: str, n: int = 1) -> None:
         """Count an outcome (``parsed``, ``forced``, ...) for the summary."""
@@ -276,12 +278,16 @@ class StageRun:
         return failure_record(item_id, self.stage, self.iteration, failure, step.request,
                               self.backend.fingerprint, template)
 
-    def run(self, items: Callable[[], Iterable[Item]], *, total: int, prompts: int,
-            extra: Callable[[], dict[str, float | int]] | None = None) -> StageSummary:
+    def run(self, items: Callable[[], Iterable[Item]] | None = None, *, total: int,
+            prompts: int, extra: Callable[[], dict[str, float | int]] | None = None,
+            rounds: Iterable[list[Item]] | None = None) -> StageSummary:
         """Make every record the stage still lacks; returns the summary (also in the
         manifest). ``items`` is called once per pass and may be a generator; ``extra`` gives
         figures of the finished file (e.g. the meta-judge's first-position share) for the
-        summary and the manifest."""
+        summary and the manifest. ``rounds`` (adaptive stages, instead of ``items``): the
+        items of one round at a time, each round run to the end (its retry passes included,
+        every record written) before the next is asked for, so a round may be planned from
+        the records of the rounds before it."""
         started = time.perf_counter()
         summary = StageSummary(stage=self.stage, iteration=self.iteration, prompts=prompts,
                                requested=total, settings=self.settings_digest)
@@ -293,19 +299,15 @@ class StageRun:
         try:
             with self.store.appender(self.file, self.iteration) as out, \
                     self.store.appender(self.file.failures, self.iteration) as failures:
-                retryable = 0
-                for attempt in range(1 + self.runner.retry_passes):
-                    if attempt:
-                        log.warning("%s: %d requests failed in a retryable way; pass %d of %d "
-                                    "in %.0f s", self.stage, retryable, attempt + 1,
-                                    1 + self.runner.retry_passes, self.runner.retry_delay_s)
-                        time.sleep(self.runner.retry_delay_s)
-                    skip = (self.store.ids(self.file, self.iteration)
-                            | self.store.final_failures(self.file, self.iteration))
-                    retryable = self._pass(items(), skip, out, failures, summary, bar)
-                    summary.passes_run = attempt + 1
-                    if not retryable:
-                        break
+                if rounds is None:
+                    assert items is not None
+                    self._passes(items, out, failures, summary, bar)
+                else:
+                    for one in rounds:
+                        self._passes(lambda one=one: one, out, failures, summary, bar)  # type: ignore[misc]
+                        if retryable_failures(self.store, self.file, self.iteration) - (
+                                self.store.ids(self.file, self.iteration)):
+                            break  # a round left unfinished: the next cannot be planned
         finally:
             bar.close()
         failing = retryable_failures(self.store, self.file, self.iteration)
@@ -317,6 +319,24 @@ class StageRun:
         key = self.stage if self.iteration is None else f"iter_{self.iteration:02d}/{self.stage}"
         self.store.record_stage(key, summary.as_dict())
         return summary
+
+    def _passes(self, items: Callable[[], Iterable[Item]], out: Any, failures: Any,
+                summary: StageSummary, bar: Progress) -> None:
+        """The first pass over ``items`` and up to ``runner.retry_passes`` more while
+        retryable failures remain."""
+        retryable = 0
+        for attempt in range(1 + self.runner.retry_passes):
+            if attempt:
+                log.warning("%s: %d requests failed in a retryable way; pass %d of %d in "
+                            "%.0f s", self.stage, retryable, attempt + 1,
+                            1 + self.runner.retry_passes, self.runner.retry_delay_s)
+                time.sleep(self.runner.retry_delay_s)
+            skip = (self.store.ids(self.file, self.iteration)
+                    | self.store.final_failures(self.file, self.iteration))
+            retryable = self._pass(items(), skip, out, failures, summary, bar)
+            summary.passes_run = max(summary.passes_run, attempt + 1)
+            if not retryable:
+                break
 
     def _pass(self, items: Iterable[Item], skip: set[str], out: Any, failures: Any,
               summary: StageSummary, bar: Progress) -> int:
