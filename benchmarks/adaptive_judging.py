@@ -43,7 +43,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from adaptive_metrics import Comparison, FullRatings, compare  # noqa: E402
+from adaptive_metrics import Comparison, FullRatings, compare, judge_statistics  # noqa: E402
+from adaptive_report import ACTOR_FLOOR  # noqa: E402
 from synthetic_judge import JudgeModel, SyntheticJudge  # noqa: E402
 
 from metajudge.backends.base import Backend  # noqa: E402
@@ -67,20 +68,27 @@ log = logging.getLogger("adaptive_judging")
 BASE = ["prompts.source=bundled", "prompts.pool_size=4995", "generation.samples_per_prompt=7",
         "judge.judgments_per_response=11", "judge.probability_weighted=false",
         "runner.retry_delay_s=0"]
-#: the sweep of the judge model: (score noise sd, first-position bias in logits); 2.6 logits
-#: gives the embedded model's first-position share of about 0.9 (measured below)
+#: the sweep of the judge model, (score noise sd, first-position bias in logits): a cross
+#: through the goal's setting (1, 0.5); a bias of 2.6 logits gives the embedded model's
+#: first-position share of about 0.9 (adaptive_judging.md measures each). ``--grid``: every
+#: noise with every bias
+GOAL = (1.0, 0.5)
 NOISES = (0.5, 1.0, 1.5)
 BIASES = (0.0, 0.5, 1.0, 2.6)
-GOAL = (1.0, 0.5)
+CROSS = [(n, GOAL[1]) for n in NOISES] + [(GOAL[0], b) for b in BIASES if b != GOAL[1]]
 
 
 def adaptive_available() -> bool:
     return "adaptive" in JudgeConfig.model_fields
 
 
-#: adaptive judging's settings of the sweep: name -> config overrides (SPEC §5a's knobs)
+#: adaptive judging's settings of the sweep: name -> config overrides (SPEC §5a's knobs); the
+#: defaults, and z-scores looser and tighter than them (the curve of retention against cost)
+ON = ["judge.adaptive=true", "meta_judge.adaptive=true"]
 ADAPTIVE = {
-    "default": ["judge.adaptive=true", "meta_judge.adaptive=true"],
+    "default": ON,
+    "loose": [*ON, "judge.adaptive_z=0.8", "meta_judge.adaptive_z=0.25"],
+    "tight": [*ON, "judge.adaptive_z=2.0", "meta_judge.adaptive_z=1.0"],
 }
 
 
@@ -107,11 +115,14 @@ def stages(store: Store, backend: Backend, names: Sequence[str], *,
     return seconds
 
 
-def copy_inputs(src: Store, dst: Store, names: Sequence[str]) -> None:
-    """Copy the records (with their settings and failures) of the named stage files."""
+def copy_inputs(src: Store, dst: Store, names: Sequence[str], *, resume: bool = False) -> None:
+    """Copy the records (with their settings and failures) of the named stage files (with
+    ``resume``, not into a run that has them already)."""
     folder = dst.iteration_dir(1)
     folder.mkdir(parents=True, exist_ok=True)
     for path in src.iteration_dir(1).iterdir():
+        if resume and (folder / path.name).exists():
+            continue
         if path.is_file() and path.name.split(".")[0] in names:
             shutil.copy2(path, folder / path.name)
 
@@ -153,29 +164,32 @@ def same_records(a: Store, b: Store) -> bool:
     return key(a) == key(b)
 
 
-def setting(base: Path, prompts: int, noise: float, bias: float, *, check_replay: bool
-            ) -> list[dict[str, Any]]:
+def setting(base: Path, prompts: int, noise: float, bias: float, *, check_replay: bool,
+            variants: Sequence[str] = tuple(ADAPTIVE)) -> list[dict[str, Any]]:
     """Full run, noise floor and adaptive runs of one judge setting; one row per comparison."""
     model = JudgeModel(noise=noise, bias=bias)
     folder = base / f"n{noise:g}_b{bias:g}_p{prompts}"
-    full = fresh(folder / "full", make_config(prompts, model))
+    full = Store.open(folder / "full", make_config(prompts, model))  # resumes a finished one
     timing = stages(full, SyntheticJudge(model=model),
                     ["generate", "judge", "meta-judge", "pairs"])
     log.info("%s: full run %s", folder.name, timing)
     runs: dict[str, tuple[Store, bool]] = {}
     # the noise floor: new judgments and verdicts (actor pairs); new verdicts (judge pairs)
     floor_model = JudgeModel(noise=noise, bias=bias, judge_seed=1, meta_seed=1)
-    floor = fresh(folder / "floor", make_config(prompts, floor_model))
-    copy_inputs(full, floor, ("prompts", "responses"))
+    floor = Store.open(folder / "floor", make_config(prompts, floor_model))
+    copy_inputs(full, floor, ("prompts", "responses"), resume=True)
     stages(floor, SyntheticJudge(model=floor_model), ["judge", "meta-judge", "pairs"])
-    runs["floor: new judgments and verdicts"] = (floor, False)
+    runs[ACTOR_FLOOR] = (floor, False)
     verdict_model = JudgeModel(noise=noise, bias=bias, meta_seed=1)
-    verdicts = fresh(folder / "floor_verdicts", make_config(prompts, verdict_model))
-    copy_inputs(full, verdicts, ("prompts", "responses", "judgments"))
+    verdicts = Store.open(folder / "floor_verdicts", make_config(prompts, verdict_model))
+    copy_inputs(full, verdicts, ("prompts", "responses", "judgments"), resume=True)
     stages(verdicts, SyntheticJudge(model=verdict_model), ["meta-judge", "pairs"])
     runs["floor: new verdicts"] = (verdicts, True)
+    replay_identical = None
     if adaptive_available():
         for name, overrides in ADAPTIVE.items():
+            if name not in variants:
+                continue
             store = fresh(folder / f"adaptive_{name}", make_config(prompts, model, overrides))
             copy_inputs(full, store, ("prompts", "responses"))
             started = time.perf_counter()
@@ -183,9 +197,9 @@ def setting(base: Path, prompts: int, noise: float, bias: float, *, check_replay
             log.info("%s: adaptive %s in %.1f s", folder.name, name,
                      time.perf_counter() - started)
             runs[f"adaptive {name}"] = (store, True)
-            if check_replay:
-                runs[f"adaptive {name} (replay)"] = (replayed(full, store, folder, prompts,
-                                                              model, overrides), True)
+            if check_replay and name == "default":
+                replayed(full, store, folder, prompts, model, overrides)
+                replay_identical = True
     wanted = {m.response_id for store, judge_pairs in runs.values() if judge_pairs
               for m in store.iter_records(META_JUDGMENTS, 1)}
     ratings = FullRatings(full, shadow_runs(full, wanted, folder, make_config(prompts, model),
@@ -195,7 +209,10 @@ def setting(base: Path, prompts: int, noise: float, bias: float, *, check_replay
     for name, (store, judge_pairs) in runs.items():
         result: Comparison = compare(store, full, ratings, judge_pairs=judge_pairs)
         rows.append({"noise": noise, "bias": bias, "prompts": prompts, "run": name,
-                     "first_position_share": round(share, 4), **result.row()})
+                     "first_position_share": round(share, 4),
+                     "replay_identical": replay_identical, **result.row(),
+                     **({"judge_statistics": judge_statistics(full)}
+                        if name == ACTOR_FLOOR else {})})
         log.info("%s %s: %s", folder.name, name, rows[-1])
     return rows
 
@@ -273,8 +290,11 @@ def main() -> None:
                         help="also run the goal's setting at this many prompts (5000: paper)")
     parser.add_argument("--work", default="/tmp/adaptive_judging")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))
-    parser.add_argument("--noises", type=float, nargs="+", default=list(NOISES))
-    parser.add_argument("--biases", type=float, nargs="+", default=list(BIASES))
+    parser.add_argument("--all-variants", action="store_true", help="every adaptive setting "
+                        "at every judge setting (default: all at the goal's, the default one "
+                        "elsewhere)")
+    parser.add_argument("--grid", action="store_true", help="every noise with every bias "
+                        "(default: the cross through the goal's setting)")
     parser.add_argument("--replay", help="instead: adaptive judging on a replay of this "
                         "recorded full run (a real model's); writes adaptive_judging.replay.*")
     args = parser.parse_args()
@@ -287,14 +307,18 @@ def main() -> None:
         write_replay(replay_recorded(Path(args.replay), work / "replay"), out, args.replay)
         return
     rows: list[dict[str, Any]] = []
-    for noise in args.noises:
-        for bias in args.biases:
-            rows += setting(work, args.prompts, noise, bias,
-                            check_replay=(noise, bias) == (args.noises[0], args.biases[0]))
+    sweep = [(n, b) for n in NOISES for b in BIASES] if args.grid else CROSS
+    saved = out / "adaptive_judging.rows.jsonl"
+    saved.write_text("")
+    for noise, bias in sorted(sweep, key=lambda s: s != GOAL):  # the goal's setting first
+        goal = (noise, bias) == GOAL
+        found = setting(work, args.prompts, noise, bias, check_replay=goal,
+                        variants=tuple(ADAPTIVE) if goal or args.all_variants else ("default",))
+        rows += found
+        with saved.open("a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in found))
     if args.full_size:
         rows += setting(work, args.full_size, *GOAL, check_replay=False)
-    (out / "adaptive_judging.rows.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in rows))
     from adaptive_report import write_report
 
     write_report(rows, out, vars(args))
