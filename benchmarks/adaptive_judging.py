@@ -263,7 +263,7 @@ def replay_recorded(recorded: Path, work: Path) -> list[dict[str, Any]]:
     base = {"model": full.first(JUDGMENTS, 1).provenance.backend.model,
             "prompts": full.count(PROMPTS, 1),
             "first_position_share": round(first_position_share(full, 1), 4),
-            "full_replayed_same_pairs": same}
+            "full_replayed_same_pairs": same, "judge_statistics": judge_statistics(full)}
     rows = []
     for name, overrides in ADAPTIVE.items() if adaptive_available() else ():
         adaptive_config = with_overrides(config, overrides)
