@@ -6,7 +6,9 @@ both are compared on identical samples, with no sampling noise between them. Nam
 
     backend:
       kind: replay_backend:ReplayBackend          # with benchmarks/ on PYTHONPATH
-      model: runs/full                            # the recorded run (several: joined by ':')
+      model: smollm2-135m-instruct                # the recorded run's model: M_t's identity
+
+with the recorded run in ``METAJUDGE_REPLAY`` (several: joined by ``os.pathsep``).
 
 How a request is found. The stages name each request by what it is: ``<prompt>#<k>`` (a
 response), ``<response>@j<k>`` (a judgment), ``<response>@m<first>-<second>`` (a comparison);
@@ -57,6 +59,8 @@ from metajudge.templates import Template, rubric_text
 
 log = logging.getLogger(__name__)
 FILES = (RESPONSES, JUDGMENTS, META_JUDGMENTS)
+#: where ``from_config`` finds the recorded runs
+REPLAY_ENV = "METAJUDGE_REPLAY"
 
 
 class ReplayBackend(Backend):
@@ -93,8 +97,17 @@ class ReplayBackend(Backend):
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> ReplayBackend:
-        """The recordings are ``backend.model`` (paths joined by ``os.pathsep``)."""
-        return cls(config.model.split(os.pathsep))
+        """The recordings are ``METAJUDGE_REPLAY`` (paths joined by ``os.pathsep``);
+        ``backend.model`` names the recorded model, which the records' inputs are checked
+        against like any M_t."""
+        paths = os.environ.get(REPLAY_ENV, "")
+        if not paths:
+            raise ValueError(f"replay backend: set {REPLAY_ENV} to the recorded run directory")
+        backend = cls(paths.split(os.pathsep))
+        if backend.fingerprint.model != config.model:
+            raise ValueError(f"replay backend: {paths} was recorded with "
+                             f"{backend.fingerprint.model!r}, not backend.model {config.model!r}")
+        return backend
 
     @property
     def fingerprint(self) -> BackendFingerprint:

@@ -68,7 +68,7 @@ def recorded(tmp_path: Path) -> Store:
 
 def test_replaying_the_full_procedure_gives_the_full_runs_records_and_pairs(
         recorded: Store, tmp_path: Path) -> None:
-    replay = full_run(tmp_path / "replay", "replay_backend:ReplayBackend", str(recorded.root))
+    replay = full_run(tmp_path / "replay", "replay_backend:ReplayBackend")
     with ReplayBackend([recorded.root]) as backend:
         assert backend.capabilities.label_scores  # the recording's read-outs ran
         stages(replay, backend)
@@ -151,3 +151,28 @@ def test_the_synthetic_judge_follows_its_stated_model(tmp_path: Path) -> None:
     assert again.text == SyntheticJudge(model=JudgeModel(noise=1.0)).generate([request])[0].text
     assert again.text != SyntheticJudge(model=JudgeModel(noise=1.0, judge_seed=1)).generate(
         [request])[0].text
+
+
+def test_adaptive_judging_on_a_replay_asks_only_for_the_full_runs_samples(
+        recorded: Store, tmp_path: Path) -> None:
+    """Adaptive judging replayed: every request it makes that the full run made is answered
+    with the full run's sample (same id, same prompt: none mismatched), so it is compared with
+    the full procedure on the same samples, and it asks for no more than the full procedure."""
+    config = load_config(CONFIG, [*SETTINGS, "backend.kind=replay_backend:ReplayBackend",
+                                  "backend.model=instant-model", "judge.adaptive=true",
+                                  "judge.adaptive_initial=2", "meta_judge.adaptive=true"])
+    store = Store.open(tmp_path / "adaptive", config)
+    # the adaptive meta-judge selects on the first judgments, so it may compare a response the
+    # full run did not select: those comparisons only are made by the recorded model itself
+    with ReplayBackend([recorded.root],
+                       fallback=InstantBackend(recorded.config.backend)) as backend:
+        stages(store, backend)
+        counts = backend.stats()["replay"]
+    assert counts["missing"] == counts["mismatched"] == 0
+    selected = {m.response_id for m in recorded.iter_records(META_JUDGMENTS, 1)}
+    assert counts["fallback"] == sum(m.response_id not in selected
+                                     for m in store.iter_records(META_JUDGMENTS, 1))
+    assert store.count(JUDGMENTS, 1) <= recorded.count(JUDGMENTS, 1)
+    assert store.count(META_JUDGMENTS, 1) <= recorded.count(META_JUDGMENTS, 1)
+    full = {r.id: (r.text, r.score) for r in recorded.iter_records(JUDGMENTS, 1)}
+    assert all(full[j.id] == (j.text, j.score) for j in store.iter_records(JUDGMENTS, 1))
