@@ -251,7 +251,7 @@ def main() -> None:
     out = ROOT / "results" / "benchmarks"
     rows = [json.loads(line) for line in
             (out / "adaptive_judging.rows.jsonl").read_text().splitlines()]
-    write_report(rows, out, {})
+    write_report(rows, out, {"prompts": max(r["prompts"] for r in rows), "resume": True})
 
 
 if __name__ == "__main__":
