@@ -199,6 +199,12 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
             ax.scatter(r["token_share"], value, color=colours[r["bias"]],
                        marker=markers[r["noise"]], s=40,
                        facecolors="none" if is_floor else colours[r["bias"]])
+        for setting in sorted({(r["noise"], r["bias"]) for r in rows}):
+            curve = sorted((r["token_share"], r[f"{kind}_retention"]) for r in rows
+                           if (r["noise"], r["bias"]) == setting and r["run"].startswith("adapt")
+                           and r[f"{kind}_retention"] is not None)
+            if len(curve) > 1:
+                ax.plot(*zip(*curve, strict=True), color=colours[setting[1]], lw=0.8)
         ax.set_title(f"{kind} pairs")
         ax.set_xlabel("token share (judge + meta-judge generated tokens, ÷ full)")
         ax.set_xlim(0, 1.05)
@@ -208,7 +214,7 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
     for n in noises:
         axes[1].scatter([], [], color="0.3", marker=markers[n], label=f"noise sd {n:g}")
     axes[1].scatter([], [], color="0.3", facecolors="none", label="noise floor (2nd full run)")
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="upper left")
     fig.suptitle("Adaptive judging vs the full procedure on the same samples (shaded: the "
                  "goal's token share; dashed: 0.90)", fontsize=9)
     fig.tight_layout()
