@@ -241,7 +241,8 @@ def with_overrides(config: Any, overrides: Sequence[str]) -> Any:
                                                        list(overrides)))
 
 
-def replay_recorded(recorded: Path, work: Path) -> list[dict[str, Any]]:
+def replay_recorded(recorded: Path, work: Path, variants: Sequence[str] = ("default",)
+                    ) -> list[dict[str, Any]]:
     """Adaptive judging on a replay of a full run recorded on a real model (its config, its
     iteration 1). First the full procedure replayed, which must give the recorded pairs; then,
     per adaptive setting, a first pass on the replay shows which responses its meta-judge
@@ -268,6 +269,8 @@ def replay_recorded(recorded: Path, work: Path) -> list[dict[str, Any]]:
             "full_replayed_same_pairs": same, "judge_statistics": judge_statistics(full)}
     rows = []
     for name, overrides in ADAPTIVE.items() if adaptive_available() else ():
+        if name not in variants:
+            continue
         adaptive_config = with_overrides(config, overrides)
         first = fresh(work / f"{name}_pass1", adaptive_config)
         with ReplayBackend([full.root]) as backend:
