@@ -110,14 +110,15 @@ bench: install $(VLLM_VENV)/bin/vllm bench-analysis
 
 # adaptive judging against the full procedure on the same samples (issue 28, SPEC §13): the
 # synthetic judge's sweep through the real stages (K 7, N 11), then a replay of a full run of
-# the embedded model (8 prompts, K 4, N 3: recorded here first, a few minutes)
-ADAPTIVE_PROMPTS ?= 300
+# the embedded model (4 prompts, K 4, N 4: recorded here first; ~50 min on 2 busy cores)
+ADAPTIVE_PROMPTS ?= 100
 ADAPTIVE_RECORDING ?= runs/adaptive-embedded
 bench-adaptive: install
 	PYTHONPATH=.:benchmarks $(BIN)/python benchmarks/adaptive_judging.py --prompts $(ADAPTIVE_PROMPTS)
 	for stage in generate judge meta-judge pairs; do \
 		if [ $$stage = generate ]; then \
-			$(BIN)/metajudge generate --config configs/tiny.yaml --out $(ADAPTIVE_RECORDING) --no-progress; \
+			$(BIN)/metajudge generate --config configs/tiny.yaml --out $(ADAPTIVE_RECORDING) --no-progress \
+				--set prompts.per_iteration=4 --set judge.judgments_per_response=4; \
 		else $(BIN)/metajudge $$stage $(ADAPTIVE_RECORDING) --no-progress; fi || exit 1; done
 	PYTHONPATH=.:benchmarks $(BIN)/python benchmarks/adaptive_judging.py --replay $(ADAPTIVE_RECORDING)
 	$(BIN)/python benchmarks/summary.py
