@@ -124,3 +124,22 @@ class InstantBackend(Backend):
             body = (FILLER * 20)[:JUDGMENT_CHARS - 10]
             return f"{body}\nScore: {h % 6}"
         return (FILLER * 40)[:RESPONSE_CHARS - (h % 500)]
+
+
+class InstantWeightsBackend(InstantBackend):
+    """The instant backend naming its model by its weights, as the real backends do: a
+    checkpoint (M_t) is its weights' content hash (``revision``), the seed model its name and
+    pinned revision, so records made by a retrained checkpoint name another model."""
+
+    kind = "instant-weights"
+
+    def __init__(self, config: BackendConfig | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        from metajudge.models import resolve_model
+
+        self._revision = (resolve_model(config.model, config.revision).revision
+                          if config is not None else None)
+
+    @property
+    def fingerprint(self) -> BackendFingerprint:
+        return BackendFingerprint(kind=self.kind, model=self._name, revision=self._revision)

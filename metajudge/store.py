@@ -13,7 +13,9 @@ A run directory::
 An evaluation folder has the same files without ``iter_NN/``. The store owns every stage file's
 name and record type (:data:`STAGE_FILES`). A stage file's *generation* is drawn when it starts
 (first made, or remade by ``--redo``); a stage records those of the files it was made from and
-refuses its records once one of them is remade (:meth:`Store.check_settings`). Stage files are
+refuses its records once one of them is remade (:mod:`metajudge.provenance`, which builds on
+this module; the store itself knows nothing of provenance but the settings file's name and its
+``generation``). Stage files are
 append-only; reopening repairs a partial last line left by a kill. One process at a time writes
 a store: :meth:`Store.open` takes a lock that a second writer is refused, and child processes
 the holder starts (training, launched ranks) inherit it through ``METAJUDGE_LOCKED``.
@@ -41,7 +43,6 @@ import yaml
 from pydantic import BaseModel
 
 import metajudge
-from metajudge import stage_settings
 from metajudge.jsonl import (
     Appender,
     InputError,
@@ -79,6 +80,8 @@ _HARMLESS = ("runner",)
 _ACCUMULATE = ("seconds", "completed", "failed", "backend_calls", "prompt_tokens",
                "generated_tokens", "label_requests")
 _ID = re.compile(rb'^\{"id":"((?:[^"\\]|\\.)*)"')
+#: a settings file's key for which making of its stage file the records are
+GENERATION = "generation"
 
 
 class ConfigMismatchError(ValueError):
@@ -312,22 +315,27 @@ class Store:
         return self._lock is not None or os.environ.get(LOCK_ENV) == str(self.root.resolve())
 
     # ------------------------------------------------------------- settings
-    def check_settings(self, file: StageFile, settings: dict[str, Any],
-                       iteration: int | None = None, *, redo: bool = False,
-                       inputs: tuple[StageFile, ...] = ()) -> str:
-        """Compare a stage's settings, and the generations of the files it is made from
-        (``inputs``), with those its records were made under; refuse a change by name, or
-        with ``redo`` move the old records aside. Returns the settings digest. See
-        :func:`metajudge.stage_settings.check`."""
-        return stage_settings.check(self, file, settings, iteration, redo=redo, inputs=inputs)
-
-    def generation(self, file: StageFile, iteration: int | None = None) -> str | None:
-        """Which making of a stage file its records are (:mod:`metajudge.stage_settings`)."""
-        return stage_settings.generation(self, file, iteration)
+    def settings_path(self, file: StageFile, iteration: int | None = None) -> Path:
+        """``<name>.settings.json``: what a stage file's records were made under and from
+        (written and checked by :mod:`metajudge.provenance`)."""
+        return self.folder(iteration) / f"{file.name}.settings.json"
 
     def settings(self, file: StageFile, iteration: int | None = None) -> dict[str, Any] | None:
         """What a stage file's settings file holds (None when it has none)."""
-        return stage_settings.read(self, file, iteration)
+        path = self.settings_path(file, iteration)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except ValueError as exc:  # names the file (JSONDecodeError alone does not)
+            raise InputError(path, getattr(exc, "lineno", None), None,
+                             f"not a settings file ({exc}); move it aside, or remake "
+                             f"{file.filename} with --redo") from exc
+
+    def generation(self, file: StageFile, iteration: int | None = None) -> str | None:
+        """Which making of a stage file its records are (None for a file without one: not
+        made yet, or made before generations were recorded); see :mod:`metajudge.provenance`."""
+        return (self.settings(file, iteration) or {}).get(GENERATION)
 
     def move_aside(self, file: StageFile, iteration: int | None = None) -> Path:
         """Move a stage file, its failures and settings into ``replaced/<name>-<time>/``."""

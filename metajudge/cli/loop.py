@@ -5,7 +5,7 @@ seed model for iteration 1, else the previous iteration's checkpoint), through t
 the loop uses (in-process, or servers it starts at the first request and stops for M_t).
 ``--redo`` moves a stage's records aside and makes them again under the current settings; a
 later stage then refuses its records made from the old ones, naming them, until it is redone
-too (``Store.check_settings``).
+too (:mod:`metajudge.provenance`).
 """
 
 from __future__ import annotations

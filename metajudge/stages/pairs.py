@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from metajudge import provenance
 from metajudge.config import scheduled
 from metajudge.pairs.actor import decide_actor_pair
 from metajudge.pairs.export import to_trl_row
@@ -77,7 +78,7 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
         raise FileNotFoundError(f"{store.path(JUDGMENTS, iteration)}: run `metajudge judge`")
     types = scheduled(store.config.pairs.pair_types, iteration)
     cfg = store.config.pairs
-    store.check_settings(PAIRS, {
+    provenance.check(store, PAIRS, {
         "pair_types": sorted(types), "rho": float(scheduled(cfg.rho, iteration)),
         "first_iteration_max_chosen_chars": cfg.first_iteration_max_chosen_chars
         if iteration == 1 else None,

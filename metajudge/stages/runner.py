@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from metajudge import provenance
 from metajudge.backends.base import Backend, LabelCallback, ResultCallback
 from metajudge.config import BackendConfig, RunnerConfig
 from metajudge.records import (
@@ -256,16 +257,17 @@ class StageRun:
                  iteration: int | None, settings: dict[str, Any], runner: RunnerConfig,
                  progress: bool = True, unit: str = "req", redo: bool = False,
                  inputs: tuple[StageFile, ...] = ()):
-        """``inputs``: the stage files the records are made from (see
-        :meth:`Store.check_settings`): when one was remade, the old records are refused."""
+        """``inputs``: the stage files the records are made from; a stage of an iteration's
+        records is also made by its M_t (see
+        :func:`metajudge.provenance.check`): when one was remade, the old records are refused."""
         self.store, self.file, self.backend = store, file, backend
         self.stage, self.iteration, self.runner = stage, iteration, runner
         self.progress, self.unit = progress, unit
         self.counts: Counter[str] = Counter()
         if not redo:  # --redo moves the old records aside, whoever made them
             check_fingerprint(store, file, iteration, backend.fingerprint)
-        self.settings_digest = store.check_settings(file, settings, iteration, redo=redo,
-                                                    inputs=inputs)
+        self.settings_digest = provenance.check(store, file, settings, iteration, redo=redo,
+                                                inputs=inputs, by_model=iteration is not None)
 
     def count(self, key: str, n: int = 1) -> None:
         """Count an outcome (``parsed``, ``forced``, ...) for the summary."""

@@ -20,7 +20,8 @@ of ``dpo_pairs.jsonl``, the seed and the training settings that shape the result
 that only say how to launch). A rerun of a finished iteration reuses it only when all of these
 are still the run's; otherwise it is refused, naming what differs, and ``--redo`` moves the
 checkpoint aside into ``replaced/`` and trains again (the next iteration's records, made by the
-old checkpoint, are then refused by their model's fingerprint).
+old checkpoint, are then stale: M_t is an input of every file it made, see
+:mod:`metajudge.provenance`, which also owns :func:`iteration_model`).
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ from typing import Any
 
 import yaml
 
-from metajudge import stage_settings
+from metajudge import provenance
 from metajudge.config import TrainingConfig
 from metajudge.extras import require
-from metajudge.models import resolve_model
 from metajudge.processes import Child, die_with_parent
+from metajudge.provenance import iteration_model, model_identity
 from metajudge.store import DPO_PAIRS, LOCK_ENV, PAIRS, Store
 from metajudge.training.checkpoint import (
     CHECKPOINT,
@@ -73,32 +74,6 @@ LAUNCH_ONLY = frozenset({"launcher", "num_processes", "num_machines", "accelerat
 
 class LaunchFailed(RuntimeError):
     """A launched training job exited with an error; the message holds its log's end."""
-
-
-def iteration_model(store: Store, iteration: int) -> str:
-    """M_t: the seed model (or the EFT checkpoint the config names) for iteration 1, else the
-    previous iteration's checkpoint."""
-    if iteration == 1:
-        return seed_model(store)
-    previous = store.iteration_dir(iteration - 1)
-    if not checkpoint_done(previous):
-        raise FileNotFoundError(f"{previous / CHECKPOINT} is missing: iteration {iteration - 1} "
-                                "has not finished training")
-    return str(previous / CHECKPOINT)
-
-
-def seed_model(store: Store) -> str:
-    """M_1: ``eft.checkpoint`` when the config names one (iteration 0), else the seed model."""
-    eft = store.config.eft.checkpoint
-    if eft is None:
-        return str(store.config.backend.model)
-    path = Path(eft)
-    if (path / CHECKPOINT / MARKER).is_file():
-        path = path / CHECKPOINT  # an `metajudge eft --out DIR` folder
-    if not (path / MARKER).is_file() and not any(path.glob("*.safetensors")):
-        raise FileNotFoundError(f"eft.checkpoint {eft}: no finished checkpoint there; run "
-                                "`metajudge eft` first")
-    return str(path)
 
 
 def accelerate_config(name: str) -> Path:
@@ -200,22 +175,13 @@ def launch_command(run_dir: Path, iteration: int, cfg: TrainingConfig,
     return ["bash", "-c", text]
 
 
-def model_identity(store: Store, model: str) -> str:
-    """M_t as a checkpoint names it: a checkpoint's weights digest, or the seed model's name
-    and revision (the embedded model's content hash, or the pinned ``backend.revision``)."""
-    resolved = resolve_model(model, store.config.backend.revision)
-    if (Path(model) / MARKER).is_file():  # wherever the run directory is moved
-        return str(resolved.revision)
-    return f"{resolved.name}@{resolved.revision}"
-
-
 def made_from(store: Store, iteration: int) -> dict[str, Any]:
     """What iteration ``iteration``'s checkpoint is trained from (recorded in it, compared on
     every rerun): M_t, the pairs file's digest, the seed and the shaping training settings."""
     cfg = store.config
     pairs = store.path(DPO_PAIRS, iteration)
     return {"model": model_identity(store, iteration_model(store, iteration)),
-            "pairs": stage_settings.state(store, PAIRS, iteration),
+            "pairs": provenance.state(store, PAIRS, iteration),
             "dpo_pairs": file_digest(pairs) if pairs.is_file() else None,
             "seed": cfg.seed + iteration,
             "training": {k: v for k, v in cfg.training.model_dump(mode="json").items()
@@ -239,12 +205,12 @@ def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
                      settings: bool = True) -> None:
     """Refuse (or with ``redo`` move aside) a finished checkpoint that was trained from other
     pairs, another M_t or (``settings``) under other settings than the run's now, and pairs
-    made from records remade or grown since (:func:`metajudge.stage_settings.require_current`,
+    made from records remade or grown since (:func:`metajudge.provenance.require_current`,
     checked before training too). The loop
     passes ``settings=False`` for a finished iteration: like its other stages, it is kept when
     the settings change for the iterations still to run, but never when its inputs were remade."""
     folder = store.iteration_dir(iteration)
-    stage_settings.require_current(store, PAIRS, iteration)  # not pairs of stale records
+    provenance.require_current(store, PAIRS, iteration)  # not pairs of stale records
     if not checkpoint_done(folder):
         return
     meta = json.loads((folder / CHECKPOINT / MARKER).read_text(encoding="utf-8"))
@@ -257,10 +223,7 @@ def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
         shutil.move(str(folder / CHECKPOINT), target)
         log.warning("moved %s aside to %s", folder / CHECKPOINT, target)
     elif differs:
-        raise store.refuse(
-            f"{folder / CHECKPOINT} was trained from another {', '.join(differs)} than the "
-            f"run's now (the pairs were remade, M_t retrained, or the settings changed): "
-            f"`metajudge train {store.root} --iteration {iteration} --redo` trains it again")
+        raise store.refuse(provenance.stale_checkpoint(store, iteration, differs))
 
 
 def train_iteration(run_dir: Path, iteration: int, *, progress: bool = True) -> None:

@@ -85,7 +85,8 @@ def test_generations_are_kept_on_resume_and_renewed_by_a_redo(instant_run) -> No
     first = store.generation(RESPONSES, 1)
     run_judge(store, backend, 1, progress=False)
     size = store.path(RESPONSES, 1).stat().st_size
-    assert first and store.settings(JUDGMENTS, 1)["inputs"] == {"responses": f"{first}@{size}"}
+    assert first and store.settings(JUDGMENTS, 1)["inputs"] == {
+        "responses": f"{first}@{size}", "model": "smollm2-135m-instruct@b179c9523d0e6a0f"}
     run_generate(store, backend, 1, progress=False)  # a resume: the same records
     assert store.generation(RESPONSES, 1) == first
     run_judge(store, backend, 1, progress=False)
