@@ -373,8 +373,10 @@ def manifest_counts(run: Path, t: int, stage: str) -> list[str]:
         name = {v: k for k, v in STAGE_OF.items()}[stage]
         held = len(lines(folder / f"{name}.jsonl"))
         if entry.get("completed") != held:
-            problems.append(f"manifest.json: iter_{t:02d}/{stage} counts {entry.get('completed')}"
-                            f" records made, {name}.jsonl holds {held}")
+            made = entry.get("completed")
+            how = "more" if isinstance(made, int) and made > held else "other"
+            problems.append(f"manifest.json: iter_{t:02d}/{stage} counts {made} records made, "
+                            f"{how} than the {held} {name}.jsonl holds")
     elif stage == "pairs":
         by_type = Counter(p["pair_type"] for p in lines(folder / "pairs.jsonl"))
         rows = len(lines(folder / "dpo_pairs.jsonl"))
