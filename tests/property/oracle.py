@@ -311,6 +311,9 @@ def _check_pairs(run: Path, t: int, seed: Seed) -> list[str]:
                 problems.append(f"{folder}/pairs.jsonl: judge pair {pair['id']}'s prompt does "
                                 "not show a current response")
     trained = [row for row in lines(folder / "dpo_pairs.jsonl")]
+    if trained and not pairs:
+        return problems + [f"{folder}/dpo_pairs.jsonl: {len(trained)} training rows while "
+                           "pairs.jsonl holds no pair"]
     for row in trained:
         pair = pairs.get(row["id"])
         if pair is None or row["pair_type"] not in types or \

@@ -103,6 +103,8 @@ WINDOW_S = {"generate": 1.0, "judge": 2.5, "meta-judge": 2.0, "pairs": 0.5, "tra
 KNOWN: dict[str, str] = {
     "B6: after --redo the manifest adds the discarded records' cost":
         r"manifest\.json: iter_\d+/(generate|judge|meta-judge) counts \d+ records made, more",
+    "B2: an interrupted pairs --redo leaves the old dpo_pairs.jsonl looking current":
+        r"dpo_pairs\.jsonl: \d+ training rows while pairs\.jsonl holds no pair",
 }
 
 
@@ -116,6 +118,7 @@ class Command:
     sets: tuple[str, ...] = ()
     ranked: str = "A"  # eft: the ranked file (B: the same ids, other texts)
     kill_at: float | None = None  # a fraction of WINDOW_S after the first write
+    kill_write: int | None = None  # or: before its k-th write (tests.property.killpoint)
 
     def argv(self, base: Path) -> list[str]:
         run, eft = base / "run", base / "eft"
@@ -144,23 +147,27 @@ class Command:
             words = words.replace(" --set " + " --set ".join(BACKEND), " $BACKEND")
         kill = "" if self.kill_at is None else (
             f"  # SIGKILL {self.kill_at * WINDOW_S[self.stage]:.1f} s after its first write")
+        if self.kill_write is not None:
+            kill = f"  # SIGKILL before its write #{self.kill_write}"
         return f"metajudge {words}{kill}"
 
 
 def _commands() -> st.SearchStrategy[Command]:
     iterations = st.integers(1, ITERATIONS)
-    kill = st.one_of(st.none(), st.none(), st.floats(0.0, 1.0).map(lambda x: round(x, 2)))
+    kills = st.one_of(st.just({}), st.just({}), st.just({}),
+                      st.floats(0.0, 1.0).map(lambda x: {"kill_at": round(x, 2)}),
+                      st.integers(1, 16).map(lambda k: {"kill_write": k}))
 
     def stage(name: str) -> st.SearchStrategy[Command]:
         sets = st.one_of(st.just(()), st.sampled_from([tuple(s) for s in SETS[name]]))
-        redo = st.just(False) if name == "run" else st.booleans()  # (run has no --redo)
-        return st.builds(Command, st.just(name), iterations, redo, sets, kill_at=kill)
+        redo = st.just(False) if name in ("run", "eft") else st.booleans()  # (no --redo)
+        ranked = st.sampled_from(["A", "B"]) if name == "eft" else st.just("A")
+        iteration = st.just(1) if name == "eft" else iterations
+        return st.builds(lambda *a, kill: Command(*a, **kill), st.just(name), iteration, redo,
+                         sets, ranked, kill=kills)
 
-    return st.one_of(
-        *(stage(n) for n in ("generate", "judge", "meta-judge", "pairs", "train", "run")),
-        st.builds(Command, st.just("eft"), st.just(1), st.just(False),
-                  st.one_of(st.just(()), st.sampled_from([tuple(s) for s in SETS["eft"]])),
-                  st.sampled_from(["A", "B"]), kill_at=kill))
+    return st.one_of(*(stage(n) for n in ("generate", "judge", "meta-judge", "pairs", "train",
+                                          "run", "eft")))
 
 
 def _seed_revision() -> str:
@@ -208,29 +215,36 @@ class RunInvariants(RuleBasedStateMachine):
         return code, err.getvalue()
 
     def _killed(self, command: Command) -> tuple[int | None, str]:
-        """Run as a process group; SIGKILL it the drawn time after its first write. Returns
-        (None, log) when it was killed, else its exit code."""
-        assert command.kill_at is not None
+        """Run as its own process group, killed with SIGKILL before its drawn write
+        (:mod:`tests.property.killpoint`) or a drawn time after its first write. Returns
+        (None, log) when it was killed, else (its exit code, log)."""
         env = {**os.environ, "WEIGHTS_INSTANT_RECORD_DELAY_S": RECORD_DELAY_S}
-        log = self.base / "killed.log"
-        watched = self.base
-        before = _newest(watched)
+        log = self.base.parent / f"{self.base.name}-killed.log"
+        before = _newest(self.base)
+        entry = ["metajudge.cli"] if command.kill_write is None else [
+            "tests.property.killpoint", str(command.kill_write), str(self.base), "--"]
         with log.open("w") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "metajudge.cli",
-                                     *command.argv(self.base)], stdout=fh, stderr=fh, env=env,
-                                    cwd=ROOT, start_new_session=True)
+            proc = subprocess.Popen([sys.executable, "-m", *entry, *command.argv(self.base)],
+                                    stdout=fh, stderr=fh, env=env, cwd=ROOT,
+                                    start_new_session=True)
+        code: int | None
         try:
-            deadline = time.monotonic() + 300
-            while proc.poll() is None and _newest(watched) <= before:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{command!r} wrote nothing in 300 s")
-                time.sleep(0.02)
-            try:
-                code: int | None = proc.wait(command.kill_at * WINDOW_S[command.stage])
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                code = None
+            if command.kill_write is not None:
+                code = proc.wait(600)
+                code = None if code == -signal.SIGKILL else code
+            else:
+                assert command.kill_at is not None
+                deadline = time.monotonic() + 300
+                while proc.poll() is None and _newest(self.base) <= before:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{command!r} wrote nothing in 300 s")
+                    time.sleep(0.02)
+                try:
+                    code = proc.wait(command.kill_at * WINDOW_S[command.stage])
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    code = None
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -251,7 +265,7 @@ class RunInvariants(RuleBasedStateMachine):
     def _step(self, command: Command) -> None:
         before = oracle.Snapshot.take(self.run)
         self.done.append(repr(command))
-        if command.kill_at is not None:
+        if command.kill_at is not None or command.kill_write is not None:
             code, err = self._killed(command)
         else:
             code, err = self._in_process(command)
@@ -309,6 +323,7 @@ class RunInvariants(RuleBasedStateMachine):
             print("\n".join(["sequence:"] + [f"$ {line}" for line in self.done]),
                   file=sys.__stderr__)
         shutil.rmtree(self.base, ignore_errors=True)
+        (self.base.parent / f"{self.base.name}-killed.log").unlink(missing_ok=True)
         if self.pythonpath is None:
             os.environ.pop("PYTHONPATH", None)
         else:
