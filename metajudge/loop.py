@@ -33,7 +33,7 @@ from metajudge.stages.judge import run_judge
 from metajudge.stages.meta_judge import run_meta_judge
 from metajudge.stages.pairs import run_pairs
 from metajudge.stages.runner import require_finished, stage_engine
-from metajudge.stages.summary import check_judge_health, run_table
+from metajudge.stages.summary import check_judge_health, store_table
 from metajudge.stages.train import check_checkpoint, check_training, iteration_model
 from metajudge.store import LOCK_ENV, Store
 from metajudge.tracking import log_summary
@@ -101,8 +101,11 @@ def run_iteration(store: Store, iteration: int, *, progress: bool = True) -> Non
 def publish_summary(store: Store) -> pd.DataFrame:
     """Write the per-iteration table to ``RUN/summary.csv`` and the trackers of
     ``training.report_to``: after each iteration's pairs (its judge health and alarms, before
-    training, even when an alarm stops the loop) and after its training."""
-    table = run_table(store.root)
+    training, even when an alarm stops the loop) and after its training. The alarm flags use
+    this command's thresholds, the ones the loop checked (a resumed run's new settings are
+    saved only when the command ends well, so the saved config may still hold the old ones);
+    the records are read without writing."""
+    table = store_table(Store(store.root, store.config))
     table.to_csv(store.root / "summary.csv")
     log_summary(store, table)
     return table

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,8 @@ from metajudge.models import resolve_model
 from metajudge.store import GENERATION, STAGE_FILES, StageFile, Store, digest
 from metajudge.training.checkpoint import CHECKPOINT, MARKER, checkpoint_done, file_digest
 
-#: a settings file's other key beside the stage's settings (and ``generation``)
-INPUTS = "inputs"
+#: a settings file's other keys beside the stage's settings (and ``generation``)
+INPUTS, OUTPUTS = "inputs", "outputs"
 #: the input that names the model that made a file's records (M_t)
 MODEL = "model"
 #: the pairs file, whose currency a checkpoint depends on
@@ -116,7 +117,7 @@ def checkpoint_differs(store: Store, iteration: int) -> list[str]:
     """What a finished checkpoint was trained from that the run no longer holds: its pairs
     (stale, or other rows than ``dpo_pairs.jsonl``'s now) or its M_t (retrained since). A
     checkpoint made before this was recorded differs in nothing it can name."""
-    require_current(store, PAIRS_FILE, iteration)
+    require_made(store, PAIRS_FILE, iteration)
     folder = store.iteration_dir(iteration)
     meta = json.loads((folder / CHECKPOINT / MARKER).read_text(encoding="utf-8"))
     recorded = meta.get("made_from")
@@ -173,23 +174,62 @@ def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: in
           *, redo: bool = False, inputs: tuple[StageFile, ...] = (),
           by_model: bool = False) -> str:
     """Compare a stage's settings and inputs with those its records were made under, then
-    record them; returns the digest of the settings. ``by_model``: the records are made by
-    the iteration's M_t, whose identity is then one of the inputs. Refusals are
+    record them (records appended as they come are current from the start, and resumed);
+    returns the digest of the settings. ``by_model``: the records are made by the
+    iteration's M_t, whose identity is then one of the inputs. Refusals are
     :meth:`Store.refuse`'s (a refused command's settings are never saved)."""
+    return prepare(store, file, settings, iteration, redo=redo, inputs=inputs,
+                   by_model=by_model).commit()
+
+
+@dataclass
+class Making:
+    """A stage's settings, checked and not yet recorded: :meth:`commit` makes its outputs
+    current, together, once they are all complete."""
+
+    store: Store
+    file: StageFile
+    iteration: int | None
+    record: dict[str, Any]
+    outputs: tuple[StageFile, ...]
+    settings_digest: str
+
+    def commit(self) -> str:
+        """Record the settings (and the digest of each output, checked by
+        :func:`require_current`); returns the settings digest."""
+        record = dict(self.record)
+        if self.outputs:
+            record[OUTPUTS] = {f.name: _output_state(self.store, f, self.iteration)
+                               for f in (self.file, *self.outputs)}
+        path = self.store.settings_path(self.file, self.iteration)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+        return self.settings_digest
+
+
+def prepare(store: Store, file: StageFile, settings: dict[str, Any],
+            iteration: int | None = None, *, redo: bool = False,
+            inputs: tuple[StageFile, ...] = (), by_model: bool = False,
+            outputs: tuple[StageFile, ...] = ()) -> Making:
+    """:func:`check` for a stage that rewrites its files whole (``pairs``): it refuses as
+    ``check`` does, and with ``redo`` moves aside every output (``file`` and ``outputs``) and
+    the settings; nothing is recorded until :meth:`Making.commit`, after all outputs are
+    written, so an interrupted stage leaves no output that looks current."""
     records = store.path(file, iteration)
     made_from = {f.name: state(store, f, iteration) for f in inputs}
     if by_model and iteration is not None:
         made_from[MODEL] = current_model(store, iteration)
     for upstream in inputs:
         require_current(store, upstream, iteration)
-    if redo and (records.is_file() or store.settings_path(file, iteration).is_file()):
-        store.move_aside(file, iteration)
+    if redo and any(store.path(f, iteration).is_file() for f in (file, *outputs)) \
+            or redo and store.settings_path(file, iteration).is_file():
+        store.move_aside(file, iteration, together=outputs)
     saved = read(store, file, iteration)
     text = json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n"
     if saved is not None:
         # a file made before generations were recorded kept its inputs' settings digests
         # under their names: they are not settings
-        old = {k: v for k, v in saved.items() if k not in (GENERATION, INPUTS)
+        old = {k: v for k, v in saved.items() if k not in (GENERATION, INPUTS, OUTPUTS)
                and (INPUTS in saved or k not in made_from)}
         changed = _differences(old, json.loads(text))
         if changed:
@@ -208,17 +248,29 @@ def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: in
         made = saved.get(GENERATION)  # (None: made before generations were recorded)
     else:
         made = new_generation()
-    path = store.settings_path(file, iteration)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps({**json.loads(text), GENERATION: made, INPUTS: made_from},
-                                  indent=2, sort_keys=True) + "\n")
-    return digest(text)
+    return Making(store, file, iteration, {**json.loads(text), GENERATION: made,
+                                           INPUTS: made_from}, outputs, digest(text))
+
+
+def _output_state(store: Store, file: StageFile, iteration: int | None) -> str | None:
+    path = store.path(file, iteration)
+    return file_digest(path) if path.is_file() else None
 
 
 def require_current(store: Store, file: StageFile, iteration: int | None = None) -> None:
     """Refuse to read a stage file made from an earlier making of one of its inputs (checking
-    its own inputs first, so the first stale file up the chain is the one named)."""
-    recorded = (read(store, file, iteration) or {}).get(INPUTS) or {}
+    its own inputs first, so the first stale file up the chain is the one named), or one
+    whose stage's outputs are not those it made together (an interrupted stage)."""
+    saved = read(store, file, iteration) or {}
+    recorded = saved.get(INPUTS) or {}
+    changed = [name for name, was in (saved.get(OUTPUTS) or {}).items()
+               if _output_state(store, STAGE_FILES[name], iteration) != was]
+    if changed:
+        path = store.path(file, iteration)
+        raise store.refuse(
+            f"{', '.join(f'{name}.jsonl' for name in changed)} in {path.parent} "
+            f"{'is' if len(changed) == 1 else 'are'} not what the last {path.stem} stage made "
+            f"(interrupted, or changed since): {_redo_command(path)} makes them again")
     stale = []
     for name, was in recorded.items():
         if name == MODEL:
@@ -233,17 +285,33 @@ def require_current(store: Store, file: StageFile, iteration: int | None = None)
         raise store.refuse(_stale(store.path(file, iteration), stale))
 
 
+def require_made(store: Store, file: StageFile, iteration: int | None = None) -> None:
+    """:func:`require_current` for a file that a stage must have finished (training's pairs):
+    one without a settings file was left by a stage that stopped before it was complete."""
+    path = store.path(file, iteration)
+    if path.is_file() and read(store, file, iteration) is None:
+        raise store.refuse(f"{path} has no {file.name}.settings.json: the stage that makes it "
+                           f"stopped before it was complete; {_redo_command(path)} makes it")
+    require_current(store, file, iteration)
+
+
 def new_generation() -> str:
     """A new generation id: when, and a random part."""
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
 
 
-def _stale(path: Path, stale: list[str]) -> str:
+def _redo_command(path: Path) -> str:
+    """The command that remakes a stage file."""
     command = MADE_BY.get(path.stem)
     iteration = int(path.parent.name[5:]) if path.parent.name.startswith("iter_") else None
     where = f" --iteration {iteration}" if iteration is not None else ""
-    redo = (f"`metajudge {command} {path.parent.parent if iteration else path.parent}{where} "
+    return (f"`metajudge {command} {path.parent.parent if iteration else path.parent}{where} "
             "--redo`" if command else "--redo")
+
+
+def _stale(path: Path, stale: list[str]) -> str:
+    iteration = int(path.parent.name[5:]) if path.parent.name.startswith("iter_") else None
+    redo = _redo_command(path)
     if MODEL in stale:
         model = f"M_{iteration}" if iteration else "model"
         since = (f"iteration {iteration - 1}'s checkpoint was retrained since"

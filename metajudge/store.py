@@ -337,16 +337,31 @@ class Store:
         made yet, or made before generations were recorded); see :mod:`metajudge.provenance`."""
         return (self.settings(file, iteration) or {}).get(GENERATION)
 
-    def move_aside(self, file: StageFile, iteration: int | None = None) -> Path:
-        """Move a stage file, its failures and settings into ``replaced/<name>-<time>/``."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = self.folder(iteration) / "replaced" / f"{file.name}-{stamp}"
-        target.mkdir(parents=True, exist_ok=True)
-        for name in (file.filename, file.failures.filename, f"{file.name}.settings.json"):
+    def replaced_path(self, name: str, iteration: int | None = None) -> Path:
+        """A new place in ``replaced/`` for what a redo moves aside: ``<name>-<time>``, with
+        ``-2``, ``-3``... when an earlier redo of the same second took that name."""
+        parent = self.folder(iteration) / "replaced"
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        count = 1
+        while (parent / (stamp if count == 1 else f"{stamp}-{count}")).exists():
+            count += 1
+        return parent / (stamp if count == 1 else f"{stamp}-{count}")
+
+    def move_aside(self, file: StageFile, iteration: int | None = None, *,
+                   together: tuple[StageFile, ...] = ()) -> Path:
+        """Move a stage file, its failures and settings, and the other outputs of its stage
+        (``together``), into ``replaced/<name>-<time>/``."""
+        target = self.replaced_path(file.name, iteration)
+        target.mkdir()
+        names = [file.filename, file.failures.filename, f"{file.name}.settings.json",
+                 *(f.filename for f in together)]
+        for name in names:
             source = self.folder(iteration) / name
             if source.exists():
                 shutil.move(str(source), target / name)
-        log.warning("moved %s aside to %s", file.filename, target)
+        log.warning("moved %s aside to %s", ", ".join(
+            n for n in names if (target / n).exists()), target)
         return target
 
     # ------------------------------------------------------------- manifest
@@ -366,9 +381,13 @@ class Store:
         """Store a stage pass's counts and timings under ``key`` (``iter_01/judge``, or a
         harness stage's name). Work done (seconds, tokens, calls, records) adds up over the
         passes that finished; everything else is the latest pass's. ``replace`` starts the
-        entry again (a retrained checkpoint's training is its own, not added to the last)."""
+        entry again (a retrained checkpoint's training is its own, not added to the last), as
+        does a pass over another making of the stage's file (its ``generation``: after a
+        redo, the costs are the new file's only)."""
         data = self.manifest()
         previous = {} if replace else data.setdefault("stages", {}).get(key, {})
+        if previous.get("generation") not in (None, summary.get("generation")):
+            previous = {}
         data.setdefault("stages", {})
         merged = {**summary, "updated": _now(), "passes": previous.get("passes", 0) + 1}
         for name in _ACCUMULATE:

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     eft.add_argument("--limit", type=int, help="only the first N usable prompts")
     eft.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE")
+    eft.add_argument("--redo", action="store_true", help="move the judgments aside and judge "
+                     "again (the --ranked texts or --limit changed)")
     eft.add_argument("--no-progress", action="store_true")
 
 
@@ -33,5 +35,5 @@ def run(args: argparse.Namespace) -> None:
     saved = Path(args.out) / "config.yaml"
     path = args.config or (saved if saved.is_file() else None)
     summary = run_eft(load_config(path, args.overrides), args.ranked, args.out,
-                      limit=args.limit, progress=not args.no_progress)
+                      limit=args.limit, progress=not args.no_progress, redo=args.redo)
     print(json.dumps(summary, indent=2, default=str))

@@ -103,6 +103,21 @@ def score_number_offset(text: str) -> int | None:
     return match.start("num") if match else None
 
 
+def through_verdict_line(text: str) -> str:
+    """A judgment's text up to the end of the line of its verdict (the last ``Score:`` label
+    and its number): what it would be had it stopped there. A text without one is returned
+    as it is.
+
+    >>> through_verdict_line("Clear and correct.\\nScore: 4\\nThe response also")
+    'Clear and correct.\\nScore: 4'
+    """
+    start = score_number_offset(text)
+    if start is None:
+        return text
+    end = text.find("\n", start)
+    return text if end < 0 else text[:end]
+
+
 def parse_winner(text: str) -> ParsedChoice:
     """``'A'`` or ``'B'`` from the last ``Winner: Judgment X`` line."""
     matches = _WINNER.findall(text)

@@ -30,13 +30,15 @@ resamples the kept examples "so that the scores are more evenly distributed". He
    only), fp32 master weights with the training section's mixed precision, gives
    ``checkpoint/``, a full safetensors model like every iteration's.
 
-The whole stage resumes: judgments continue where they stopped, decisions are recomputed, and a
-finished checkpoint is kept while it was trained from the same examples, base model and SFT
-settings (else it is moved aside into ``replaced/`` and trained again, with a warning). A forced
-read-out the backend cannot make is named once in the log and recorded in the judgments' settings
-(``readouts_not_run``), so a resume on a backend that can make it is refused. Judgments still
-failing in a retryable way after the runner's retry passes stop the stage before the filter, as
-in the loop: the rerun retries them.
+The whole stage resumes: judgments continue where they stopped (while the judged prompts and
+replies are the same texts: their digest is one of the judgments' settings, so a changed
+``--ranked`` file or ``--limit`` is refused, and ``--redo`` judges again), decisions are
+recomputed, and a finished checkpoint is kept while it was trained from the same examples, base
+model and SFT settings (else it is moved aside into ``replaced/`` and trained again, with a
+warning). A forced read-out the backend cannot make is named once in the log and recorded in the
+judgments' settings (``readouts_not_run``), so a resume on a backend that can make it is refused.
+Judgments still failing in a retryable way after the runner's retry passes stop the stage before
+the filter, as in the loop: the rerun retries them.
 ``metajudge run`` records it as iteration 0 when ``eft.checkpoint`` names the folder.
 """
 
@@ -72,7 +74,7 @@ from metajudge.records import (
 from metajudge.seeds import derive_seed
 from metajudge.stages.judge import judge_template, template_settings
 from metajudge.stages.runner import Item, StageRun, StageSummary, Step, require_finished
-from metajudge.store import Store, evaluation_file
+from metajudge.store import Store, digest, evaluation_file
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +160,19 @@ def select_prompts(rows: list[RankedRow], limit: int | None = None) -> Selection
     return Selection(usable[:limit] if limit else usable, held_out, too_few)
 
 
+def ranked_digest(rows: list[RankedRow]) -> str:
+    """The digest of what the judgments are made from: every judged prompt's id and text (with
+    its conversation) and its ranked replies' ids and texts, so that judgments of one text are
+    never reused for another under the same ids."""
+    return digest(json.dumps([[row.prompt_id, row.instruction(),
+                               [[r.message_id, r.text] for r in row.ranked]] for row in rows]))
+
+
 def run_eft_judgments(store: Store, backend: Backend, rows: list[RankedRow], *,
-                      progress: bool = True) -> StageSummary:
-    """N rubric judgments of every ranked reply (resumable)."""
+                      progress: bool = True, redo: bool = False) -> StageSummary:
+    """N rubric judgments of every ranked reply (resumable). The judged texts' digest is one
+    of the settings: judgments are refused once the ``--ranked`` rows (or ``--limit``) change,
+    and ``redo`` makes them again."""
     cfg: RunConfig = store.config
     template = judge_template(store)
     judge = RubricJudge(template, ReadoutPolicy(cfg.judge.forced_readout, False),
@@ -170,11 +182,13 @@ def run_eft_judgments(store: Store, backend: Backend, rows: list[RankedRow], *,
     settings = {**template_settings(template), "params": params.model_dump(),
                 "judgments_per_reply": cfg.eft.judgments_per_reply,
                 "forced_readout": cfg.judge.forced_readout, "seed": cfg.seed,
+                "ranked_sha256": ranked_digest(rows),
                 # what did not run for want of label scoring (warned once), by name
                 **readouts_not_run("eft judge", {"forced_readout": cfg.judge.forced_readout},
                                    backend.capabilities, backend.fingerprint)}
     run = StageRun(store, JUDGMENTS, backend, stage="eft judge", iteration=None,
-                   settings=settings, runner=cfg.runner, progress=progress, unit="judgment")
+                   settings=settings, runner=cfg.runner, progress=progress, unit="judgment",
+                   redo=redo)
 
     def start(row: RankedRow, reply: _Reply, n: int) -> Step:
         request = GenerationRequest(
@@ -300,9 +314,10 @@ def balance(examples: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
 
 
 def run_eft(config: RunConfig, ranked: str | Path, out: str | Path, *,
-            limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+            limit: int | None = None, progress: bool = True, redo: bool = False
+            ) -> dict[str, Any]:
     """The whole stage: judgments, decisions, SFT; returns the summary (also in the
-    manifest as ``iter_00/eft``)."""
+    manifest as ``iter_00/eft``). ``redo`` judges again (the judged texts changed)."""
     from metajudge.backends.serving import engine
     from metajudge.training.sft import sft_made_from, train_sft
 
@@ -315,7 +330,8 @@ def run_eft(config: RunConfig, ranked: str | Path, out: str | Path, *,
             raise ValueError(f"{ranked}: no prompt with two ranked replies outside the "
                              "evaluation sets")
         with engine(config.backend, config.backend.model, store.root) as backend:
-            judged = run_eft_judgments(store, backend, selection.rows, progress=progress)
+            judged = run_eft_judgments(store, backend, selection.rows, progress=progress,
+                                       redo=redo)
         log.info(judged.line())
         require_finished(judged)  # the filter and SFT must not run on partial scores
         decisions, examples = decide(store, selection)

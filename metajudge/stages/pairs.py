@@ -2,18 +2,22 @@
 
     metajudge pairs RUN_DIR [--iteration 1]
 
-Writes ``pairs.jsonl`` (every pair, both types), ``pair_decisions.jsonl`` (why each prompt did or
-did not yield a pair of each type) and ``dpo_pairs.jsonl`` (the TRL rows of the pair types this
-iteration trains on). The stage makes no model call; it is recomputed from the records and each
-file is replaced atomically, so a rerun gives the same files.
+Writes ``pairs.jsonl`` (every pair: actor pairs, and judge pairs where this iteration trains on
+them), ``pair_decisions.jsonl`` (why each prompt did or did not yield a pair of each type made)
+and ``dpo_pairs.jsonl`` (the TRL rows of the pair types this iteration trains on). An actor-only
+iteration reads no meta-judge file: judge pairs are made only where they train. The stage makes
+no model call; it is recomputed from the records and each file is replaced atomically, so a
+rerun gives the same files; the three become current together, once all are written.
 
-Judge pairs: a judge pair's chosen text must carry its verdict. A judgment whose score was forced
-(no ``Score:`` line) or that was cut off at ``max_tokens`` is never chosen, because training on
-it teaches the judge to drop its verdict; it may still be rejected. A *completed* judgment
-(``judge.complete_verdict``: the read-out's ``Score:`` line appended) carries its verdict and
-may be chosen; its completed text is the pair's text, and the decision record says so
-(``chosen_source``). Chosen is the highest-rated judgment with a parsed score that stopped on
-its own, or a completed one; rejected is the lowest-rated judgment.
+Judge pairs: a judge pair's chosen text must carry its verdict. One rule: a judgment whose
+verdict is in its text, parsed (its own ``Score:`` line) or completed (``judge.complete_verdict``:
+the read-out's ``Score:`` line appended), may be chosen, and its pair text ends at its verdict
+line: a parsed judgment that ran on to ``max_tokens`` after its score is trimmed there, a
+completed one is its completed text. A forced (no ``Score:`` line in its text) or failed
+judgment is never chosen, because training on it teaches the judge to drop its verdict; it may
+still be rejected. The decision record says when the chosen verdict was completed
+(``chosen_source``). Chosen is the highest-rated judgment with its verdict in its text;
+rejected is the lowest-rated judgment.
 The judge prompt is rebuilt from the template the judgments were made with (recorded in
 ``judgments.settings.json``). Memory: the stage keeps scores, lengths and file offsets, and reads
 back only the texts of the pairs it writes.
@@ -29,6 +33,7 @@ import pandas as pd
 
 from metajudge import provenance
 from metajudge.config import scheduled
+from metajudge.judging.parse import through_verdict_line
 from metajudge.pairs.actor import decide_actor_pair
 from metajudge.pairs.export import to_trl_row
 from metajudge.pairs.judge import ELO_PER_LOGIT, positional_weights, rate_judgments
@@ -78,21 +83,25 @@ def run_pairs(store: Store, iteration: int = 1, *, redo: bool = False) -> dict[s
         raise FileNotFoundError(f"{store.path(JUDGMENTS, iteration)}: run `metajudge judge`")
     types = scheduled(store.config.pairs.pair_types, iteration)
     cfg = store.config.pairs
-    provenance.check(store, PAIRS, {
+    making = provenance.prepare(store, PAIRS, {
         "pair_types": sorted(types), "rho": float(scheduled(cfg.rho, iteration)),
         "first_iteration_max_chosen_chars": cfg.first_iteration_max_chosen_chars
         if iteration == 1 else None,
         "judge_max_chosen_chars": scheduled(cfg.judge_max_chosen_chars, iteration),
         "consistent_only": store.config.meta_judge.consistent_only},
         iteration, redo=redo,  # meta-judgments are an input where judge pairs train
-        inputs=(RESPONSES, JUDGMENTS) + ((META_JUDGMENTS,) if "judge" in types else ()))
+        inputs=(RESPONSES, JUDGMENTS) + ((META_JUDGMENTS,) if "judge" in types else ()),
+        outputs=(PAIR_DECISIONS, DPO_PAIRS))
     actor, actor_decisions = actor_pairs(store, iteration)
-    judge, judge_decisions = judge_pairs(store, iteration)
+    # judge pairs are made from the meta-judgments, an input only where judge pairs train: an
+    # actor-only iteration reads no meta-judge file (it may be stale, or of another N)
+    judge, judge_decisions = judge_pairs(store, iteration) if "judge" in types else ([], [])
     pairs = actor + judge
     store.write_all(PAIRS, _resolve(store, iteration, pairs), iteration)
     store.write_all(PAIR_DECISIONS, actor_decisions + judge_decisions, iteration)
     store.write_all(DPO_PAIRS, (to_trl_row(p) for p in store.iter_records(PAIRS, iteration)
                                 if p.pair_type in types), iteration)
+    making.commit()  # the three files become current together, once all are written
     counts = {"actor_pairs": len(actor), "judge_pairs": len(judge),
               "training_pairs": sum(p.pair_type in types for p in pairs)}
     store.record_stage(f"iter_{iteration:02d}/{STAGE}", counts)
@@ -156,9 +165,7 @@ def judge_pairs(store: Store, iteration: int) -> tuple[list[_Pair], list[PairDec
     for offset, j in store.iter_with_offsets(JUDGMENTS, iteration):
         if j.response_id in selected:
             judgments[j.response_id][j.index] = _Seen(
-                offset, len(j.completed_text or j.text), j.index,
-                eligible=j.score_source == "completed" or (
-                    j.score_source == "parsed" and j.finish_reason == "stop"),
+                offset, len(_text(j)), j.index, eligible=_carries_verdict(j),
                 source=j.score_source)
     responses = {r.id: o for o, r in store.iter_with_offsets(RESPONSES, iteration)
                  if r.id in selected}
@@ -195,11 +202,10 @@ def _judge_pair(battles: Sequence[tuple[int, int, str | None]], seen: dict[int, 
     ratings = rate_judgments(frame, omega, consistent_only=consistent_only) * ELO_PER_LOGIT
     eligible = [n for n in ratings.index if seen[int(n)].eligible]
     dropped = len(ratings) - len(eligible)
-    note = (f"; {dropped} of {len(ratings)} judgments without a parsed verdict (forced or cut "
-            "off) left out of chosen") if dropped else ""
+    note = (f"; {dropped} of {len(ratings)} judgments without their verdict in their text "
+            "(forced or failed) left out of chosen") if dropped else ""
     if not eligible:
-        return None, ("no judgment with a parsed verdict that stopped on its own, nor a "
-                      "completed one") + note
+        return None, "no judgment with its verdict in its text (parsed or completed)" + note
     best = max(eligible, key=lambda n: (ratings[n], -n))
     worst = ratings.idxmin()
     if ratings[best] - ratings[worst] <= 1e-9:
@@ -238,7 +244,18 @@ def _resolve(store: Store, iteration: int, pairs: Sequence[_Pair]) -> Iterator[P
             else store.config.meta_judge.consistent_only)
 
 
+def _carries_verdict(judgment: Judgment) -> bool:
+    """Whether a judgment's verdict is in its text (parsed, or completed): it may be chosen."""
+    return judgment.score_source in ("parsed", "completed")
+
+
 def _text(record: Response | Judgment) -> str:
     """What a pair trains on: a response's text; a judgment's completed text when its verdict
-    was completed, else its text."""
-    return (record.completed_text if isinstance(record, Judgment) else None) or record.text
+    was completed, its text through its verdict line when it wrote its own, else its text."""
+    if not isinstance(record, Judgment):
+        return record.text
+    if record.score_source == "completed" and record.completed_text:
+        return record.completed_text
+    if record.score_source == "parsed":
+        return through_verdict_line(record.text)
+    return record.text

@@ -317,7 +317,8 @@ class StageRun:
         summary.extra = {**self.counts, **(extra() if extra is not None else {})}
         summary.backend = self.backend.stats()
         key = self.stage if self.iteration is None else f"iter_{self.iteration:02d}/{self.stage}"
-        self.store.record_stage(key, summary.as_dict())
+        self.store.record_stage(key, {**summary.as_dict(), "generation": self.store.generation(
+            self.file, self.iteration)})  # costs add up over the passes of one making only
         return summary
 
     def _pass(self, items: Iterable[Item], skip: set[str], out: Any, failures: Any,

@@ -205,12 +205,14 @@ def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
                      settings: bool = True) -> None:
     """Refuse (or with ``redo`` move aside) a finished checkpoint that was trained from other
     pairs, another M_t or (``settings``) under other settings than the run's now, and pairs
-    made from records remade or grown since (:func:`metajudge.provenance.require_current`,
+    made from records remade or grown since, or left by an interrupted pairs stage
+    (:func:`metajudge.provenance.require_made`,
     checked before training too). The loop
     passes ``settings=False`` for a finished iteration: like its other stages, it is kept when
     the settings change for the iterations still to run, but never when its inputs were remade."""
     folder = store.iteration_dir(iteration)
-    provenance.require_current(store, PAIRS, iteration)  # not pairs of stale records
+    # not pairs of stale records, nor the files of a pairs stage that stopped part-way
+    provenance.require_made(store, PAIRS, iteration)
     if not checkpoint_done(folder):
         return
     meta = json.loads((folder / CHECKPOINT / MARKER).read_text(encoding="utf-8"))
@@ -218,8 +220,7 @@ def check_checkpoint(store: Store, iteration: int, *, redo: bool = False,
     if not settings:
         differs = [d for d in differs if d in ("model", "dpo_pairs")]
     if redo:
-        target = folder / "replaced" / f"{CHECKPOINT}-{time.strftime('%Y%m%d-%H%M%S')}"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = store.replaced_path(CHECKPOINT, iteration)
         shutil.move(str(folder / CHECKPOINT), target)
         log.warning("moved %s aside to %s", folder / CHECKPOINT, target)
     elif differs:

@@ -180,7 +180,7 @@ def test_judge_pairs_never_choose_a_judgment_without_its_verdict(tmp_path: Path)
     assert pair.chosen_id == "p#0@j1"  # the top-rated j0 was forced: it may not be chosen
     assert pair.rejected_id == "p#0@j2"
     decision = next(d for d in store.read(PAIR_DECISIONS, 1) if d.pair_type == "judge")
-    assert "1 of 3 judgments without a parsed verdict" in decision.reason
+    assert "1 of 3 judgments without their verdict in their text" in decision.reason
     # the scores are Elo points: the fit's logit ratings times 400/ln 10
     metas = store.read(META_JUDGMENTS, 1)
     frame = pd.DataFrame([(m.first, m.second, m.winner) for m in metas],
@@ -195,7 +195,7 @@ def test_judge_pairs_never_choose_a_judgment_without_its_verdict(tmp_path: Path)
     run_pairs(again, 1)
     assert not [p for p in again.read(PAIRS, 1) if p.pair_type == "judge"]
     decision = next(d for d in again.read(PAIR_DECISIONS, 1) if d.pair_type == "judge")
-    assert decision.reason.startswith("no judgment with a parsed verdict")
+    assert decision.reason.startswith("no judgment with its verdict in its text")
 
 
 def test_judge_pairs_use_the_template_the_judgments_were_made_with(instant_run,
