@@ -26,8 +26,10 @@ Invariants (each a function below, returning a list of violations):
   a checkpoint was trained from M_t on exactly the current ``dpo_pairs.jsonl``.
 - :func:`manifest_counts`, with the files a successful command called current: the
   manifest's counts for them equal the files' (records made, pairs by type, training pairs).
-- :func:`summary_rows`, after a ``run`` that wrote ``summary.csv``: each iteration's row
-  counts what the current files hold, and an alarm the run reported is flagged in its row.
+- :func:`summary_rows` and :func:`tracker_rows`, after a ``run`` that wrote ``summary.csv``:
+  each iteration's row counts what the files hold, a row that does not say its records are
+  stale (``stale`` column) reports current files only, an alarm the run reported is flagged in
+  its row, and the tensorboard summary holds the rows' numbers once each, none of a stale row.
 """
 
 from __future__ import annotations
@@ -399,8 +401,11 @@ def manifest_counts(run: Path, t: int, stage: str) -> list[str]:
     return problems
 
 
-def summary_rows(run: Path, alarms: dict[int, list[str]]) -> list[str]:
-    """summary.csv counts what the current files hold, and flags the alarms the run reported."""
+def summary_rows(run: Path, alarms: dict[int, list[str]], seed: Seed | None = None
+                 ) -> list[str]:
+    """summary.csv counts what the current files hold, and flags the alarms the run reported;
+    with ``seed``, the files each row reports are current (a row of an iteration the run did
+    not reach reports whatever records that iteration holds)."""
     path = run / "summary.csv"
     if not path.is_file():
         return [f"{path}: not written by the run"]
@@ -417,6 +422,13 @@ def summary_rows(run: Path, alarms: dict[int, list[str]]) -> list[str]:
         for key, value in held.items():
             if key in row and row[key] != "" and int(float(row[key])) != value:
                 problems.append(f"{path}: iteration {t} {key} {row[key]}, the files hold {value}")
+        for name in ("responses", "judgments", "meta_judgments"):
+            if row.get("stale"):  # the row says its records are stale: not called current
+                break
+            if seed is not None and (folder / f"{name}.jsonl").is_file():
+                problems += [f"{path}: iteration {t}'s row reports {name}.jsonl, which is not "
+                             f"current: {p}" for p in _check_file(run, t, name, seed)
+                             if "not judgments 0.." not in p and "responses for each" not in p]
         for name in alarms.get(t, []):
             column = f"alarm_{name}"
             if row.get(column) not in ("True", "1", "1.0"):
@@ -449,4 +461,40 @@ def eft_folder(folder: Path, ranked: Path, seed: Seed) -> list[str]:
                             f"{examples.name}")
         if str(made.get("model", "")).rpartition("@")[2] != seed.seed_revision:
             problems.append(f"{folder}/checkpoint: not trained from M_0")
+    return problems
+
+
+def tracker_rows(run: Path) -> list[str]:
+    """The tensorboard summary (``RUN/tracking/summary``) holds summary.csv's numbers, one value
+    per iteration and column."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = run / "tracking" / "summary"
+    if not folder.is_dir():
+        return [f"{folder}: the run wrote no tracker rows"]
+    with (run / "summary.csv").open() as fh:
+        rows = {int(r["iteration"]): r for r in csv.DictReader(fh)}
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    problems = []
+    for tag in events.Tags()["scalars"]:
+        column = tag.removeprefix("summary/")
+        steps = Counter(e.step for e in events.Scalars(tag))
+        if any(n > 1 for n in steps.values()):
+            problems.append(f"{folder}: {tag} has a step twice ({dict(steps)})")
+        for event in events.Scalars(tag):
+            if rows.get(event.step, {}).get("stale"):
+                problems.append(f"{folder}: {tag} at iteration {event.step}, a row of stale "
+                                "records, is logged as current")
+                continue
+            text = rows.get(event.step, {}).get(column)
+            value = {"True": 1.0, "False": 0.0}.get(text or "", None)
+            try:
+                value = float(text) if value is None and text else value
+            except ValueError:
+                value = None
+            if value is None or not math.isclose(value, event.value, rel_tol=1e-5,
+                                                 abs_tol=1e-6):
+                problems.append(f"{folder}: {tag} at iteration {event.step} is {event.value}, "
+                                f"summary.csv says {text!r}")
     return problems
