@@ -49,7 +49,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,12 +95,6 @@ SETS = {
 #: how long after its first write a killed command may run (its kill point is a fraction)
 WINDOW_S = {"generate": 1.0, "judge": 2.5, "meta-judge": 2.0, "pairs": 0.5, "train": 25.0,
             "run": 40.0, "eft": 30.0}
-
-
-#: defects of issue 27's B list that the provenance branch has not fixed yet, by the words of
-#: the violation the oracle reports: reported as warnings, not failures, until it is merged
-#: (PROPERTY_STRICT=1 fails on them too)
-KNOWN: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -302,15 +295,6 @@ class RunInvariants(RuleBasedStateMachine):
         return problems + oracle.summary_rows(run, {}, seed) + oracle.tracker_rows(run)
 
     def _fail(self, problems: list[str]) -> None:
-        if not os.environ.get("PROPERTY_STRICT"):
-            known = [(name, p) for p in problems for name, words in KNOWN.items()
-                     if re.search(words, p)]
-            for name, problem in known:
-                warnings.warn(f"known defect ({name}), until the provenance branch is merged: "
-                              f"{problem}", stacklevel=2)
-            problems = [p for p in problems if p not in {p for _, p in known}]
-            if not problems:
-                return
         script = "\n".join(f"$ {line}" for line in self.done)
         raise AssertionError("invariants broken after this sequence (RUN: the run directory, "
                              "EFT: an eft folder, $BACKEND: the instant backend on llama3-mini "
