@@ -20,6 +20,12 @@ variants) and two keys of its own:
 M_t itself is handed out by :func:`iteration_model` only while it is current: the previous
 iteration's checkpoint must have been trained from that iteration's current pairs and M_{t-1}.
 
+A stage that rewrites several files whole (``pairs``: ``pairs.jsonl``, ``pair_decisions.jsonl``,
+``dpo_pairs.jsonl``) is checked first (:func:`prepare`) and recorded last
+(:meth:`Making.commit`), with each file's digest under ``outputs``: its files become current
+together, once all are written, and a file that is not the one the stage made (an interrupted
+stage, an edit) is refused by :func:`require_current`. ``--redo`` moves all of them aside.
+
 A stage is refused, naming what differs, when its settings changed, when one of its inputs was
 remade or grown since its records were made (their records are stale), or when an input is
 itself stale
@@ -172,14 +178,15 @@ def generation(store: Store, file: StageFile, iteration: int | None = None) -> s
 
 def check(store: Store, file: StageFile, settings: dict[str, Any], iteration: int | None = None,
           *, redo: bool = False, inputs: tuple[StageFile, ...] = (),
-          by_model: bool = False) -> str:
+          by_model: bool = False, together: tuple[StageFile, ...] = ()) -> str:
     """Compare a stage's settings and inputs with those its records were made under, then
     record them (records appended as they come are current from the start, and resumed);
     returns the digest of the settings. ``by_model``: the records are made by the
-    iteration's M_t, whose identity is then one of the inputs. Refusals are
-    :meth:`Store.refuse`'s (a refused command's settings are never saved)."""
+    iteration's M_t, whose identity is then one of the inputs. ``together``: files the stage
+    makes beside its records (the meta-judge's selection), moved aside with them by ``redo``.
+    Refusals are :meth:`Store.refuse`'s (a refused command's settings are never saved)."""
     return prepare(store, file, settings, iteration, redo=redo, inputs=inputs,
-                   by_model=by_model).commit()
+                   by_model=by_model, together=together).commit()
 
 
 @dataclass
@@ -210,7 +217,8 @@ class Making:
 def prepare(store: Store, file: StageFile, settings: dict[str, Any],
             iteration: int | None = None, *, redo: bool = False,
             inputs: tuple[StageFile, ...] = (), by_model: bool = False,
-            outputs: tuple[StageFile, ...] = ()) -> Making:
+            outputs: tuple[StageFile, ...] = (), together: tuple[StageFile, ...] = ()
+            ) -> Making:
     """:func:`check` for a stage that rewrites its files whole (``pairs``): it refuses as
     ``check`` does, and with ``redo`` moves aside every output (``file`` and ``outputs``) and
     the settings; nothing is recorded until :meth:`Making.commit`, after all outputs are
@@ -221,9 +229,9 @@ def prepare(store: Store, file: StageFile, settings: dict[str, Any],
         made_from[MODEL] = current_model(store, iteration)
     for upstream in inputs:
         require_current(store, upstream, iteration)
-    if redo and any(store.path(f, iteration).is_file() for f in (file, *outputs)) \
+    if redo and any(store.path(f, iteration).is_file() for f in (file, *outputs, *together)) \
             or redo and store.settings_path(file, iteration).is_file():
-        store.move_aside(file, iteration, together=outputs)
+        store.move_aside(file, iteration, together=outputs + together)
     saved = read(store, file, iteration)
     text = json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n"
     if saved is not None:

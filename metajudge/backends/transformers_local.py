@@ -251,26 +251,34 @@ class TransformersBackend(Backend):
     def render(self, request: GenerationRequest | ScoreRequest) -> list[int]:
         """Token ids of the chat-templated prompt, ready for generation.
 
-        A generation's prefill is rendered as chat servers (vLLM) render it: the last assistant
-        turn continued (``continue_final_message``), so a template that trims its turns (Llama
-        3's) trims the prefill here too, and in-process and served runs see the same prompt. A
-        scoring request's prefill is appended as it is: the exact read-out is taken right after
-        it."""
+        A prefill is rendered as chat servers (vLLM) render it: the last assistant turn
+        continued (``continue_final_message``), so a template that trims its turns (Llama 3's,
+        Gemma's) trims the prefill here too, and in-process and served runs see the same
+        prompt. A scoring request is rendered as the served read-out sends it (the prefill
+        without its trailing whitespace, continued; :meth:`Backend.score_labels`), followed by
+        that whitespace's own tokens, as the served continuation writes it before the label:
+        the exact read-out is taken right after them. So a judgment that starts with a space
+        is scored on the same tokens in-process and served."""
         messages = [m.model_dump() for m in request.messages]
+        head, tail = request.prefill or "", ""
+        if isinstance(request, ScoreRequest):
+            head = request.prefill.rstrip()
+            tail = request.prefill[len(head):]
         text = None
-        if request.prefill and isinstance(request, GenerationRequest):
+        if head:
             try:
                 text = self._tokenizer.apply_chat_template(
-                    [*messages, {"role": "assistant", "content": request.prefill}],
+                    [*messages, {"role": "assistant", "content": head}],
                     continue_final_message=True, add_generation_prompt=False, tokenize=False)
             except ValueError:  # a template that rewrites the turn: append the prefill
                 text = None
         if text is None:
             text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                       tokenize=False)
-            if request.prefill:
-                text += request.prefill
-        return self._tokenizer(text, add_special_tokens=False)["input_ids"]
+                                                       tokenize=False) + head
+        ids = list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        if tail:
+            ids += self._tokenizer(tail, add_special_tokens=False)["input_ids"]
+        return ids
 
     def generate(
         self, requests: Sequence[GenerationRequest], on_result: ResultCallback | None = None

@@ -165,9 +165,8 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
                            backend.capabilities, backend.fingerprint)}
     run = StageRun(store, META_JUDGMENTS, backend, stage=STAGE, iteration=iteration,
                    settings=settings, runner=store.config.runner, progress=progress,
-                   unit="comparison", redo=redo, inputs=(RESPONSES, JUDGMENTS))
-    if redo:
-        store.path(META_SELECTION, iteration).unlink(missing_ok=True)
+                   unit="comparison", redo=redo, inputs=(RESPONSES, JUDGMENTS),
+                   together=(META_SELECTION,))  # --redo moves the selection aside with them
     selections = meta_selection(store, iteration)
     chosen = {s.response_id for s in selections if s.response_id is not None}
     offsets = scored_offsets(store, iteration, chosen)

@@ -256,7 +256,7 @@ class StageRun:
     def __init__(self, store: Store, file: StageFile, backend: Backend, *, stage: str,
                  iteration: int | None, settings: dict[str, Any], runner: RunnerConfig,
                  progress: bool = True, unit: str = "req", redo: bool = False,
-                 inputs: tuple[StageFile, ...] = ()):
+                 inputs: tuple[StageFile, ...] = (), together: tuple[StageFile, ...] = ()):
         """``inputs``: the stage files the records are made from; a stage of an iteration's
         records is also made by its M_t (see
         :func:`metajudge.provenance.check`): when one was remade, the old records are refused."""
@@ -267,7 +267,8 @@ class StageRun:
         if not redo:  # --redo moves the old records aside, whoever made them
             check_fingerprint(store, file, iteration, backend.fingerprint)
         self.settings_digest = provenance.check(store, file, settings, iteration, redo=redo,
-                                                inputs=inputs, by_model=iteration is not None)
+                                                inputs=inputs, by_model=iteration is not None,
+                                                together=together)
 
     def count(self, key: str, n: int = 1) -> None:
         """Count an outcome (``parsed``, ``forced``, ...) for the summary."""

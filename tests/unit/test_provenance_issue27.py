@@ -356,3 +356,16 @@ def test_eft_judgments_are_refused_once_the_ranked_texts_change(tmp_path: Path) 
     again = run_eft_judgments(store, backend, rows, progress=False, redo=True)
     assert again.reused == 0 and again.completed == first.requested
     store.close()
+
+
+# ------ (found here, unnamed) a meta-judge redo moves the selection aside with its records
+def test_a_meta_judge_redo_moves_its_selection_aside_with_its_records(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _start(run)
+    _stages(run, 1)
+    it = run / "iter_01"
+    selection = (it / "meta_selection.jsonl").read_text()
+    assert main(["meta-judge", str(run), "--no-progress", "--redo"]) == 0
+    moved = list((it / "replaced").glob("meta_judgments-*"))
+    assert len(moved) == 1 and (moved[0] / "meta_selection.jsonl").read_text() == selection
+    assert (it / "meta_selection.jsonl").read_text() == selection  # made again, the same
