@@ -347,4 +347,6 @@ RunInvariants.TestCase.settings = settings(
     print_blob=True)
 
 
-TestRunInvariants = RunInvariants.TestCase
+#: the whole machine is one pytest test: its time limit (pyproject's is 900 s a test) grows with
+#: the budget, a minute per command
+TestRunInvariants = pytest.mark.timeout(max(900, 60 * EXAMPLES * STEPS))(RunInvariants.TestCase)
