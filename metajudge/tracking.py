@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def numeric_rows(table: pd.DataFrame) -> dict[int, dict[str, float]]:
     """Per iteration, its finite numeric columns; flags (the judge-health alarms) as 0 or 1.
+    A row whose records are stale (its ``stale`` column says why) is left out.
 
     >>> numeric_rows(pd.DataFrame({"judgments": [24], "alarm_parse_drop": [True],
     ...                            "alarms": ["parse_drop"]}, index=[1]))
@@ -35,6 +36,8 @@ def numeric_rows(table: pd.DataFrame) -> dict[int, dict[str, float]]:
     """
     rows: dict[int, dict[str, float]] = {}
     for iteration, row in table.iterrows():
+        if isinstance(row.get("stale"), str) and row["stale"]:
+            continue
         values = {}
         for column, value in row.items():
             if isinstance(value, bool | np.bool_):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metajudge import provenance
 from metajudge.analysis import bias, judge_health
 from metajudge.config import RunConfig
 from metajudge.stages.audit import audit_columns
@@ -36,6 +37,7 @@ from metajudge.store import (
     PAIRS,
     PROMPTS,
     RESPONSES,
+    ConfigMismatchError,
     StageFile,
     Store,
 )
@@ -119,6 +121,7 @@ def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFra
             row[f"{stage}_failed"] = len(store.ids(file.failures, iteration)
                                          - store.ids(file, iteration))
         row.update(_stage_columns(stages, iteration, store.iteration_dir(iteration)))
+        row["stale"] = stale_files(store, iteration)
         rows.append(row)
     thresholds = health_thresholds(store)
     by_iteration = {row["iteration"]: row for row in rows}
@@ -129,6 +132,21 @@ def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFra
             row, by_iteration.get(row["iteration"] - 1), thresholds)))
     table = pd.DataFrame(rows)
     return table.set_index("iteration") if len(table) else table
+
+
+def stale_files(store: Store, iteration: int) -> str:
+    """Why an iteration's row counts records a rerun would refuse ('' when it counts none):
+    its first stage file made from an earlier making of its inputs or by an earlier M_t
+    (:func:`metajudge.provenance.require_current`), e.g. after the checkpoint before it was
+    retrained. The row still shows what the files hold; the trackers leave it out."""
+    for file in (RESPONSES, JUDGMENTS, META_JUDGMENTS, PAIRS):
+        if not store.path(file, iteration).is_file():
+            continue
+        try:
+            provenance.require_current(Store(store.root, store.config), file, iteration)
+        except (ConfigMismatchError, FileNotFoundError) as exc:
+            return f"{file.filename}: {exc}"
+    return ""
 
 
 def health_thresholds(run: Store | RunConfig) -> judge_health.Thresholds:
