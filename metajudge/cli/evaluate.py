@@ -99,7 +99,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                 "subcategory (coding, math, creative writing)")
             parser.add_argument("--categories", nargs="+",
                                 choices=["hard_prompt", "creative_writing"],
-                                help="v2.0: the categories to run (default both)")
+                                help="v2.0: the categories to run (default both; records of "
+                                "the other already in --out are kept and scored)")
             parser.add_argument("--baseline-answers", action="append", default=[],
                                 metavar="FILE", help="v2.0: a baseline's answer file in the "
                                 "v2.0 layout, e.g. arena-hard-auto's data/arena-hard-v2.0/"
@@ -142,8 +143,6 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
         data["version"] = "2.0"
         section: dict[str, Any] = {"baseline_answers": [str(Path(f).resolve())
                                                         for f in args.baseline_answers]}
-        if args.categories:
-            section["categories"] = args.categories
         if args.creative_writing_baseline:
             section["creative_writing_baseline"] = args.creative_writing_baseline
         data["arena_hard_v2"] = section
@@ -166,11 +165,15 @@ def run(args: argparse.Namespace) -> None:
     if not args.out:
         raise ValueError("--out is required")
     if config.harness == "arena-hard" and config.version == "2.0":
-        from metajudge.evaluation.arena_hard_v2 import resolve_baselines, select_questions
+        from metajudge.evaluation.arena_hard_v2 import (
+            CATEGORIES,
+            resolve_baselines,
+            select_questions,
+        )
 
         # a category without its baseline is refused before any model is loaded
         resolve_baselines(config.arena_hard_v2, select_questions(
-            config.arena_hard_v2.categories, args.limit))
+            tuple(args.categories or CATEGORIES), args.limit))
     store = Store.open(args.out, config)
     progress = not args.no_progress
     try:
@@ -206,9 +209,10 @@ def _run_harness(args: argparse.Namespace, config: EvalConfig, store: Any,
                                                   fold_scheme=args.fold_scheme)
             board = alpaca_eval.append_leaderboard_row(_leaderboard(args), config.name, metrics)
         elif args.harness == "arena-hard" and config.version == "2.0":
-            from metajudge.evaluation.arena_hard_v2 import run_arena_hard_v2
+            from metajudge.evaluation.arena_hard_v2 import CATEGORIES, run_arena_hard_v2
 
             metrics = run_arena_hard_v2(store, model, judge, limit=args.limit,
+                                        categories=tuple(args.categories or CATEGORIES),
                                         bootstrap_rounds=args.bootstrap, progress=progress)
             board = None  # per category scores: metrics.json (no v0.1 leaderboard row)
         elif args.harness == "arena-hard":
@@ -268,7 +272,8 @@ def _rescore(args: argparse.Namespace) -> None:
             from metajudge.evaluation.arena_hard_v2 import score_arena_hard_v2
 
             metrics = score_arena_hard_v2(store, limit=args.limit,
-                                          bootstrap_rounds=args.bootstrap)
+                                          categories=tuple(args.categories) if args.categories
+                                          else None, bootstrap_rounds=args.bootstrap)
         elif args.harness == "arena-hard":
             from metajudge.evaluation import arena_hard
 

@@ -96,13 +96,14 @@ ENCODING = "o200k_base"
 GAMES = evaluation_file("v2_games")
 #: score groups: the tool's categories, and the hard prompts' subcategories
 GROUPS = ("coding", "math", "hard_prompt", "creative_writing")
+CATEGORIES = ("hard_prompt", "creative_writing")
 
 
 class BaselineMissing(ValueError):
     """A category's baseline answers are not available."""
 
 
-def select_questions(categories: tuple[str, ...], limit: int | None = None
+def select_questions(categories: tuple[str, ...] = CATEGORIES, limit: int | None = None
                      ) -> list[ArenaHardV2Question]:
     """The questions of ``categories`` in the tool's order; with ``limit``, the first N of
     each subcategory."""
@@ -156,13 +157,13 @@ def available_baselines(settings: ArenaHardV2Settings) -> dict[str, dict[str, di
 
 def resolve_baselines(settings: ArenaHardV2Settings, questions: list[ArenaHardV2Question]
                       ) -> dict[str, tuple[str, dict[str, dict]]]:
-    """Category -> (baseline model, its answers); refuses a category whose baseline's answers
-    are not given, naming the file to supply."""
+    """Category -> (baseline model, its answers) for the categories of ``questions``; refuses
+    one whose baseline's answers are not given, naming the file to supply."""
     available = available_baselines(settings)
     wanted = {"hard_prompt": ARENA_HARD_V2_BASELINES["hard_prompt"],
               "creative_writing": settings.creative_writing_baseline}
     out = {}
-    for category in settings.categories:
+    for category in dict.fromkeys(q.category for q in questions):
         name = wanted[category]
         if name not in available:
             official = ARENA_HARD_V2_BASELINES[category]
@@ -219,10 +220,13 @@ def judge_games(store: Store, judge: Backend, questions: list[ArenaHardV2Questio
     run = StageRun(store, GAMES, judge, stage="arena-hard-v2.0 judge", iteration=None,
                    settings={"prompts": _digest(json.dumps(SYSTEM_PROMPTS, sort_keys=True),
                                                 PROMPT_TEMPLATE, *REGEX_PATTERNS),
-                             "baselines": {c: [name, _digest(*(
+                             "baselines": {name: _digest(*(
                                  f"{u}\x1f{r['messages'][-1]['content']['answer']}"
-                                 for u, r in sorted(rows.items())))]
-                                 for c, (name, rows) in sorted(baselines.items())},
+                                 for u, r in sorted(rows.items())))
+                                 for name, rows in sorted(available_baselines(
+                                     config.arena_hard_v2).items())},
+                             "creative_writing_baseline":
+                                 config.arena_hard_v2.creative_writing_baseline,
                              "params": params.model_dump(), "forced_readout": readouts,
                              "seed": config.seed},
                    runner=config.runner, progress=progress, unit="game",
@@ -280,10 +284,13 @@ def judge_games(store: Store, judge: Backend, questions: list[ArenaHardV2Questio
     return {g.id: g for g in store.iter_records(GAMES) if g.id in wanted}
 
 
-def run_arena_hard_v2(store: Store, model: Backend, judge: Backend, *, limit: int | None = None,
+def run_arena_hard_v2(store: Store, model: Backend, judge: Backend, *,
+                      categories: tuple[str, ...] = CATEGORIES, limit: int | None = None,
                       bootstrap_rounds: int = 100, progress: bool = True) -> dict[str, object]:
+    """Answer, judge and score the questions of ``categories`` (the first ``limit`` of each
+    subcategory); records of other categories already in ``store`` are kept and scored too."""
     settings = store.config.arena_hard_v2
-    questions = select_questions(settings.categories, limit)
+    questions = select_questions(categories, limit)
     baselines = resolve_baselines(settings, questions)  # refuses before any model work
     outputs = generate_outputs(store, model, [(q.uid, q.prompt) for q in questions],
                                progress=progress)
@@ -292,14 +299,19 @@ def run_arena_hard_v2(store: Store, model: Backend, judge: Backend, *, limit: in
     return score_arena_hard_v2(store, limit=limit, bootstrap_rounds=bootstrap_rounds)
 
 
-def score_arena_hard_v2(store: Store, *, limit: int | None = None,
-                        bootstrap_rounds: int = 100) -> dict[str, object]:
-    """The files and metrics from the answers and games in ``store`` (no model call)."""
+def score_arena_hard_v2(store: Store, *, categories: tuple[str, ...] | None = None,
+                        limit: int | None = None, bootstrap_rounds: int = 100
+                        ) -> dict[str, object]:
+    """The files and metrics from the answers and games in ``store`` (no model call), for
+    ``categories`` (default: those with answers in ``store``)."""
     config = store.config
     settings = config.arena_hard_v2
-    questions = select_questions(settings.categories, limit)
-    baselines = resolve_baselines(settings, questions)
     outputs = {o.id: o.output for o in store.iter_records(evaluation_file("outputs"))}
+    if categories is None:
+        categories = tuple(c for c in CATEGORIES if any(
+            q.uid in outputs for q in select_questions((c,))))
+    questions = select_questions(categories, limit)
+    baselines = resolve_baselines(settings, questions)
     if not any(q.uid in outputs for q in questions):
         raise FileNotFoundError(f"{store.root}: no Arena-Hard v2.0 answers to score")
     games = {g.id: g for g in store.iter_records(GAMES)}
@@ -309,18 +321,18 @@ def score_arena_hard_v2(store: Store, *, limit: int | None = None,
     metadata = {u: conv_metadata(text, ENCODING) for u, text in outputs.items()}
     rows = judgment_rows(config.name, judge_name, questions, outputs, games, baselines)
     write_files(root, config.name, judge_name, questions, outputs, metadata, rows, baselines)
-    categories = {}
+    groups = {}
     for group in GROUPS:
         chosen = [q for q in questions if group in (q.category, q.subcategory)]
         if chosen:
-            categories[group] = group_metrics(group, chosen, rows, metadata, baselines,
+            groups[group] = group_metrics(group, chosen, rows, metadata, baselines,
                                               games, rounds=bootstrap_rounds, seed=config.seed)
     metrics: dict[str, object] = {
         "version": "2.0", "model": config.name, "judge": judge_name,
         "questions": len(questions), "answered": sum(q.uid in outputs for q in questions),
         "bootstrap_rounds": bootstrap_rounds, "bootstrap_seed": config.seed,
         "interval": "5th-95th bootstrap percentiles (the tool's 90% interval)",
-        "token_encoding": ENCODING, "categories": categories}
+        "token_encoding": ENCODING, "categories": groups}
     store.write_json("metrics.json", metrics)
     return metrics
 

@@ -26,10 +26,9 @@ class EvalJudging(EvalSampling):
 
 
 class ArenaHardV2Settings(Section):
-    """Arena-Hard v2.0: which categories, and the baselines' answers."""
+    """Arena-Hard v2.0's baselines (which categories run is chosen per invocation, like
+    ``--limit``)."""
 
-    categories: tuple[Literal["hard_prompt", "creative_writing"], ...] = Field(
-        ("hard_prompt", "creative_writing"), min_length=1)
     baseline_answers: tuple[str, ...] = Field(
         (), description="answer files in the v2.0 layout (uid, model, messages, metadata) of "
         "baselines the project does not carry, e.g. arena-hard-auto's "

@@ -116,8 +116,10 @@ def test_creative_writing_without_its_baseline_is_refused_by_name(tmp_path: Path
                        r"gemini-2\.0-flash-001\.jsonl.*--baseline-answers"):
         resolve_baselines(ArenaHardV2Settings(), questions)
     # hard prompts alone need nothing more; another baseline when asked for, by name
-    assert resolve_baselines(ArenaHardV2Settings(categories=("hard_prompt",)),
-                             questions)["hard_prompt"][0] == "o3-mini-2025-01-31"
+    hard = [q for q in questions if q.category == "hard_prompt"]
+    assert list(resolve_baselines(ArenaHardV2Settings(), hard)) == ["hard_prompt"]
+    assert resolve_baselines(ArenaHardV2Settings(), hard)["hard_prompt"][0] == (
+        "o3-mini-2025-01-31")
     other = ArenaHardV2Settings(creative_writing_baseline="o3-mini-2025-01-31")
     assert resolve_baselines(other, questions)["creative_writing"][0] == "o3-mini-2025-01-31"
     # a user's file of the official baseline is taken (its rows, its model name)
