@@ -344,7 +344,7 @@ def judgment_rows(name: str, judge_name: str, questions: list[ArenaHardV2Questio
     rows = []
     for q in questions:
         baseline, answers = baselines[q.category]
-        pair = []
+        pair: list[dict[str, Any] | None] = []
         for number in (1, 2):
             game = games.get(f"{q.uid}@{number}")
             if game is None or q.uid not in outputs:

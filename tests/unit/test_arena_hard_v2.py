@@ -191,3 +191,14 @@ def test_missing_games_and_answers_are_null_games(tmp_path: Path) -> None:
     cw = metrics["categories"]["creative_writing"]  # type: ignore[index]
     assert cw["official_baseline"] is False and "not the official" in cw["note"]
     assert (cw["null_judgments"], cw["missing_games"], cw["forced_readouts"]) == (2, 2, 1)
+
+
+def test_the_report_reads_v2_metrics_by_category() -> None:
+    from metajudge.report.tables import HARNESS_FIELDS, _field
+
+    metrics = {"categories": {"hard_prompt": {"score": 31.5, "baseline": "o3-mini-2025-01-31"}}}
+    fields = HARNESS_FIELDS["arena_hard_v2"]
+    row = {ours: _field(metrics, theirs) for theirs, ours in fields.items()}
+    assert row["arena_hard_v2_hard_score"] == 31.5
+    assert row["arena_hard_v2_hard_baseline"] == "o3-mini-2025-01-31"
+    assert row["arena_hard_v2_creative_score"] is None
