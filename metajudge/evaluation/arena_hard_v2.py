@@ -31,7 +31,9 @@ show_result.py -j JUDGE -c hard_prompt [-f length markdown]`` runs there):
 * ``metrics.json``: per category (``coding``, ``math``, ``hard_prompt`` = both,
   ``creative_writing``) ``score``, ``lower``, ``upper`` (the tool's default, in percent, 90%
   interval) and ``style_score``, ``style_lower``, ``style_upper`` (``-f length markdown``),
-  with the baseline, the counts and the bootstrap seed (:mod:`metajudge.analysis.arena_hard_v2`).
+  with the baseline, the counts and the bootstrap seed (:mod:`metajudge.analysis.arena_hard_v2`);
+  beside them, never in them, ``score_with_readouts`` (and its interval): the plain score with
+  the forced read-outs standing in for the games without a verdict.
 
 ``--limit N`` asks the first N questions of each subcategory (coding, math, creative writing).
 """
@@ -408,6 +410,15 @@ def group_metrics(group: str, questions: list[ArenaHardV2Question], rows: list[d
     if not out["official_baseline"]:
         out["note"] = (f"against {baseline}, not the official {ARENA_HARD_V2_BASELINES[category]}:"
                        " not the official Arena-Hard v2.0 score")
+    # beside the tool's numbers (never in them): the games without a verdict read out
+    read = [{**r, "games": [g and {**g, "score": g["score"] or g.get("forced_verdict")}
+                            for g in r["games"]]} for r in mine]
+    with_readouts = battles_from_judgments(read)
+    out["battle_rows_with_readouts"] = len(with_readouts)
+    if not with_readouts.empty:
+        plain = plain_scores(with_readouts, rounds=rounds, seed=seed).iloc[0]
+        out.update({f"{k}_with_readouts": 100.0 * float(plain[k])
+                    for k in ("score", "lower", "upper")})
     battles = battles_from_judgments(mine)
     out["battle_rows"] = len(battles)
     if battles.empty:

@@ -191,6 +191,10 @@ def test_missing_games_and_answers_are_null_games(tmp_path: Path) -> None:
     cw = metrics["categories"]["creative_writing"]  # type: ignore[index]
     assert cw["official_baseline"] is False and "not the official" in cw["note"]
     assert (cw["null_judgments"], cw["missing_games"], cw["forced_readouts"]) == (2, 2, 1)
+    # the tool's numbers have no creative-writing battle; with the read-out (B>A in game 1:
+    # the model's win) and game 2's A>B (the model's win), one question's two rows
+    assert cw["score"] is None and cw["battle_rows_with_readouts"] == 2
+    assert cw["score_with_readouts"] == pytest.approx(100.0)
 
 
 def test_the_report_reads_v2_metrics_by_category() -> None:
