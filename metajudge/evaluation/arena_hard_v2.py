@@ -231,8 +231,7 @@ def judge_games(store: Store, judge: Backend, questions: list[ArenaHardV2Questio
                                  config.arena_hard_v2.creative_writing_baseline,
                              "params": params.model_dump(), "forced_readout": readouts,
                              "seed": config.seed},
-                   runner=config.runner, progress=progress, unit="game",
-                   inputs=(evaluation_file("outputs"),))
+                   runner=config.runner, progress=progress, unit="game")
 
     def start(q: ArenaHardV2Question, number: int) -> Step:
         name, rows = baselines[q.category]
