@@ -128,7 +128,8 @@ def _evaluation_files() -> dict[str, StageFile]:
         StageFile("games", ev.PairwiseGame), StageFile("pair_games", ev.PairwiseGame),
         StageFile("scores", ev.ReplyScore), StageFile("mt_answers", ev.MTBenchAnswer),
         StageFile("mt_judgments", ev.MTBenchJudgment), StageFile("eft_judgments", Judgment),
-        StageFile("eft_decisions", ev.EFTDecision))}
+        StageFile("eft_decisions", ev.EFTDecision),
+        StageFile("v2_games", ev.ArenaHardV2Game))}
 
 
 #: every stage file of a run directory by name

@@ -3,6 +3,8 @@
     metajudge eval alpaca-eval --model smollm2-135m-instruct --limit 40 --out results/ae/seed
     metajudge eval alpaca-eval --annotations annotations.json      # annotations made elsewhere
     metajudge eval arena-hard --model runs/tiny/iter_02/checkpoint --limit 20 --out results/ah/t2
+    metajudge eval arena-hard --version 2.0 --model smollm2-135m-instruct --limit 3 \
+        --creative-writing-baseline o3-mini-2025-01-31 --out results/ah2/seed
     metajudge eval judge --model runs/tiny/iter_02/checkpoint --limit 30 --out results/je/t2
 
 The judge defaults to the model itself; ``--judge`` names another model, and ``--judge-backend
@@ -26,7 +28,10 @@ HARNESSES = {
     "alpaca-eval": "AlpacaEval 2: answers to the 805 instructions, pairwise annotation against "
                    "gpt4_1106_preview, win rate and length-controlled win rate with interval.",
     "arena-hard": "Arena-Hard v0.1: answers to the 500 questions, two games per question "
-                  "against gpt-4-0314, Bradley-Terry score, interval and style-controlled score.",
+                  "against gpt-4-0314, Bradley-Terry score, interval and style-controlled score; "
+                  "--version 2.0: the 750 v2.0 questions against each category's baseline "
+                  "(o3-mini-2025-01-31 for hard prompts, gemini-2.0-flash-001 for creative "
+                  "writing), scores per category with style control.",
     "judge": "Judge evaluation: the model as judge on the human-ranked Open Assistant replies "
              "(agreement with and without ties, Spearman) and on reply pairs in both orders "
              "(position consistency).",
@@ -88,6 +93,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                 help="rebuild the files and metrics from the records already in "
                                 "--out, without loading a model")
         if name == "arena-hard":
+            parser.add_argument("--version", choices=["0.1", "2.0"], default="0.1",
+                                help="Arena-Hard version (0.1: the paper's; 2.0: 2025). With "
+                                "2.0, --limit N takes the first N questions of each "
+                                "subcategory (coding, math, creative writing)")
+            parser.add_argument("--categories", nargs="+",
+                                choices=["hard_prompt", "creative_writing"],
+                                help="v2.0: the categories to run (default both; records of "
+                                "the other already in --out are kept and scored)")
+            parser.add_argument("--baseline-answers", action="append", default=[],
+                                metavar="FILE", help="v2.0: a baseline's answer file in the "
+                                "v2.0 layout, e.g. arena-hard-auto's data/arena-hard-v2.0/"
+                                "model_answer/gemini-2.0-flash-001.jsonl (creative writing's "
+                                "official baseline, not carried here)")
+            parser.add_argument("--creative-writing-baseline", metavar="MODEL",
+                                help="v2.0: judge creative writing against this baseline "
+                                "instead of gemini-2.0-flash-001 (o3-mini-2025-01-31 is carried; "
+                                "others from --baseline-answers); every output names it and "
+                                "no official number is claimed")
             parser.add_argument("--layout", choices=["v0.1", "v2.0"], default="v0.1",
                                 help="arena-hard-auto file layout (v0.1: what its v0.1 "
                                 "show_result.py reads)")
@@ -116,6 +139,13 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
             "seed": args.seed}
     if getattr(args, "layout", None):
         data["layout"] = args.layout
+    if getattr(args, "version", None) == "2.0":
+        data["version"] = "2.0"
+        section: dict[str, Any] = {"baseline_answers": [str(Path(f).resolve())
+                                                        for f in args.baseline_answers]}
+        if args.creative_writing_baseline:
+            section["creative_writing_baseline"] = args.creative_writing_baseline
+        data["arena_hard_v2"] = section
     return EvalConfig.model_validate(apply_overrides(data, args.overrides, EvalConfig))
 
 
@@ -134,6 +164,16 @@ def run(args: argparse.Namespace) -> None:
         return
     if not args.out:
         raise ValueError("--out is required")
+    if config.harness == "arena-hard" and config.version == "2.0":
+        from metajudge.evaluation.arena_hard_v2 import (
+            CATEGORIES,
+            resolve_baselines,
+            select_questions,
+        )
+
+        # a category without its baseline is refused before any model is loaded
+        resolve_baselines(config.arena_hard_v2, select_questions(
+            tuple(args.categories or CATEGORIES), args.limit))
     store = Store.open(args.out, config)
     progress = not args.no_progress
     try:
@@ -168,6 +208,13 @@ def _run_harness(args: argparse.Namespace, config: EvalConfig, store: Any,
                                                   progress=progress,
                                                   fold_scheme=args.fold_scheme)
             board = alpaca_eval.append_leaderboard_row(_leaderboard(args), config.name, metrics)
+        elif args.harness == "arena-hard" and config.version == "2.0":
+            from metajudge.evaluation.arena_hard_v2 import CATEGORIES, run_arena_hard_v2
+
+            metrics = run_arena_hard_v2(store, model, judge, limit=args.limit,
+                                        categories=tuple(args.categories or CATEGORIES),
+                                        bootstrap_rounds=args.bootstrap, progress=progress)
+            board = None  # per category scores: metrics.json (no v0.1 leaderboard row)
         elif args.harness == "arena-hard":
             from metajudge.evaluation import arena_hard
 
@@ -221,7 +268,13 @@ def _rescore(args: argparse.Namespace) -> None:
     if "layout" in args and args.layout != store.config.layout:
         store.config = store.config.model_copy(update={"layout": args.layout})
     try:
-        if args.harness == "arena-hard":
+        if args.harness == "arena-hard" and store.config.version == "2.0":
+            from metajudge.evaluation.arena_hard_v2 import score_arena_hard_v2
+
+            metrics = score_arena_hard_v2(store, limit=args.limit,
+                                          categories=tuple(args.categories) if args.categories
+                                          else None, bootstrap_rounds=args.bootstrap)
+        elif args.harness == "arena-hard":
             from metajudge.evaluation import arena_hard
 
             metrics = arena_hard.score_arena_hard(store, limit=args.limit,

@@ -62,24 +62,27 @@ BOOTSTRAP_SEED = 42
 
 
 @cache
-def _encoding() -> Any:
-    return require("bpe_openai", "harness").get_encoding("cl100k_base")
+def _encoding(name: str) -> Any:
+    return require("bpe_openai", "harness").get_encoding(name)
 
 
-def count_tokens(text: str) -> int:
-    """cl100k tokens, special-token text counted as ordinary text (the tool's
-    ``encode(text, disallowed_special=())``).
+def count_tokens(text: str, encoding: str = "cl100k_base") -> int:
+    """Tokens, special-token text counted as ordinary text (the tool's ``encode(text,
+    disallowed_special=())``): cl100k for v0.1, ``o200k_base`` (tiktoken's ``gpt-4o``) for v2.0.
 
     >>> count_tokens("Hello world, this is a test.")
     8
+    >>> count_tokens("Hello world, this is a test.", "o200k_base")
+    8
     """
-    return len(_encoding().encode_ordinary(text))
+    return len(_encoding(encoding).encode_ordinary(text))
 
 
-def conv_metadata(text: str) -> dict[str, Any]:
-    """An answer's style metadata as the tool stores it (token_len, counts as dicts)."""
+def conv_metadata(text: str, encoding: str = "cl100k_base") -> dict[str, Any]:
+    """An answer's style metadata as the tool stores it (token_len, counts as dicts; v2.0's
+    ``add_markdown_info.py`` writes the same keys in the same order, counting o200k tokens)."""
     counts = markdown_counts(text)
-    return {"token_len": count_tokens(text),
+    return {"token_len": count_tokens(text, encoding),
             "header_count": {f"h{k}": counts[f"h{k}"] for k in range(1, 7)},
             "list_count": {"ordered": counts["list_ordered"],
                            "unordered": counts["list_unordered"]},

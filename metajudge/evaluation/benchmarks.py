@@ -1,5 +1,6 @@
 """The bundled benchmark data: AlpacaEval's 805 instructions with the gpt4_1106_preview reference
-outputs, Arena-Hard v0.1's 500 questions with the gpt-4-0314 answers, and the Open Assistant
+outputs, Arena-Hard v0.1's 500 questions with the gpt-4-0314 answers, Arena-Hard v2.0's 750
+questions with the o3-mini-2025-01-31 answers (the hard prompts' baseline), and the Open Assistant
 first-turn prompts with human-ranked replies. Provenance and licences:
 ``metajudge/data/PROVENANCE.md``."""
 
@@ -13,6 +14,9 @@ from importlib import resources
 
 ALPACA_EVAL_BASELINE = "gpt4_1106_preview"
 ARENA_HARD_BASELINE = "gpt-4-0314"
+#: Arena-Hard v2.0's official baseline per category (arena-hard-auto's ``JUDGE_SETTINGS``)
+ARENA_HARD_V2_BASELINES = {"hard_prompt": "o3-mini-2025-01-31",
+                           "creative_writing": "gemini-2.0-flash-001"}
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,14 @@ class ArenaHardQuestion:
 
 
 @dataclass(frozen=True)
+class ArenaHardV2Question:
+    uid: str
+    category: str         # hard_prompt or creative_writing
+    subcategory: str      # coding, math (hard prompts) or creative_writing
+    prompt: str
+
+
+@dataclass(frozen=True)
 class RankedReply:
     message_id: str
     text: str
@@ -48,7 +60,8 @@ class RankedPrompt:
 
 def _rows(name: str) -> list[dict]:
     data = (resources.files("metajudge") / "data" / "benchmarks" / name).read_bytes()
-    return [json.loads(line) for line in gzip.decompress(data).decode("utf-8").splitlines()
+    # split on newlines only: answers may hold U+2028 and other characters splitlines() breaks at
+    return [json.loads(line) for line in gzip.decompress(data).decode("utf-8").split("\n")
             if line.strip()]
 
 
@@ -72,6 +85,21 @@ def arena_hard_questions() -> tuple[ArenaHardQuestion, ...]:
     return tuple(ArenaHardQuestion(row["uid"], row["category"], row["cluster"], row["prompt"],
                                    answers[row["uid"]])
                  for row in _rows("arena_hard_v0.1_questions.jsonl.gz"))
+
+
+@cache
+def arena_hard_v2_questions() -> tuple[ArenaHardV2Question, ...]:
+    """The 750 questions in the tool's order (coding, math, then creative writing)."""
+    return tuple(ArenaHardV2Question(row["uid"], row["category"], row["subcategory"],
+                                     row["prompt"])
+                 for row in _rows("arena_hard_v2.0_questions.jsonl.gz"))
+
+
+@cache
+def arena_hard_v2_o3_mini() -> tuple[dict, ...]:
+    """o3-mini-2025-01-31's answers to all 750 v2.0 questions in the tool's layout (``uid,
+    ans_id, model, messages, tstamp, metadata``), with the tool's o200k ``token_len``."""
+    return tuple(_rows("arena_hard_v2.0_o3-mini-2025-01-31_answers.jsonl.gz"))
 
 
 @cache

@@ -25,6 +25,20 @@ class EvalJudging(EvalSampling):
                                        "score at the written score, beside it")
 
 
+class ArenaHardV2Settings(Section):
+    """Arena-Hard v2.0's baselines (which categories run is chosen per invocation, like
+    ``--limit``)."""
+
+    baseline_answers: tuple[str, ...] = Field(
+        (), description="answer files in the v2.0 layout (uid, model, messages, metadata) of "
+        "baselines the project does not carry, e.g. arena-hard-auto's "
+        "data/arena-hard-v2.0/model_answer/gemini-2.0-flash-001.jsonl")
+    creative_writing_baseline: str = Field(
+        "gemini-2.0-flash-001", description="the model whose answers creative writing is "
+        "judged against: the official gemini-2.0-flash-001 (its file in baseline_answers), or "
+        "another, named in every output (o3-mini-2025-01-31 is carried)")
+
+
 class EvalConfig(Section):
     """Saved as ``config.yaml`` in the output directory; a rerun must match it."""
 
@@ -41,6 +55,10 @@ class EvalConfig(Section):
     layout: Literal["v0.1", "v2.0"] = Field(
         "v0.1", description="Arena-Hard file layout: v0.1 (what show_result.py of v0.1 reads) "
         "or the 2025 v2.0 schema")
+    version: Literal["0.1", "2.0"] = Field(
+        "0.1", description="Arena-Hard version: 0.1 (the paper's) or 2.0 (2025: per-category "
+        "baselines and judge prompts, arena-hard-auto's v2.0 files)")
+    arena_hard_v2: ArenaHardV2Settings = ArenaHardV2Settings()
     runner: RunnerConfig = RunnerConfig()
 
     @property

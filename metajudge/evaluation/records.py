@@ -50,6 +50,19 @@ class PairwiseGame(Record):
         return float(a_won == (self.model_position == "A"))
 
 
+class ArenaHardV2Game(PairwiseGame):
+    """One Arena-Hard v2.0 game: game 1 shows the baseline as A, game 2 the model. ``verdict``
+    is what the tool's own patterns read (``parsed``) or None (``failed``): v2.0 asks no
+    follow-up. Where the backend scores labels, a game without a verdict gets a forced read-out
+    of A or B after ``Final verdict: [[``, kept beside it in ``forced_verdict`` (``A>B`` or
+    ``B>A``) and never written into the tool's ``score``."""
+
+    category: str
+    subcategory: str
+    forced_verdict: str | None = Field(None, description="A>B or B>A from the read-out")
+    forced_probs: tuple[float, ...] | None = Field(None, description="P(A), P(B) read out")
+
+
 class ReplyScore(Record):
     """The judge's score of one human-ranked reply."""
 

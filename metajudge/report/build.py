@@ -112,7 +112,10 @@ def _readme(run_dir: Path, harness_dir: Path | None, loop: pd.DataFrame,
             f"{_fmt(first.get('avg_length'), 0)} → {_fmt(final.get('avg_length'), 0)} chars and "
             f"Arena-Hard {_fmt(first.get('arena_hard_score'))} → "
             f"{_fmt(final.get('arena_hard_score'))} from iteration {harness.index[0]} to "
-            f"{harness.index[-1]} (judged by the model itself), beside the paper's curves |")
+            f"{harness.index[-1]} (judged by the model itself), beside the paper's curves"
+            + (f"; Arena-Hard v2.0 hard prompts {_fmt(first.get('arena_hard_v2_hard_score'))} "
+               f"→ {_fmt(final.get('arena_hard_v2_hard_score'))} (against o3-mini, not "
+               "plotted)" if "arena_hard_v2_hard_score" in harness else "") + " |")
     lines.append(
         "| `score_distributions.png` | judge scores per iteration: mean "
         + ", ".join(f"{_fmt(v, 2)} (it. {i})" for i, v in loop["mean_score"].items())

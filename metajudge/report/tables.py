@@ -1,7 +1,8 @@
 """Frames for a run's report: per-iteration loop figures and harness results by iteration.
 
 Harness outputs (``metajudge eval …``) are found under one directory laid out as
-``<harness dir>/{alpaca_eval,arena_hard,judge,mt_bench}/<model name>/metrics.json``; a model
+``<harness dir>/{alpaca_eval,arena_hard,arena_hard_v2,judge,mt_bench}/<model name>/metrics.json``
+(Arena-Hard v2.0's per category, read by dotted paths, beside v0.1's); a model
 name maps to an iteration when it is the run's seed model (iteration 0; −1 when the run starts
 from an EFT checkpoint, which is then 0) or ``<run name>-iter_NN`` (the name ``metajudge eval``
 gives the checkpoint ``<run>/iter_NN/checkpoint``).
@@ -28,6 +29,11 @@ HARNESS_FIELDS = {
     "arena_hard": {"score": "arena_hard_score", "lower": "arena_hard_lower",
                    "upper": "arena_hard_upper", "style_score": "arena_hard_style_score",
                    "avg_tokens": "arena_hard_avg_tokens", "no_verdict": "arena_hard_no_verdict"},
+    "arena_hard_v2": {
+        **{f"categories.{c}.{k}": f"arena_hard_v2_{short}_{k}"
+           for c, short in (("hard_prompt", "hard"), ("creative_writing", "creative"))
+           for k in ("score", "lower", "upper", "style_score", "style_lower", "style_upper",
+                     "baseline", "no_verdict")}},
     "judge": {"agreement": "judge_agreement", "agreement_lower": "judge_agreement_lower",
               "agreement_upper": "judge_agreement_upper",
               "agreement_without_ties": "judge_agreement_without_ties",
@@ -74,10 +80,18 @@ def harness_table(harness_dir: Path, run_dir: Path) -> pd.DataFrame:
             metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
             row = rows.setdefault(iteration, {"iteration": iteration,
                                               "model": metrics_path.parent.name})
-            row.update({ours: metrics.get(theirs) for theirs, ours in fields.items()})
+            row.update({ours: _field(metrics, theirs) for theirs, ours in fields.items()})
     if not rows:
         return pd.DataFrame(columns=["iteration"])
     return pd.DataFrame([rows[i] for i in sorted(rows)]).set_index("iteration")
+
+
+def _field(metrics: dict, path: str) -> object:
+    """``metrics[a][b]…`` for the dotted path ``a.b…`` (None where a part is missing)."""
+    value: object = metrics
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def judgment_scores(run_dir: Path) -> pd.DataFrame:

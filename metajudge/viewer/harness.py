@@ -1,9 +1,12 @@
 """Harness folders in the explorer: AlpacaEval, Arena-Hard and MT-Bench per question.
 
 A harness folder is what ``metajudge eval`` writes under one root
-(``ROOT/{alpaca_eval,arena_hard,mt_bench}/<model>/``, as ``metajudge report --harness`` reads
-it). Per question: the model's answer beside the baseline's (AlpacaEval's gpt4_1106_preview
-and Arena-Hard's gpt-4-0314 reference answers, from the bundled benchmark data), every game
+(``ROOT/{alpaca_eval,arena_hard,arena_hard_v2,mt_bench}/<model>/``, as ``metajudge report
+--harness`` reads it). Per question: the model's answer beside the baseline's (AlpacaEval's
+gpt4_1106_preview and Arena-Hard's gpt-4-0314 reference answers, from the bundled benchmark data;
+Arena-Hard v2.0's per category, o3-mini's bundled or another from the folder's own
+``data/arena-hard-v2.0/model_answer/``, with the category, the forced read-out beside the
+verdict, and a note where the judge's prompt asks it to answer first), every game
 the judge played with where the model's answer was shown, the verdict and its source, and the
 lengths; for MT-Bench (single-answer grading, no baseline) the two turns and each turn's
 rating. These folders are small (at most 805 questions), so they are read whole and kept while
@@ -29,7 +32,8 @@ from metajudge.evaluation.records import EvalOutput, MTBenchAnswer, MTBenchJudgm
 from metajudge.jsonl import InputError, iter_lines, parse_object
 from metajudge.viewer.index import inside
 
-KINDS = {"alpaca_eval": "annotations", "arena_hard": "games", "mt_bench": "mt_judgments"}
+KINDS = {"alpaca_eval": "annotations", "arena_hard": "games", "arena_hard_v2": "v2_games",
+         "mt_bench": "mt_judgments"}
 _lock = threading.Lock()
 _cache: dict[tuple[str, str, str], tuple[tuple, dict[str, Any]]] = {}
 
@@ -123,6 +127,8 @@ def _pairwise(files: dict[str, Path], kind: str, problems: list[str]) -> dict[st
     for game in _records(files, f"{KINDS[kind]}.jsonl", PairwiseGame, problems):
         games.setdefault(game.get("item_id", ""), []).append(game)
     baselines = _baselines(kind)
+    if kind == "arena_hard_v2":
+        baselines = _v2_baselines(files, games)
     items = []
     for item_id in list(outputs) + [i for i in games if i not in outputs]:
         output = outputs.get(item_id, {})
@@ -137,7 +143,39 @@ def _pairwise(files: dict[str, Path], kind: str, problems: list[str]) -> dict[st
             "baseline_chars": len(baseline) if baseline is not None else None,
             "baseline": mine[0].get("baseline") if mine else None,
             "games": mine, "problems": output.get("problems", [])})
+        if kind == "arena_hard_v2" and mine:
+            from metajudge.evaluation.arena_hard_v2_prompts import ANSWERS_FIRST
+
+            items[-1].update(category=mine[0].get("subcategory") or mine[0].get("category"),
+                             judge_answers_first=mine[0].get("category") in ANSWERS_FIRST)
     return {"layout": "pairwise", "items": items}
+
+
+def _v2_baselines(files: dict[str, Path], games: dict[str, list[dict[str, Any]]]
+                  ) -> dict[str, str]:
+    """Each v2.0 question's baseline answer: o3-mini's bundled, or the folder's own copy of
+    the baseline its games name (``data/arena-hard-v2.0/model_answer/<baseline>.jsonl``)."""
+    from metajudge.evaluation.benchmarks import arena_hard_v2_o3_mini
+
+    answers = {"o3-mini-2025-01-31": {r["uid"]: r for r in arena_hard_v2_o3_mini()}}
+    out = {}
+    for item_id, mine in games.items():
+        name = str(mine[0].get("baseline"))
+        if name not in answers:
+            answers[name] = {}
+            folder = next(iter(files.values())).parent / "data" / "arena-hard-v2.0"
+            path = folder / "model_answer" / f"{name}.jsonl"
+            if path.is_file() and inside(path, folder.parent.parent):
+                for _, line in iter_lines(path):
+                    try:
+                        row = json.loads(line)
+                        answers[name][row["uid"]] = row
+                    except (ValueError, KeyError, TypeError):
+                        continue
+        row = answers[name].get(item_id)
+        if row is not None:
+            out[item_id] = row["messages"][-1]["content"]["answer"]
+    return out
 
 
 def _outcome(game: dict[str, Any]) -> float | None:
@@ -182,7 +220,8 @@ def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The list view's rows: no long texts."""
     rows = []
     for item in data["items"]:
-        row = {"id": item["id"], "instruction": (item.get("instruction") or "")[:200]}
+        row = {"id": item["id"], "instruction": (item.get("instruction") or "")[:200],
+               **({"category": item["category"]} if "category" in item else {})}
         if data["layout"] == "pairwise":
             row.update(model_chars=item["model_chars"], baseline_chars=item["baseline_chars"],
                        verdicts=[{"model_position": g.get("model_position"),

@@ -521,13 +521,14 @@ async function showHarnessItem(kind, model, id) {
   const data = await api(`api/harness/${kind}/${await idKey(model)}/${await idKey(id)}.json`);
   const item = data.item;
   if (data.layout === "pairwise") {
-    show(el("h1", {}, `${kind}: ${id}`), text(item.instruction, "instruction"), problems(item.problems),
+    show(el("h1", {}, `${kind}: ${id}` + (item.category ? ` (${item.category})` : "")), text(item.instruction, "instruction"), problems(item.problems),
+      item.judge_answers_first ? el("p", {class: "muted"}, "the judge's prompt asks it to answer the question first: its own answer opens each judgment") : "",
       el("div", {class: "two"},
         el("section", {class: "card"}, el("h3", {}, `model ${model} (${item.model_chars} chars)`), text(item.model_answer, "model-answer")),
         el("section", {class: "card"}, el("h3", {}, `baseline ${fmt(item.baseline)} (${fmt(item.baseline_chars)} chars)`), text(item.baseline_answer, "baseline-answer"))),
       el("h2", {}, `${item.games.length} judgments (both orders where the harness plays both)`),
       item.games.map((g) => el("section", {class: "card game"}, el("h3", {}, `${g.id}: model shown as ${g.model_position}`),
-        kv([["verdict", fmt(g.verdict)], ["source", fmt(g.verdict_source)], ["model outcome", fmt(g.model_outcome)], ["parse error", fmt(g.parse_error)]]),
+        kv([["verdict", fmt(g.verdict)], ["source", fmt(g.verdict_source)], ["model outcome", fmt(g.model_outcome)], ["parse error", fmt(g.parse_error)]].concat(g.forced_verdict ? [["forced read-out (beside)", `${g.forced_verdict} ${JSON.stringify(g.forced_probs)}`]] : [])),
         text(g.judgment, "judgment-text"), problems(g.problems))),
       harnessAcross(kind, model, data));
   } else {
