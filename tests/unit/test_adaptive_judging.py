@@ -282,3 +282,29 @@ def test_a_killed_adaptive_stage_resumes_to_the_same_pairs(runs: dict[str, Store
     store = Store.open(out, lock=False)
     assert _pairs(store) == _pairs(runs["adaptive"])
     assert store.count(JUDGMENTS, 1) == runs["adaptive"].count(JUDGMENTS, 1)
+
+
+def test_a_later_round_s_leftover_failures_do_not_stall_the_resume(
+        runs: dict[str, Store], tmp_path: Path) -> None:
+    # review-28: with no retry pass, a round's retryable failures are left to the next run;
+    # the replay of round 0 used to see those of round 1 and stop before reaching it, so no
+    # rerun ever made them (the stage stalled for good). Same backend: a retry succeeds.
+    from instant_backend import InstantBackend
+
+    config = load_config(ROOT / "configs" / "tiny.yaml",
+                         BASE + ADAPTIVE + ["runner.retry_passes=0"])
+    store = Store.open(tmp_path / "stalled", config)
+    backend = InstantBackend(config.backend, fail_first=3)
+    try:
+        for stage in (run_generate, run_judge, run_meta_judge):
+            for _ in range(12):
+                if not stage(store, backend, 1, progress=False).failed_retryable:
+                    break
+            else:
+                pytest.fail(f"{stage.__name__} never finished")
+        run_pairs(store, 1)
+        assert store.count(JUDGMENTS.failures, 1) > 0
+        assert store.count(JUDGMENTS, 1) == runs["adaptive"].count(JUDGMENTS, 1)
+        assert _pairs(store) == _pairs(runs["adaptive"])
+    finally:
+        store.close()
