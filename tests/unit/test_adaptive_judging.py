@@ -378,3 +378,25 @@ def test_the_audit_leaves_the_judge_health_figures_alone(runs: dict[str, Store])
 
     plain, audit = store_table(runs["adaptive"]), store_table(runs["audit"])
     assert audit.loc[1, "meta_first_share"] == plain.loc[1, "meta_first_share"]
+
+
+def test_calibrating_on_a_run_with_an_unjudged_iteration_measures_the_judged_ones(
+        runs: dict[str, Store], tmp_path: Path) -> None:
+    # review-28: an iteration whose responses exist but whose judge stage has not run yet
+    # (a run in progress) used to add its full-procedure requests and none made, halving
+    # the measured share
+    import shutil
+
+    from metajudge.costs import _measured_share
+
+    source = runs["adaptive"].root
+    share = _measured_share(source, "judge")
+    assert share == pytest.approx(runs["adaptive"].count(JUDGMENTS, 1) / (8 * 5 * 6))
+    copy = tmp_path / "in-progress"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("*.lock"))
+    (copy / "iter_02").mkdir()
+    for name in ("prompts.jsonl", "responses.jsonl"):
+        shutil.copy(source / "iter_01" / name, copy / "iter_02" / name)
+    assert _measured_share(copy, "judge") == pytest.approx(share)
+    assert _measured_share(copy, "meta-judge") == pytest.approx(
+        _measured_share(source, "meta-judge"))
