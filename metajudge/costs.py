@@ -169,17 +169,17 @@ def _measured_share(run_dir: Path, stage: str) -> float | None:
         made = full = 0
         for folder in sorted(run_dir.glob("iter_[0-9][0-9]")):
             iteration = int(folder.name[5:])
+            file = STAGE_FILES["judgments" if stage == "judge" else "meta_judgments"]
+            records = list(store.iter_records(file, iteration))
+            if not any(r.rule is not None for r in records):
+                continue  # not run (yet), or not adaptively: neither made nor full counts
+            made += sum(r.rule not in (None, "audit") for r in records)
             if stage == "judge":
-                records = list(store.iter_records(STAGE_FILES["judgments"], iteration))
                 full += store.count(STAGE_FILES["responses"], iteration) * n
             else:
-                records = list(store.iter_records(STAGE_FILES["meta_judgments"], iteration))
                 full += sum(1 for s in store.iter_records(STAGE_FILES["meta_selection"],
                                                           iteration)
                             if s.response_id is not None) * n * (n - 1)
-            if not any(r.rule is not None for r in records):
-                continue
-            made += sum(r.rule not in (None, "audit") for r in records)
         return made / full if made and full else None
     finally:
         store.close()

@@ -335,8 +335,11 @@ class StageRun:
                 else:
                     for one in rounds:
                         self._passes(lambda one=one: one, out, failures, summary, bar)  # type: ignore[misc]
-                        if retryable_failures(self.store, self.file, self.iteration) - (
-                                self.store.ids(self.file, self.iteration)):
+                        # this round's own failures only: a later round's, left by a
+                        # killed or exhausted run, are retried when the replay reaches it
+                        if (retryable_failures(self.store, self.file, self.iteration)
+                                & {item.id for item in one}) - self.store.ids(
+                                    self.file, self.iteration):
                             break  # a round left unfinished: the next cannot be planned
         finally:
             bar.close()
