@@ -59,3 +59,30 @@ def test_creative_writing_can_be_added_after_the_hard_prompts(tmp_path: Path) ->
     assert second.returncode == 0, second.stderr[-1000:]
     metrics = json.loads((out / "metrics.json").read_text())["categories"]
     assert {"hard_prompt", "creative_writing"} <= set(metrics)
+
+
+def test_a_style_feature_left_out_is_named_in_the_metrics() -> None:
+    """A feature constant over the battles (no header anywhere) is left out of the style fit,
+    which the official tool cannot do (it stops on NaN): the metrics must say so, not only a
+    log line."""
+    from metajudge.evaluation.arena_hard_v2 import (
+        conv_metadata,
+        group_metrics,
+        select_questions,
+    )
+
+    questions = select_questions(("hard_prompt",), 4)
+    texts = {q.uid: "- **x**\n" * (k + 1) + "word " * (5 * k + 3) for k, q in enumerate(questions)}
+    base = {q.uid: {"messages": [{"content": {"answer": "plain " * (k + 4)}}],
+                    "metadata": conv_metadata("- a\n" * (k % 3) + "plain " * (k + 4), "o200k_base")}
+            for k, q in enumerate(questions)}
+    labels = ["A>B", "B>A", "A=B", "B>>A", "A>>B", "B>A", "A>B", "B>A"]
+    rows = [{"uid": q.uid, "category": q.category, "subcategory": q.subcategory, "model": "m",
+             "games": [{"score": labels[k]}, {"score": labels[-1 - k]}]}
+            for k, q in enumerate(questions)]
+    metadata = {u: conv_metadata(t, "o200k_base") for u, t in texts.items()}
+    out = group_metrics("hard_prompt", questions, rows, metadata,
+                        {"hard_prompt": ("o3-mini-2025-01-31", base)}, {}, rounds=5, seed=0)
+    assert out["style_score"] is not None
+    assert "header_count" not in out["style_coefs"]  # type: ignore[operator]
+    assert out.get("style_left_out") == ["header_count"]
