@@ -31,9 +31,10 @@ def test_official_show_result_prints_a_hard_prompt_score_in_the_harness_folder()
     assert "smollm2-135m-instruct" in done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="resume: the v2_games settings digest covers every "
-                   "available baseline, so supplying gemini's answers for creative writing "
-                   "after a --categories hard_prompt run in the same --out is refused "
+@pytest.mark.xfail(strict=True, reason="resume: --baseline-answers is part of the saved "
+                   "config's arena_hard_v2 section (and of the v2_games settings digest, over "
+                   "every available baseline), so supplying gemini's answers for creative "
+                   "writing after a --categories hard_prompt run in the same --out is refused "
                    "('created with different settings for arena_hard_v2'), though --categories "
                    "promises the other category's records are kept and scored")
 def test_creative_writing_can_be_added_after_the_hard_prompts(tmp_path: Path) -> None:
