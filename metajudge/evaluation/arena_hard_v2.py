@@ -31,7 +31,8 @@ show_result.py -j JUDGE -c hard_prompt [-f length markdown]`` runs there):
 * ``metrics.json``: per category (``coding``, ``math``, ``hard_prompt`` = both,
   ``creative_writing``) ``score``, ``lower``, ``upper`` (the tool's default, in percent, 90%
   interval) and ``style_score``, ``style_lower``, ``style_upper`` (``-f length markdown``),
-  with the baseline, the counts and the bootstrap seed (:mod:`metajudge.analysis.arena_hard_v2`);
+  with the baseline, the counts and the bootstrap seed (:mod:`metajudge.analysis.arena_hard_v2`)
+  and ``style_left_out`` (features constant over the battles, left out of the fit; the tool stops);
   beside them, never in them, ``score_with_readouts`` (and its interval): the plain score with
   the forced read-outs standing in for the games without a verdict.
 
@@ -53,6 +54,7 @@ from typing import Any
 import pandas as pd
 
 from metajudge.analysis.arena_hard_v2 import (
+    STYLE_FEATURES,
     battles_from_judgments,
     null_judgment,
     plain_scores,
@@ -434,6 +436,8 @@ def group_metrics(group: str, questions: list[ArenaHardV2Question], rows: list[d
         out.update({k: 100.0 * float(row[k]) for k in ("style_score", "style_lower",
                                                        "style_upper")})
         out["style_coefs"] = coefs
+        # a feature constant over the battles is left out of the fit (the tool stops on it)
+        out["style_left_out"] = [n for n in STYLE_FEATURES if n not in coefs]
     except ValueError as error:  # e.g. no rows to tell features apart
         out.update(style_score=None, style_lower=None, style_upper=None, style_error=str(error))
     return out
