@@ -145,10 +145,12 @@ def adaptive_shares(config: RunConfig, calibrate: Path | None = None
     """Per adaptive stage, (share of the full procedure's requests, audit share, where the
     share comes from): the calibration run's measured share when it ran that stage
     adaptively, else the default."""
+    from metajudge.stages.adaptive import audit_share
+
     out = {}
-    for stage, on, audit in (("judge", config.judge.adaptive, config.judge.audit_share),
-                             ("meta-judge", config.meta_judge.adaptive,
-                              config.meta_judge.audit_share)):
+    audit = audit_share(config)  # one sample for both stages (SPEC §5a)
+    for stage, on in (("judge", config.judge.adaptive),
+                      ("meta-judge", config.meta_judge.adaptive)):
         if not on:
             continue
         measured = _measured_share(calibrate, stage) if calibrate else None

@@ -60,6 +60,7 @@ from metajudge.records import (
 )
 from metajudge.seeds import derive_seed
 from metajudge.stages import adaptive
+from metajudge.stages.adaptive import audit_share
 from metajudge.stages.judge import recorded_judge_template, template_settings
 from metajudge.stages.runner import Item, StageRun, StageSummary, Step
 from metajudge.store import JUDGMENTS, META_JUDGMENTS, META_SELECTION, RESPONSES, Store
@@ -266,13 +267,6 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
     return run.run(total=total, prompts=len(selections), extra=extra, rounds=rounds)
 
 
-def audit_share(config: RunConfig) -> float:
-    """The meta-judge stage's audit share: its own, or the judge stage's (an audited prompt's
-    full procedure compares every judgment of its full selection)."""
-    return max(config.meta_judge.audit_share if config.meta_judge.adaptive else 0.0,
-               config.judge.audit_share if config.judge.adaptive else 0.0)
-
-
 def full_selection(store: Store, iteration: int, prompts: Collection[str]
                    ) -> dict[str, str | None]:
     """The full procedure's selection on the given (audited) prompts: over all their
@@ -350,9 +344,7 @@ def _audit_round(store: Store, iteration: int, chosen: Sequence[MetaSelection],
         return
     full: dict[str, str | None] = {}
     if config.judge.adaptive:
-        judge_sample = [p for p in sample if adaptive.audited(
-            config.seed, iteration, p, config.judge.audit_share)]
-        full = full_selection(store, iteration, judge_sample)
+        full = full_selection(store, iteration, sample)  # the judge stage audited them all
     targets = sorted({rid for p, rid in sample.items() for rid in (rid, full.get(p))
                       if rid is not None})
     extra = {rid for rid in targets if rid not in shown}

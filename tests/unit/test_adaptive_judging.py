@@ -311,10 +311,6 @@ def test_a_later_round_s_leftover_failures_do_not_stall_the_resume(
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-28: on a prompt audited by the meta-judge but "
-                   "not by the judge stage (meta_judge.audit_share > judge.audit_share), the "
-                   "audit row's full_tokens / full_requests count the ADAPTIVE judgments as "
-                   "the full procedure's, so audit_token_share is not adaptive ÷ full")
 def test_every_audit_row_prices_the_whole_full_procedure(tmp_path: Path) -> None:
     store = _run(tmp_path / "uneven", ADAPTIVE + ["judge.audit_share=0.3",
                                                   "meta_judge.audit_share=0.9"])
