@@ -6,8 +6,9 @@ as well (rule ``audit``, never read by the adaptive decisions or the training pa
 audited prompt, the pairs stage writes an :class:`~metajudge.records.AuditRow` to
 ``audit.jsonl``:
 
-- actor pairs (with ``judge.adaptive``: the judge stage audits the whole sample): the length-controlled pair from the
-  adaptive judgments and from all N; each pair's gap is measured in the N-judgment means;
+- actor pairs (with ``judge.adaptive``: the judge stage audits the whole sample): the
+  length-controlled pair from the adaptive judgments and from all N; each pair's gap is
+  measured in the N-judgment means;
 - judge pairs: the adaptive pair (its selection, its comparisons, the ω of the adaptive
   comparisons) and the full procedure's (the selection over all judgments, every ordered
   comparison of it, the ω of those comparisons: what a full run on the sample would use);

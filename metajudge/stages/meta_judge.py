@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from metajudge.backends.base import Backend
-from metajudge.config import RunConfig
 from metajudge.jsonl import iter_lines
 from metajudge.judging.adaptive import meta_asks
 from metajudge.judging.readout import readouts_not_run
