@@ -122,7 +122,8 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
                 rule=asked[1] if asked else None)  # type: ignore[arg-type]
 
         return judge.start(request, finish, lambda failure: run.failed(
-            request.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
+            request.id, Step(request, finish), failure, template.ref,  # type: ignore[arg-type]
+            asked))
 
     count = cfg.judgments_per_response
     total = store.count(RESPONSES, iteration) * count

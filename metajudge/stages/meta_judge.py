@@ -240,7 +240,8 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
                 rule=asked[1] if asked else None)  # type: ignore[arg-type]
 
         return judge.start(request, finish, lambda failure: run.failed(
-            request.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
+            request.id, Step(request, finish), failure, template.ref,  # type: ignore[arg-type]
+            asked))
 
     def items() -> Iterator[Item]:
         for selection in selections:

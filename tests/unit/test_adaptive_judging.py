@@ -324,9 +324,6 @@ def test_every_audit_row_prices_the_whole_full_procedure(tmp_path: Path) -> None
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-28: requests_by cannot tell an audit request "
-                   "that failed for good (no record, its failure record has no rule) from an "
-                   "adaptive one, so the audit changes pair_decisions' requests")
 def test_the_audit_s_failures_are_not_counted_as_the_decision_s_requests(
         tmp_path: Path) -> None:
     from instant_backend import InstantBackend, _hash
