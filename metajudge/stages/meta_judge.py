@@ -371,17 +371,19 @@ def _start_at(store: Store, iteration: int, offset: int, first: Judgment, second
 
 
 _WINNER_FIELD = re.compile(rb'"winner":"(first|second)"')
+_AUDIT_RULE = re.compile(rb'"rule":"audit"')
 
 
 def first_position_share(store: Store, iteration: int) -> float:
     """Share of the iteration's verdicts that went to the judgment shown first, read from the
-    raw lines (the field cannot occur unescaped inside a text) without building records."""
+    raw lines (the fields cannot occur unescaped inside a text) without building records; an
+    adaptive audit's verdicts (rule ``audit``, SPEC §5a) are left out, as in ``summary.csv``."""
     path = store.path(META_JUDGMENTS, iteration)
     counts = {b"first": 0, b"second": 0}
     if path.is_file():
         for _, raw in iter_lines(path):
             match = _WINNER_FIELD.search(raw)
-            if match:
+            if match and not _AUDIT_RULE.search(raw):
                 counts[match.group(1)] += 1
     decided = counts[b"first"] + counts[b"second"]
     return counts[b"first"] / decided if decided else 0.0
