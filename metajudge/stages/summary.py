@@ -7,9 +7,8 @@ failed, probability-weighted share), backend failures per stage, the meta-judge'
 score bias, the judge-health columns and alarms (these judge and meta-judge columns over the
 records the procedure used: an adaptive audit's, rule ``audit``, are left out), pairs by type
 (and judge pairs whose chosen verdict was completed), the DPO metrics at the first and the last
-step, and wall time, prompt
-and generated tokens and backend calls per stage. Records are read a field at a time (the run
-directory is never opened for writing) and the diagnostics are
+step, and wall time, prompt and generated tokens and backend calls per stage. Records are read
+a field at a time (the run directory is never opened for writing) and the diagnostics are
 :mod:`metajudge.analysis.bias`'s and :mod:`metajudge.analysis.judge_health`'s pure functions.
 
 :func:`check_judge_health` is the loop's check before training: it logs an iteration's
