@@ -50,7 +50,8 @@ def judge_rule(config: RunConfig) -> JudgeRule:
 
 def meta_rule(config: RunConfig) -> MetaRule:
     cfg = config.meta_judge
-    return MetaRule(z=cfg.adaptive_z, tolerance=cfg.adaptive_tolerance, prior=cfg.adaptive_prior)
+    return MetaRule(z=cfg.adaptive_z, tolerance=cfg.adaptive_tolerance, prior=cfg.adaptive_prior,
+                    consistent_only=cfg.consistent_only)
 
 
 def actor_rule(config: RunConfig, iteration: int) -> tuple[float, int | None]:
@@ -76,6 +77,8 @@ def meta_settings(config: RunConfig) -> dict[str, Any]:
     cfg = config.meta_judge
     return {"adaptive": {"z": cfg.adaptive_z, "tolerance": cfg.adaptive_tolerance,
                          "prior": cfg.adaptive_prior, "audit_share": cfg.audit_share,
+                         # the races fit the statistic the pairs use (recorded when on only)
+                         **({"consistent_only": True} if cfg.consistent_only else {}),
                          "judge_adaptive_initial": config.judge.adaptive_initial
                          if config.judge.adaptive else None}}
 

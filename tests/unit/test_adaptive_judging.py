@@ -87,6 +87,33 @@ def test_fisher_covariance_of_two_judgments_by_hand() -> None:
     assert cov[0, 0] + cov[1, 1] - 2 * cov[0, 1] == pytest.approx(1.0, rel=1e-9)
 
 
+def test_with_consistent_only_the_race_fits_the_pairs_statistic() -> None:
+    # meta_judge.consistent_only: the pairs fit only pairs whose two orders agree; the race's
+    # fit (prior = the pairs' ridge) must give the same ratings on the same verdicts
+    import pandas as pd
+
+    from metajudge.pairs.judge import RIDGE, rate_judgments
+
+    verdicts = {(0, 1): "first", (1, 0): "second",   # 0 beats 1 in both orders: kept
+                (1, 2): "first", (2, 1): "first",    # split by position: left out
+                (0, 2): "second", (2, 0): "first",   # 2 beats 0 in both orders: kept
+                (2, 3): "first", (3, 2): None}       # one order without verdict: left out
+    omega = (0.4, 0.6)
+    frame = pd.DataFrame([(a, b, w) for (a, b), w in verdicts.items()],
+                         columns=["first", "second", "winner"])
+    for consistent in (False, True):
+        race, _ = fit_with_errors([0, 1, 2, 3], verdicts, omega, RIDGE, consistent)
+        pairs = rate_judgments(frame, omega, consistent_only=consistent)
+        assert race == pytest.approx(pairs.to_numpy(), abs=1e-6), consistent
+    # and the rule carries the setting from the config, which the stage records
+    from metajudge.stages.adaptive import meta_rule, meta_settings
+
+    config = load_config(ROOT / "configs" / "tiny.yaml",
+                         BASE + ADAPTIVE + ["meta_judge.consistent_only=true"])
+    assert meta_rule(config).consistent_only
+    assert meta_settings(config)["adaptive"]["consistent_only"] is True
+
+
 def test_the_ring_covers_every_judgment_in_both_orders() -> None:
     pairs = ring(list(range(7)), 3)
     assert len(pairs) == 14 and all((b, a) in pairs for a, b in pairs)
