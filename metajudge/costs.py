@@ -13,8 +13,10 @@ responses per prompt and N judgments per response:
 
 With ``judge.adaptive`` / ``meta_judge.adaptive`` (SPEC §5a) the judge and meta-judge requests
 are the full procedure's times the adaptive share s, plus the audit's a·(1 − s) (a: the audit
-share); s is measured in a calibration run (``--calibrate RUN``: the share of the full
-procedure's requests its adaptive stages made, audit requests left out) or else the default,
+share), and with ``judge.adaptive`` the meta-judge's plus a (the audit also compares every
+ordered pair of the full selection's response: at most one more response per audited prompt);
+s is measured in a calibration run (``--calibrate RUN``: the share of the full procedure's
+requests its adaptive stages made, audit requests left out) or else the default,
 the pure simulation's at paper-like settings (SPEC §5a); the table's ``share`` column and the
 line under it say which.
 
@@ -59,6 +61,7 @@ import yaml
 
 from metajudge.config import RunConfig, scheduled
 from metajudge.prompts import load_prompts
+from metajudge.stages.adaptive import audit_share
 from metajudge.templates import load_template
 
 CHARS_PER_TOKEN = 4.0
@@ -88,6 +91,7 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
     if config.backend.kind == "transformers":  # fixed batches: sent one batch at a time
         chunk = min(chunk, config.backend.transformers.batch_size)
     shares = adaptive_shares(config, calibrate)
+    audit = audit_share(config)
     rows = []
     for iteration in range(1, config.iterations + 1):
         types = scheduled(config.pairs.pair_types, iteration)
@@ -102,9 +106,13 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
                            meta_template / CHARS_PER_TOKEN + instruction_tokens + response
                            + 2 * judgment, config.meta_judge.forced_readout))
         for stage, requests, max_tokens, prompt_estimate, readouts in stages:
-            share = shares.get(stage)
+            share, full = shares.get(stage), requests
             if share is not None:
-                requests = round(requests * (share[0] + share[1] * (1 - share[0])))
+                requests = round(full * (share[0] + share[1] * (1 - share[0])))
+            if stage == "meta-judge" and config.judge.adaptive:
+                # the audit also compares every ordered pair of the full selection's
+                # response (at most one more response per audited prompt)
+                requests += round(full * audit)
             seen = measured.get(stage, {})
             generated = requests * seen["generated"] if "generated" in seen else None
             rate = tokens_per_second or seen.get("tokens_per_second")
@@ -128,9 +136,11 @@ def project_costs(config: RunConfig, calibrate: Path | None = None, *,
                      "optimizer_steps_max": math.ceil(pairs * config.training.epochs / batch),
                      "train_tokens_max": pairs * config.training.max_length * 2})
     frame = pd.DataFrame(rows)
-    frame.attrs["adaptive"] = "; ".join(f"{stage}: share {s:.2f} of the full procedure's "
-                                        f"requests ({source}) + audit {a:.0%}"
-                                        for stage, (s, a, source) in shares.items())
+    frame.attrs["adaptive"] = "; ".join(
+        f"{stage}: share {s:.2f} of the full procedure's requests ({source}) + audit {a:.0%}"
+        + (" + the full selection's comparisons on the audited prompts"
+           if stage == "meta-judge" and config.judge.adaptive and a else "")
+        for stage, (s, a, source) in shares.items())
     return frame
 
 
@@ -146,9 +156,9 @@ def adaptive_shares(config: RunConfig, calibrate: Path | None = None
     share comes from): the calibration run's measured share when it ran that stage
     adaptively, else the default."""
     out = {}
-    for stage, on, audit in (("judge", config.judge.adaptive, config.judge.audit_share),
-                             ("meta-judge", config.meta_judge.adaptive,
-                              config.meta_judge.audit_share)):
+    audit = audit_share(config)  # one sample for both stages (SPEC §5a)
+    for stage, on in (("judge", config.judge.adaptive),
+                      ("meta-judge", config.meta_judge.adaptive)):
         if not on:
             continue
         measured = _measured_share(calibrate, stage) if calibrate else None

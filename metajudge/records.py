@@ -218,14 +218,24 @@ class Response(Record):
     provenance: Provenance
 
 
+#: why an adaptive stage asked for a record (SPEC §5a)
+AdaptiveJudgeRule = Literal["initial", "selected", "actor", "audit"]
+AdaptiveMetaRule = Literal["ring", "best", "worst", "audit"]
+
+
 class FailedRequest(Record):
-    """A stage request that ended in a backend failure; kept so reports can count it."""
+    """A stage request that ended in a backend failure; kept so reports can count it. An
+    adaptive stage's says, like its records, which round and rule asked for it (SPEC §5a): an
+    audit request that failed for good is then told from the procedure's own."""
 
     id: str
     stage: str
     iteration: int = 1
     failure: Failure
     provenance: Provenance
+    round: int | None = Field(None, ge=0, description="adaptive stages: the round that asked")
+    rule: AdaptiveJudgeRule | AdaptiveMetaRule | None = Field(
+        None, description="adaptive stages: the rule that asked for it")
 
 
 #: where a judge's or meta-judge's value came from: parsed from its text; ``completed`` (the
@@ -233,11 +243,6 @@ class FailedRequest(Record):
 #: draws under label scoring were appended, ``completed_text``); ``forced`` (the top label read
 #: out, the text left as it was); ``failed`` (no value, with the reason)
 ValueSource = Literal["parsed", "completed", "forced", "failed"]
-
-
-#: why an adaptive stage asked for a record (SPEC §5a)
-AdaptiveJudgeRule = Literal["initial", "selected", "actor", "audit"]
-AdaptiveMetaRule = Literal["ring", "best", "worst", "audit"]
 
 
 class Judgment(Record):

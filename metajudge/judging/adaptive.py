@@ -71,6 +71,8 @@ class MetaRule:
     z: float = 0.8               # z-score the chosen and rejected must reach against challengers
     tolerance: float = 0.0       # indifference zone, in logits: a rival within it may stay
     prior: float = 1.0           # precision of the race's N(0, 1/prior) prior on each rating
+    consistent_only: bool = False  # fit as the pairs do (meta_judge.consistent_only): only
+    #                                pairs whose two orders name the same judgment count
 
 
 @dataclass(frozen=True)
@@ -215,12 +217,26 @@ def ring(judgments: Sequence[int], seed: int) -> list[tuple[int, int]]:
 
 
 def fit_with_errors(judgments: Sequence[int], verdicts: Verdicts, omega: tuple[float, float],
-                    prior: float = RIDGE) -> tuple[np.ndarray, np.ndarray]:
+                    prior: float = RIDGE, consistent_only: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Ratings (logit units, centred; the pairs stage's fit when ``prior`` is its ridge) and
     the covariance from the Fisher information Σ c_mn·p_mn·(1 − p_mn)·(e_m − e_n)(e_m − e_n)ᵀ
     + prior·I over the ordered comparisons made (c: comparisons with a verdict). ``prior`` is
     the precision of a N(0, 1/prior) prior on each rating: the race uses a real one, so that a
-    judgment that won its two first comparisons is not rated infinitely far off."""
+    judgment that won its two first comparisons is not rated infinitely far off. With
+    ``consistent_only`` only the pairs whose two orders name the same judgment count, as in the
+    pairs stage's fit (:func:`metajudge.pairs.judge.battle_matrix`).
+
+    >>> split = {(0, 1): "first", (1, 0): "first"}  # each order for the first shown: no winner
+    >>> fit_with_errors([0, 1], split, (0.5, 0.5), 1.0, consistent_only=True)[0].tolist()
+    [0.0, 0.0]
+    """
+    if consistent_only:
+        def named(pair: tuple[int, int], winner: str | None) -> int | None:
+            return pair[0] if winner == "first" else pair[1] if winner == "second" else None
+        verdicts = {pair: winner for pair, winner in verdicts.items()
+                    if named(pair, winner) is not None
+                    and named(pair[::-1], verdicts.get(pair[::-1])) == named(pair, winner)}
     index = {j: k for k, j in enumerate(judgments)}
     m = len(judgments)
     matrix = np.zeros((m, m))
@@ -268,7 +284,8 @@ def meta_asks(judgments: Sequence[int], eligible: Sequence[int], verdicts: Verdi
     missing = everything - set(verdicts)
     if not missing:
         return []
-    ratings, cov = fit_with_errors(judgments, verdicts, omega or (0.5, 0.5), rule.prior)
+    ratings, cov = fit_with_errors(judgments, verdicts, omega or (0.5, 0.5), rule.prior,
+                                   rule.consistent_only)
     pos = {j: k for k, j in enumerate(judgments)}
     asks: dict[tuple[int, int], str] = {}
 

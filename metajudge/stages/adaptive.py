@@ -32,6 +32,15 @@ def audited(seed: int, iteration: int, prompt_id: str, share: float) -> bool:
     return derive_seed(seed, "audit", iteration, prompt_id) / _SEEDS < share
 
 
+def audit_share(config: RunConfig) -> float:
+    """The audit's share of prompts, one sample for both stages: the larger of the adaptive
+    stages' ``audit_share``. An audited prompt gets the whole full procedure, so with
+    ``judge.adaptive`` the judge stage audits the meta-judge's sample too (the full
+    procedure's selection and cost need all N judgments of every response)."""
+    return max(config.meta_judge.audit_share if config.meta_judge.adaptive else 0.0,
+               config.judge.audit_share if config.judge.adaptive else 0.0)
+
+
 def judge_rule(config: RunConfig) -> JudgeRule:
     cfg = config.judge
     return JudgeRule(max_judgments=cfg.judgments_per_response, initial=cfg.adaptive_initial,
@@ -41,7 +50,8 @@ def judge_rule(config: RunConfig) -> JudgeRule:
 
 def meta_rule(config: RunConfig) -> MetaRule:
     cfg = config.meta_judge
-    return MetaRule(z=cfg.adaptive_z, tolerance=cfg.adaptive_tolerance, prior=cfg.adaptive_prior)
+    return MetaRule(z=cfg.adaptive_z, tolerance=cfg.adaptive_tolerance, prior=cfg.adaptive_prior,
+                    consistent_only=cfg.consistent_only)
 
 
 def actor_rule(config: RunConfig, iteration: int) -> tuple[float, int | None]:
@@ -59,14 +69,16 @@ def judge_settings(config: RunConfig, iteration: int) -> dict[str, Any]:
     cfg = config.judge
     return {"adaptive": {"initial": cfg.adaptive_initial, "step": cfg.adaptive_step,
                          "z": cfg.adaptive_z, "sd_floor": cfg.adaptive_sd_floor,
-                         "tolerance": cfg.adaptive_tolerance, "audit_share": cfg.audit_share,
-                         "rho": rho, "max_chosen_chars": limit}}
+                         "tolerance": cfg.adaptive_tolerance,
+                         "audit_share": audit_share(config), "rho": rho, "max_chosen_chars": limit}}
 
 
 def meta_settings(config: RunConfig) -> dict[str, Any]:
     cfg = config.meta_judge
     return {"adaptive": {"z": cfg.adaptive_z, "tolerance": cfg.adaptive_tolerance,
                          "prior": cfg.adaptive_prior, "audit_share": cfg.audit_share,
+                         # the races fit the statistic the pairs use (recorded when on only)
+                         **({"consistent_only": True} if cfg.consistent_only else {}),
                          "judge_adaptive_initial": config.judge.adaptive_initial
                          if config.judge.adaptive else None}}
 

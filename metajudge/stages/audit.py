@@ -6,8 +6,9 @@ as well (rule ``audit``, never read by the adaptive decisions or the training pa
 audited prompt, the pairs stage writes an :class:`~metajudge.records.AuditRow` to
 ``audit.jsonl``:
 
-- actor pairs (prompts in ``judge.audit_share``'s sample): the length-controlled pair from the
-  adaptive judgments and from all N; each pair's gap is measured in the N-judgment means;
+- actor pairs (with ``judge.adaptive``: the judge stage audits the whole sample): the
+  length-controlled pair from the adaptive judgments and from all N; each pair's gap is
+  measured in the N-judgment means;
 - judge pairs: the adaptive pair (its selection, its comparisons, the ω of the adaptive
   comparisons) and the full procedure's (the selection over all judgments, every ordered
   comparison of it, the ω of those comparisons: what a full run on the sample would use);
@@ -32,8 +33,8 @@ from metajudge.config import scheduled
 from metajudge.pairs.actor import decide_actor_pair
 from metajudge.pairs.judge import ELO_PER_LOGIT, positional_weights, rate_judgments
 from metajudge.records import AuditRow
-from metajudge.stages.adaptive import actor_rule, audited
-from metajudge.stages.meta_judge import audit_share, full_selection
+from metajudge.stages.adaptive import actor_rule, audit_share, audited
+from metajudge.stages.meta_judge import full_selection
 from metajudge.store import JUDGMENTS, META_JUDGMENTS, META_SELECTION, PROMPTS, RESPONSES, Store
 
 
@@ -50,8 +51,8 @@ def audit_rows(store: Store, iteration: int, *, judge_pairs: bool = True) -> lis
     prompts = [p.id for p in store.iter_records(PROMPTS, iteration)
                if audited(seed, iteration, p.id, share)]
     wanted = set(prompts)
-    judge_sample = ({p for p in prompts if audited(seed, iteration, p, config.judge.audit_share)}
-                    if config.judge.adaptive else set())
+    # with judge.adaptive the judge stage audits every prompt of the sample (SPEC §5a)
+    judge_sample = set(prompts) if config.judge.adaptive else set()
     members: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
     for r in store.iter_records(RESPONSES, iteration):
         if r.prompt_id in wanted:

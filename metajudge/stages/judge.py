@@ -14,8 +14,8 @@ request per judgment, at its last ``Score:``.
 
 With ``judge.adaptive`` (SPEC §5a) the judgments are asked for in rounds
 (:func:`adaptive_rounds`), each record saying which round and rule asked for it; with
-``judge.audit_share`` the audited prompts then get the rest of the full procedure (rule
-``audit``).
+an audit (``judge.audit_share``, or ``meta_judge.audit_share`` if larger: one sample) the
+audited prompts then get the rest of the full procedure (rule ``audit``).
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def run_judge(store: Store, backend: Backend, iteration: int = 1, *, progress: b
                 rule=asked[1] if asked else None)  # type: ignore[arg-type]
 
         return judge.start(request, finish, lambda failure: run.failed(
-            request.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
+            request.id, Step(request, finish), failure, template.ref,  # type: ignore[arg-type]
+            asked))
 
     count = cfg.judgments_per_response
     total = store.count(RESPONSES, iteration) * count
@@ -189,7 +190,7 @@ def adaptive_rounds(store: Store, iteration: int,
         for key, (rid, *_) in sorted(asks.items(), key=lambda a: a[1][2]):
             state[rid].append(got[key])
         round_ += 1
-    share = config.judge.audit_share
+    share = adaptive.audit_share(config)  # the meta-judge's sample too (SPEC §5a)
     audit = [item(offset, rid, n, (round_, "audit"))
              for prompt_id, group in members.items()
              if adaptive.audited(config.seed, iteration, prompt_id, share)

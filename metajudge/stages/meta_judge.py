@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from metajudge.backends.base import Backend
-from metajudge.config import RunConfig
 from metajudge.jsonl import iter_lines
 from metajudge.judging.adaptive import meta_asks
 from metajudge.judging.readout import readouts_not_run
@@ -60,6 +59,7 @@ from metajudge.records import (
 )
 from metajudge.seeds import derive_seed
 from metajudge.stages import adaptive
+from metajudge.stages.adaptive import audit_share
 from metajudge.stages.judge import recorded_judge_template, template_settings
 from metajudge.stages.runner import Item, StageRun, StageSummary, Step
 from metajudge.store import JUDGMENTS, META_JUDGMENTS, META_SELECTION, RESPONSES, Store
@@ -240,7 +240,8 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
                 rule=asked[1] if asked else None)  # type: ignore[arg-type]
 
         return judge.start(request, finish, lambda failure: run.failed(
-            request.id, Step(request, finish), failure, template.ref))  # type: ignore[arg-type]
+            request.id, Step(request, finish), failure, template.ref,  # type: ignore[arg-type]
+            asked))
 
     def items() -> Iterator[Item]:
         for selection in selections:
@@ -264,13 +265,6 @@ def run_meta_judge(store: Store, backend: Backend, iteration: int = 1, *,
         return run.run(items, total=total, prompts=len(selections), extra=extra)
     rounds = _rounds(store, iteration, selections, offsets, response_at, start)
     return run.run(total=total, prompts=len(selections), extra=extra, rounds=rounds)
-
-
-def audit_share(config: RunConfig) -> float:
-    """The meta-judge stage's audit share: its own, or the judge stage's (an audited prompt's
-    full procedure compares every judgment of its full selection)."""
-    return max(config.meta_judge.audit_share if config.meta_judge.adaptive else 0.0,
-               config.judge.audit_share if config.judge.adaptive else 0.0)
 
 
 def full_selection(store: Store, iteration: int, prompts: Collection[str]
@@ -350,9 +344,7 @@ def _audit_round(store: Store, iteration: int, chosen: Sequence[MetaSelection],
         return
     full: dict[str, str | None] = {}
     if config.judge.adaptive:
-        judge_sample = [p for p in sample if adaptive.audited(
-            config.seed, iteration, p, config.judge.audit_share)]
-        full = full_selection(store, iteration, judge_sample)
+        full = full_selection(store, iteration, sample)  # the judge stage audited them all
     targets = sorted({rid for p, rid in sample.items() for rid in (rid, full.get(p))
                       if rid is not None})
     extra = {rid for rid in targets if rid not in shown}
@@ -379,17 +371,19 @@ def _start_at(store: Store, iteration: int, offset: int, first: Judgment, second
 
 
 _WINNER_FIELD = re.compile(rb'"winner":"(first|second)"')
+_AUDIT_RULE = re.compile(rb'"rule":"audit"')
 
 
 def first_position_share(store: Store, iteration: int) -> float:
     """Share of the iteration's verdicts that went to the judgment shown first, read from the
-    raw lines (the field cannot occur unescaped inside a text) without building records."""
+    raw lines (the fields cannot occur unescaped inside a text) without building records; an
+    adaptive audit's verdicts (rule ``audit``, SPEC §5a) are left out, as in ``summary.csv``."""
     path = store.path(META_JUDGMENTS, iteration)
     counts = {b"first": 0, b"second": 0}
     if path.is_file():
         for _, raw in iter_lines(path):
             match = _WINNER_FIELD.search(raw)
-            if match:
+            if match and not _AUDIT_RULE.search(raw):
                 counts[match.group(1)] += 1
     decided = counts[b"first"] + counts[b"second"]
     return counts[b"first"] / decided if decided else 0.0

@@ -85,10 +85,12 @@ def response_scores(store: Store, iteration: int, *, audit: bool = False) -> dic
 def requests_by(store: Store, file: StageFile, iteration: int, key: Callable[[str], str]
                 ) -> Counter[str]:
     """Requests made per ``key(record id)`` (records and failures for good; the audit's
-    not counted)."""
+    not counted: its records and failure records say rule ``audit``)."""
     counts: Counter[str] = Counter(key(r.id) for r in store.iter_records(file, iteration)
                                    if r.rule != "audit")
     audit = {r.id for r in store.iter_records(file, iteration) if r.rule == "audit"}
+    audit.update(f.id for f in store.iter_records(file.failures, iteration)
+                 if f.rule == "audit")
     counts.update(key(f) for f in store.final_failures(file, iteration) if f not in audit)
     return counts
 

@@ -262,8 +262,10 @@ def stage_engine(config: BackendConfig, model: str, folder: Path
 
 def failure_record(item_id: str, stage: str, iteration: int | None, failure: Failure,
                    request: GenerationRequest | ScoreRequest, fingerprint: BackendFingerprint,
-                   template: str | None = None) -> FailedRequest:
-    """The failure record of an item whose request ended in ``failure``."""
+                   template: str | None = None, asked: tuple[int, str] | None = None
+                   ) -> FailedRequest:
+    """The failure record of an item whose request ended in ``failure``; ``asked``: the
+    (round, rule) of an adaptive stage's request (SPEC §5a)."""
     if isinstance(request, GenerationRequest):
         params, seed, sample = request.params, request.seed, request.sample_index
     else:
@@ -271,7 +273,9 @@ def failure_record(item_id: str, stage: str, iteration: int | None, failure: Fai
     return FailedRequest(id=item_id, stage=stage, iteration=iteration or 1,
                          failure=failure.model_copy(update={"request_id": item_id}),
                          provenance=Provenance(backend=fingerprint, params=params, seed=seed,
-                                               sample_index=sample, template=template))
+                                               sample_index=sample, template=template),
+                         round=asked[0] if asked else None,
+                         rule=asked[1] if asked else None)  # type: ignore[arg-type]
 
 
 class StageRun:
@@ -304,9 +308,10 @@ class StageRun:
         self.counts[key] += n
 
     def failed(self, item_id: str, step: Step, failure: Failure,
-               template: str | None = None) -> FailedRequest:
+               template: str | None = None, asked: tuple[int, str] | None = None
+               ) -> FailedRequest:
         return failure_record(item_id, self.stage, self.iteration, failure, step.request,
-                              self.backend.fingerprint, template)
+                              self.backend.fingerprint, template, asked)
 
     def run(self, items: Callable[[], Iterable[Item]] | None = None, *, total: int,
             prompts: int, extra: Callable[[], dict[str, float | int]] | None = None,

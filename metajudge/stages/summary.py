@@ -4,10 +4,11 @@ report's ``loop.csv`` are this one table.
 One row per iteration (0 for the EFT seed stage when the run has one): prompts, responses and
 their mean length, judge scores (distribution, non-integer share, parsed / completed / forced /
 failed, probability-weighted share), backend failures per stage, the meta-judge's position and
-score bias, the judge-health columns and alarms, pairs by type (and judge pairs whose chosen
-verdict was completed), the DPO metrics at the first and the last step, and wall time, prompt
-and generated tokens and backend calls per stage. Records are read a field at a time (the run
-directory is never opened for writing) and the diagnostics are
+score bias, the judge-health columns and alarms (these judge and meta-judge columns over the
+records the procedure used: an adaptive audit's, rule ``audit``, are left out), pairs by type
+(and judge pairs whose chosen verdict was completed), the DPO metrics at the first and the last
+step, and wall time, prompt and generated tokens and backend calls per stage. Records are read
+a field at a time (the run directory is never opened for writing) and the diagnostics are
 :mod:`metajudge.analysis.bias`'s and :mod:`metajudge.analysis.judge_health`'s pure functions.
 
 :func:`check_judge_health` is the loop's check before training: it logs an iteration's
@@ -82,10 +83,12 @@ def run_table(run_dir: str | Path) -> pd.DataFrame:
 def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFrame:
     """The per-iteration table of an open store (of the iterations in ``only``, when given)."""
     responses = frame(store, RESPONSES, ("id", "text"), only)
-    judgments = frame(store, JUDGMENTS, ("response_id", "index", "score", "score_source",
-                                         "prob_score"), only)
-    metas = frame(store, META_JUDGMENTS, ("response_id", "first", "second", "winner",
-                                          "winner_source"), only)
+    # the judge and meta-judge columns (judge health included) are the procedure's: an
+    # adaptive audit's records (rule ``audit``, SPEC §5a) are left out, so it changes no alarm
+    judgments = _procedure(frame(store, JUDGMENTS, ("response_id", "index", "score",
+                                                    "score_source", "prob_score", "rule"), only))
+    metas = _procedure(frame(store, META_JUDGMENTS, ("response_id", "first", "second", "winner",
+                                                     "winner_source", "rule"), only))
     pairs = frame(store, PAIRS, ("pair_type",), only)
     decisions = frame(store, PAIR_DECISIONS, ("pair_type", "chosen_source"), only)
     stages = store.manifest().get("stages", {})
@@ -198,6 +201,11 @@ def _dpo_first_step(iteration_dir: Path) -> dict[str, Any]:
     return {"dpo_first_loss": first.get("loss", np.nan),
             "dpo_first_reward_margin": first.get("rewards/margins", np.nan),
             "dpo_first_reward_accuracy": first.get("rewards/accuracies", np.nan)}
+
+
+def _procedure(records: pd.DataFrame) -> pd.DataFrame:
+    """The records the procedure used: an adaptive audit's (rule ``audit``) left out."""
+    return records[records["rule"] != "audit"].drop(columns="rule")
 
 
 def _judge_columns(judged: pd.DataFrame) -> dict[str, Any]:

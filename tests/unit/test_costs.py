@@ -133,3 +133,21 @@ def test_self_rewarding_baseline_makes_no_meta_judge_requests(capsys: pytest.Cap
     assert main(["run", str(ROOT / "configs" / "self_rewarding.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "meta-judge" not in out and "judge" in out
+
+
+def test_the_meta_judge_audit_counts_the_full_selection_s_comparisons() -> None:
+    # review-28: with judge.adaptive an audited prompt's meta-judge audit also compares every
+    # ordered pair of the full selection's response. paper.yaml: 1,100,000 meta-judge requests
+    # over its iterations in full; adaptive share 0.57 (the default), audit 5 %:
+    # 1,100,000 × (0.57 + 0.05 × 0.43 + 0.05) = 705,650
+    config = load_config(ROOT / "configs" / "paper.yaml", [
+        "judge.adaptive=true", "meta_judge.adaptive=true", "judge.audit_share=0.05",
+        "meta_judge.audit_share=0.05"])
+    frame = project_costs(config)
+    assert frame[frame["stage"] == "meta-judge"]["requests"].sum() == 705_650
+    assert "full selection" in frame.attrs["adaptive"]
+    # without judge.adaptive the selection is the full one: 1,100,000 × (0.57 + 0.05 × 0.43)
+    config = load_config(ROOT / "configs" / "paper.yaml", [
+        "meta_judge.adaptive=true", "meta_judge.audit_share=0.05"])
+    frame = project_costs(config)
+    assert frame[frame["stage"] == "meta-judge"]["requests"].sum() == 650_650
