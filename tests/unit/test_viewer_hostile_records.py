@@ -1,0 +1,79 @@
+"""Review of issue 30 (A7): a record whose field fails its type, in any stage file, is a problem
+that names its file, line and field, and every page still answers 200. Found by review-30ab: a
+judgment whose ``text`` is not a string made its prompt page 500 (the chosen-beside-rejected
+diff), and a NaN or 1e999 (which ``json.loads`` reads as a float) made the prompt list, the
+prompt page or the overview 500 (the answer is JSON without NaN)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from metajudge.viewer.server import Explorer
+from tests.browser.conftest import make_run
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("hostile"))
+
+
+def _edit(folder: Path, file: str, record_id: str, change: Callable[[str], str]) -> None:
+    path = folder / f"{file}.jsonl"
+    lines = [change(line) if json.loads(line)["id"] == record_id else line
+             for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _set(field: str, value: object) -> Callable[[str], str]:
+    return lambda line: json.dumps({**json.loads(line), field: value})
+
+
+def _raw(field: str, token: str) -> Callable[[str], str]:  # a JSON token json.dumps won't write
+    return lambda line: line.replace(f'"{field}":', f'"{field}":{token},"_was":', 1)
+
+
+CASES = {
+    "judgment text a number": ("judgments", "j1", _set("text", 5), "field 'text'"),
+    "judgment text an object": ("judgments", "j1", _set("text", {"a": "<b>"}), "field 'text'"),
+    "judgment score NaN": ("judgments", "j0", _raw("score", "NaN"), "field 'score'"),
+    "judgment score 1e999": ("judgments", "j0", _raw("score", "1e999"), "field 'score'"),
+    "selection variance Infinity": ("meta_selection", "prompt", _raw("variance", "Infinity"),
+                                    "field 'variance'"),
+    "train loss NaN": ("train_metrics", "", None, "field 'loss'"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_wrong_typed_field_is_a_problem_and_every_page_answers(
+        case: str, base: Path, tmp_path: Path) -> None:
+    file, which, change, named = CASES[case]
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    folder = run / "iter_01"
+    prompt = json.loads((folder / "pairs.jsonl").read_text().splitlines()[-1])
+    prompt_id = prompt["prompt_id"]  # a prompt with a judge pair
+    target = {"j1": prompt["chosen_id"], "j0": prompt["rejected_id"], "prompt": prompt_id}
+    if change is None:
+        (folder / "train_metrics.jsonl").write_text(
+            '{"step":1,"loss":NaN}\n{"step":2,"loss":0.5}\n')
+    else:
+        _edit(folder, file, target[which], change)
+    explorer = Explorer(run, None)
+    try:
+        explorer.update()
+        overview = explorer.answer("overview", (), {})
+        listing = explorer.answer("prompts", ("1",), {})
+        page = explorer.answer("prompt", ("1", prompt_id.encode().hex()), {})
+        for data in (overview, listing, page):  # as the server sends them
+            json.dumps(data, allow_nan=False, default=str)
+        assert any(p["name"] == f"iter_01/{file}.jsonl" and named in p["problem"]
+                   for p in overview["problems"]), overview["problems"]
+        if file != "train_metrics":
+            assert any(named in p for p in page["problems"]), page["problems"]
+    finally:
+        explorer.close()
