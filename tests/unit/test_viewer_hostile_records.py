@@ -77,3 +77,27 @@ def test_a_wrong_typed_field_is_a_problem_and_every_page_answers(
             assert any(named in p for p in page["problems"]), page["problems"]
     finally:
         explorer.close()
+
+
+def test_a_hard_linked_index_is_refused_and_its_target_untouched(base: Path,
+                                                                   tmp_path: Path) -> None:
+    """A4 by a hard link: ``ln OTHER.sqlite RUN/.explorer.sqlite`` made the index update add
+    its tables to OTHER (outside the run) and switch it to WAL mode (review-30ab)."""
+    import sqlite3
+
+    from metajudge.viewer.index import INDEX_NAME, RunIndex
+    from metajudge.viewer.paths import IndexRefused
+
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    (run / INDEX_NAME).unlink(missing_ok=True)
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE mine (x)")
+    db.commit()
+    db.close()
+    before = other.read_bytes()
+    (run / INDEX_NAME).hardlink_to(other)
+    with pytest.raises(IndexRefused, match="hard link"):
+        RunIndex(run).update()
+    assert other.read_bytes() == before
