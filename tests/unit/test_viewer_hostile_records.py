@@ -101,3 +101,37 @@ def test_a_hard_linked_index_is_refused_and_its_target_untouched(base: Path,
     with pytest.raises(IndexRefused, match="hard link"):
         RunIndex(run).update()
     assert other.read_bytes() == before
+
+
+def test_the_version_changes_when_a_file_is_rewritten_in_place(base: Path,
+                                                               tmp_path: Path) -> None:
+    """A2: a stage file rewritten in place (same inode, same length, other scores) is indexed
+    again and the overview's figures change, so the version the page polls must change too;
+    it was a digest of (name, inode, offset, lines) alone and stayed the same (review-30ab)."""
+    import re
+    import time
+
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    explorer = Explorer(run, None)
+    try:
+        explorer.update()
+        with explorer.request():
+            before = explorer.answer("version", (), {})["version"]
+            scores = explorer.answer("overview", (), {})["iterations"][0]["score_distribution"]
+        path = run / "iter_01" / "judgments.jsonl"
+        text = path.read_text()
+        flipped = re.sub(r'"score":(\d)\.0', lambda m: f'"score":{5 - int(m[1])}.0', text)
+        assert len(flipped) == len(text) and flipped != text
+        time.sleep(0.01)
+        with path.open("r+") as fh:  # in place: same inode, same size
+            fh.write(flipped)
+        with explorer.request():
+            after = explorer.answer("version", (), {})["version"]
+            now = explorer.answer("overview", (), {})["iterations"][0]["score_distribution"]
+        assert now != scores  # the index read the new scores ...
+        assert after != before  # ... and the page is told
+        with explorer.request():  # nothing new: the same version
+            assert explorer.answer("version", (), {})["version"] == after
+    finally:
+        explorer.close()
