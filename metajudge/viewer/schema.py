@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from metajudge.viewer.stats import CURVES
+
 SCHEMA_VERSION = 3  # 3: non-finite numbers and a judgment without its text are problems
 
 SCHEMA = """
@@ -158,6 +160,8 @@ def _step(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
     for name, value in v.items():  # the overview's curves: every number finite
         if isinstance(value, float) and not math.isfinite(value):
             raise FieldProblem(str(name), f"{value} is not a finite number")
+    for name in CURVES:  # the overview's curves: a number, or the step is a problem
+        get(v, name, "num")
     return (it, get(v, "step", "int"), json.dumps(v, allow_nan=False))
 
 

@@ -37,14 +37,15 @@ def _raw(field: str, token: str) -> Callable[[str], str]:  # a JSON token json.d
     return lambda line: line.replace(f'"{field}":', f'"{field}":{token},"_was":', 1)
 
 
-CASES = {
+CASES: dict[str, tuple[str, str, str | Callable[[str], str], str]] = {
     "judgment text a number": ("judgments", "j1", _set("text", 5), "field 'text'"),
     "judgment text an object": ("judgments", "j1", _set("text", {"a": "<b>"}), "field 'text'"),
     "judgment score NaN": ("judgments", "j0", _raw("score", "NaN"), "field 'score'"),
     "judgment score 1e999": ("judgments", "j0", _raw("score", "1e999"), "field 'score'"),
     "selection variance Infinity": ("meta_selection", "prompt", _raw("variance", "Infinity"),
                                     "field 'variance'"),
-    "train loss NaN": ("train_metrics", "", None, "field 'loss'"),
+    "train loss NaN": ("train_metrics", "", '{"step":1,"loss":NaN}', "field 'loss'"),
+    "train loss a text": ("train_metrics", "", '{"step":1,"loss":"five"}', "field 'loss'"),
 }
 
 
@@ -58,9 +59,8 @@ def test_a_wrong_typed_field_is_a_problem_and_every_page_answers(
     prompt = json.loads((folder / "pairs.jsonl").read_text().splitlines()[-1])
     prompt_id = prompt["prompt_id"]  # a prompt with a judge pair
     target = {"j1": prompt["chosen_id"], "j0": prompt["rejected_id"], "prompt": prompt_id}
-    if change is None:
-        (folder / "train_metrics.jsonl").write_text(
-            '{"step":1,"loss":NaN}\n{"step":2,"loss":0.5}\n')
+    if isinstance(change, str):  # the first step's line, then a good one
+        (folder / "train_metrics.jsonl").write_text(change + '\n{"step":2,"loss":0.5}\n')
     else:
         _edit(folder, file, target[which], change)
     explorer = Explorer(run, None)
