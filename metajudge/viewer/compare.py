@@ -126,8 +126,9 @@ def harness_across(root: Path, kind: str, item_id: str) -> list[dict[str, Any]]:
                                "model_outcome": g.get("model_outcome")}
                               for g in item["games"]])
         else:
-            row.update(answer="\n\n".join(item.get("turns") or []),
-                       chars=sum(item.get("turn_chars") or []),
+            turns = [t for t in item.get("turns") or [] if isinstance(t, str)]
+            row.update(answer="\n\n".join(turns),
+                       chars=sum(c for c in item.get("turn_chars") or [] if c is not None),
                        ratings=[{"turn": r.get("turn"), "score": r.get("score"),
                                  "source": r.get("score_source")} for r in item["ratings"]])
         out.append(row)

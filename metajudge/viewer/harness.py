@@ -139,7 +139,7 @@ def _pairwise(files: dict[str, Path], kind: str, problems: list[str]) -> dict[st
         items.append({
             "id": item_id, "instruction": output.get("instruction"),
             "model_answer": output.get("output"), "baseline_answer": baseline,
-            "model_chars": len(output.get("output") or ""),
+            "model_chars": _chars(output.get("output") or ""),
             "baseline_chars": len(baseline) if baseline is not None else None,
             "baseline": mine[0].get("baseline") if mine else None,
             "games": mine, "problems": output.get("problems", [])})
@@ -178,6 +178,11 @@ def _v2_baselines(files: dict[str, Path], games: dict[str, list[dict[str, Any]]]
     return out
 
 
+def _chars(text: Any) -> int | None:
+    """A text's length; None for a value that is not a text (its record names the problem)."""
+    return len(text) if isinstance(text, str) else None
+
+
 def _outcome(game: dict[str, Any]) -> float | None:
     try:
         return PairwiseGame.model_validate(game).model_outcome()
@@ -203,7 +208,7 @@ def _mt_bench(files: dict[str, Path], problems: list[str]) -> dict[str, Any]:
         items.append({"id": qid, "category": answer.get("category"), "turns": turns,
                       "questions": list(question.turns) if question else [],
                       "references": list(question.reference or ()) if question else [],
-                      "turn_chars": [len(t) for t in turns], "ratings": mine,
+                      "turn_chars": [_chars(t) for t in turns], "ratings": mine,
                       "instruction": question.turns[0] if question else None,
                       "problems": answer.get("problems", [])})
     return {"layout": "single", "items": items}

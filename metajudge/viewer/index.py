@@ -198,6 +198,10 @@ class RunIndex:
             refresh_stats(db, self.run, sorted(changed))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('run', ?)", (str(self.run),))
             db.execute("INSERT OR REPLACE INTO meta VALUES ('updated', ?)", (str(time.time()),))
+            if report.changed or gone:  # what the page's version follows (a rewrite in place
+                # keeps each file's name, inode and length: the count says it was read again)
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', COALESCE((SELECT "
+                           "value FROM meta WHERE key='generation'), 0) + 1)")
             db.commit()
         finally:
             db.close()

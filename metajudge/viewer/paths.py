@@ -2,7 +2,8 @@
 
 An ``iter_NN`` folder, a stage file, ``summary.csv`` or ``config.yaml`` that is a link resolving
 outside the run is treated as absent, and the index file itself may not be a link at all
-(:func:`refuse_linked_index`): the explorer never reads or writes through a link out of the run.
+(symbolic or hard: :func:`refuse_linked_index`): the explorer never reads or writes through a
+link out of the run.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ class IndexRefused(ValueError):
 
 
 def refuse_linked_index(path: Path) -> None:
-    """Raise when the index file (or one of SQLite's companions) is a symbolic link: SQLite
-    would create, extend or switch to WAL mode whatever file it points at."""
+    """Raise when the index file (or one of SQLite's companions) is a symbolic link, or a file
+    with another hard link: SQLite would create, extend or switch to WAL mode whatever file it
+    points at."""
     for suffix in COMPANIONS:
         companion = path.with_name(path.name + suffix)
         if companion.is_symlink():
@@ -58,3 +60,12 @@ def refuse_linked_index(path: Path) -> None:
                 f"{companion} is a symbolic link (to {companion.readlink()}); the explorer "
                 "writes no file through a link: remove it, or name another index file with "
                 "--index")
+        try:
+            links = companion.lstat().st_nlink
+        except OSError:  # not there (yet)
+            continue
+        if links > 1:  # a hard link: the same file may lie outside the run
+            raise IndexRefused(
+                f"{companion} has {links} hard links; the explorer writes no file that is also "
+                "another path (it may lie outside the run): remove it, or name another index "
+                "file with --index")

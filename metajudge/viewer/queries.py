@@ -68,7 +68,7 @@ def version(db: sqlite3.Connection) -> str:
     """A digest of what the index holds (each stage file's indexed length and identity): it
     changes when, and only when, the index read something new. The page polls it and refreshes
     its figures when it changes."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(str(_meta(db, "generation")).encode())
     for row in db.execute("SELECT name, inode, offset, lines FROM files ORDER BY name"):
         digest.update(repr(tuple(row)).encode())
     return digest.hexdigest()[:16]

@@ -11,11 +11,14 @@ out of every table, so no figure counts it. Fields a record type made optional a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 2
+from metajudge.viewer.stats import CURVES
+
+SCHEMA_VERSION = 3  # 3: non-finite numbers and a judgment without its text are problems
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -79,6 +82,8 @@ def get(v: dict[str, Any], name: str, kind: str, *, required: bool = False) -> A
     types, label = _TYPES[kind]
     if isinstance(value, bool) or not isinstance(value, types):
         raise FieldProblem(name, f"{json.dumps(value)[:40]} is not {label}")
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e999
+        raise FieldProblem(name, f"{value} is not a finite number")
     return value
 
 
@@ -118,6 +123,7 @@ def _response(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
 
 
 def _judgment(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
+    need(v, "text", "str")  # the page diffs it beside its judge pair's other judgment
     fields = (need(v, "index", "int"), get(v, "score", "num"), get(v, "score_source", "str"),
               get(v, "finish_reason", "str"), get(v, "prob_score", "num"))
     return (it, ctx.rpk(it, _id(v, "response_id"), _id(v, "prompt_id")), *fields, off, line)
@@ -151,7 +157,12 @@ def _dpo(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
 
 
 def _step(v: dict, it: int, off: int, line: int, ctx: Any) -> tuple:
-    return (it, get(v, "step", "int"), json.dumps(v))
+    for name, value in v.items():  # the overview's curves: every number finite
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FieldProblem(str(name), f"{value} is not a finite number")
+    for name in CURVES:  # the overview's curves: a number, or the step is a problem
+        get(v, name, "num")
+    return (it, get(v, "step", "int"), json.dumps(v, allow_nan=False))
 
 
 KINDS = (

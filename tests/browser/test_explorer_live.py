@@ -248,3 +248,36 @@ def test_the_smaller_defects(browser: Any, server: Server, tiny_run: Path,
         assert "No iteration yet" in browser.find_element(By.ID, "empty-run").text
     finally:
         empty.stop()
+
+
+def test_the_page_follows_a_redo_that_shrinks_the_run(browser: Any, tmp_path: Path) -> None:
+    """A ``--redo`` rewrites a stage file with fewer records: the overview redraws with the
+    smaller count, and a prompt page says the run has changed (it said "grown") and redraws
+    with what is left (review-30ab)."""
+    import os
+
+    from selenium.webdriver.common.by import By
+
+    run = make_run(tmp_path)
+    judgments = run / "iter_01" / "judgments.jsonl"
+    server = Server(view_command(str(run), "--port", "0", "--refresh", "0.5"),
+                    "explorer: http://")
+    try:
+        go(browser, server.url + "#/iter/1/prompt/rivers")
+        shown = len(browser.find_elements(By.CSS_SELECTOR, "tr.judgment"))
+        kept = [line for line in judgments.read_text().splitlines()
+                if json.loads(line)["index"] != 2]  # a redo with N = 2 instead of 3
+        temporary = judgments.with_suffix(".tmp")
+        temporary.write_text("".join(line + "\n" for line in kept))
+        os.replace(temporary, judgments)  # as the store rewrites: a new file
+        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#stale"))
+        banner = browser.find_element(By.CSS_SELECTOR, "#stale").text
+        assert "changed" in banner and "grown" not in banner, banner
+        browser.find_element(By.CSS_SELECTOR, "#stale button").click()
+        _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.judgment"))
+              == shown * 2 // 3)
+        go(browser, server.url)
+        counts = browser.find_element(By.CSS_SELECTOR, "section.iteration p.muted").text
+        assert f"judgments {len(kept)}" in counts, counts
+    finally:
+        server.stop()

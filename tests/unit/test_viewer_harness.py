@@ -48,3 +48,28 @@ def test_partial_and_bad_lines_are_held_back_and_named(tmp_path: Path) -> None:
     assert [i["id"] for i in data["items"]] == ["q1", "q2"]
     assert data["problems"] == ["outputs.jsonl, line 2: not valid JSON: Expecting value"]
     assert harness.model_view(data)["problems"] == data["problems"]
+
+
+def test_a_wrong_typed_answer_is_named_and_no_other_checkpoint_breaks(tmp_path: Path) -> None:
+    """A checkpoint whose answer is not a text (``"output": 7``; an MT-Bench turn ``1``) made
+    its own pages 500, and, through the across-checkpoints view, every other checkpoint's page
+    of that question too (review-30ab)."""
+    from metajudge.viewer.server import Explorer
+
+    for name, answer in (("good", "answer q1"), ("bad", 7)):
+        folder = tmp_path / "arena_hard" / name
+        folder.mkdir(parents=True)
+        (folder / "outputs.jsonl").write_text(json.dumps(
+            {"id": "q1", "instruction": "question q1", "output": answer, "generator": name})
+            + "\n")
+    bad = tmp_path / "mt_bench" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "mt_answers.jsonl").write_text(json.dumps({"id": "81", "turns": [1, "two"]}) + "\n")
+    explorer = Explorer(None, tmp_path)
+    good = explorer.answer("harness_item", ("arena_hard", b"good".hex(), b"q1".hex()), {})
+    assert [(r["model"], r["chars"]) for r in good["across"]] == [("bad", None),
+                                                                    ("good", 9)]
+    mine = explorer.answer("harness_item", ("arena_hard", b"bad".hex(), b"q1".hex()), {})
+    assert any("output" in p for p in mine["item"]["problems"]), mine["item"]["problems"]
+    item = explorer.answer("harness_item", ("mt_bench", b"bad".hex(), b"81".hex()), {})
+    assert item["item"]["turn_chars"] == [None, 3] and item["across"][0]["answer"] == "two"

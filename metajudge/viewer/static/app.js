@@ -80,7 +80,7 @@ async function poll() {
     await render();
     window.scrollTo(0, y);
   } else if (!document.getElementById("stale")) {
-    main.prepend(el("p", {class: "stale", id: "stale"}, "The run has grown since this page was drawn. ",
+    main.prepend(el("p", {class: "stale", id: "stale"}, "The run has changed since this page was drawn (records added or redone). ",
       el("button", {type: "button", on: {click: () => render()}}, "Show the new figures")));
   }
 }
