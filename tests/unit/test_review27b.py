@@ -1,0 +1,104 @@
+"""Review of issue 27 B (provenance round 3): a kill while ``--redo`` moves a stage's files aside
+must leave nothing that a later command takes as current.
+
+``Store.move_aside`` moves the files one by one; a SIGKILL can land between any two moves. Each
+test kills the redo (a ``KeyboardInterrupt`` raised by the move, as a kill stops the process
+there) before every move in turn, then runs what a user would run next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from metajudge import provenance
+from metajudge.cli import main
+from metajudge.store import PAIRS, ConfigMismatchError, Store
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+WEIGHTS = ["--set", "backend.kind=instant_backend:InstantWeightsBackend",
+           "--set", "runner.retry_delay_s=0"]
+
+
+class Killed(BaseException):
+    """Stands for the SIGKILL: nothing after it runs."""
+
+
+def _run(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    assert main(["generate", "--config", TINY, "--out", str(run), "--limit", "2", "-k", "2",
+                 "--no-progress", *WEIGHTS]) == 0
+    for stage in ("judge", "meta-judge", "pairs"):
+        assert main([stage, str(run), "--iteration", "1", "--no-progress"]) == 0, stage
+    return run
+
+
+@contextlib.contextmanager
+def _maybe_killed() -> Iterator[None]:
+    """The command, killed at the chosen move (or finished, when it moves fewer files)."""
+    try:
+        yield
+    except Killed:
+        pass
+
+
+def _kill_at_move(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
+    """The k-th ``shutil.move`` of ``Store.move_aside`` never happens: the process dies there."""
+    import metajudge.store as store_module
+
+    real, seen = shutil.move, [0]
+
+    def move(source, target):  # type: ignore[no-untyped-def]
+        if seen[0] == k:
+            raise Killed
+        seen[0] += 1
+        return real(source, target)
+
+    monkeypatch.setattr(store_module.shutil, "move", move)
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_a_pairs_redo_killed_while_moving_aside_leaves_no_pairs_for_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k: int) -> None:
+    run = _run(tmp_path)
+    old = (run / "iter_01" / "dpo_pairs.jsonl").read_bytes()
+    with monkeypatch.context() as patch:
+        _kill_at_move(patch, k)
+        with _maybe_killed():
+            main(["pairs", str(run), "--iteration", "1", "--redo", "--no-progress"])
+    dpo = run / "iter_01" / "dpo_pairs.jsonl"
+    whole = all((run / "iter_01" / name).is_file() for name in (
+        "pairs.jsonl", "pair_decisions.jsonl", "pairs.settings.json"))
+    if dpo.is_file() and dpo.read_bytes() == old and not whole:
+        # the old rows are still where training reads them, the rest of their making is not
+        store = Store.open(run, lock=False)
+        with pytest.raises(ConfigMismatchError):  # training's check (check_checkpoint)
+            provenance.require_made(store, PAIRS, 1)
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_a_meta_judge_redo_killed_while_moving_aside_leaves_no_selection_to_reuse(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, k: int) -> None:
+    run = _run(tmp_path)
+    selection = run / "iter_01" / "meta_selection.jsonl"
+    with monkeypatch.context() as patch:
+        _kill_at_move(patch, k)
+        with _maybe_killed():
+            main(["meta-judge", str(run), "--iteration", "1", "--redo", "--no-progress"])
+    old = os.stat(selection).st_ino if selection.is_file() else None
+    code = main(["meta-judge", str(run), "--iteration", "1", "--no-progress"])
+    if code == 0 and old is not None:
+        # a new making of the meta-judgments must not start from the old making's selection
+        assert os.stat(selection).st_ino != old or _resumed_old_making(run), \
+            f"killed at move {k}: the new meta-judge making reused the old selection"
+
+
+def _resumed_old_making(run: Path) -> bool:
+    """Whether the plain rerun resumed the old making (its records were never moved)."""
+    return not any((run / "iter_01" / "replaced").glob("meta_judgments-*/meta_judgments.jsonl"))
