@@ -17,6 +17,7 @@ judge-health columns, warns for each alarm and, with ``judge_health.stop_on_alar
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection
 from pathlib import Path
@@ -37,6 +38,7 @@ from metajudge.store import (
     StageFile,
     Store,
 )
+from metajudge.training.checkpoint import CHECKPOINT, MARKER
 from metajudge.training.dpo import read_metrics
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,17 @@ def check_judge_health(store: Store, iteration: int) -> dict[str, str]:
     return fired
 
 
+def _trained_now(iteration_dir: Path, train: dict[str, Any]) -> bool:
+    """Whether the manifest's training entry is the iteration's checkpoint now (by its
+    weights' digest; an entry recorded before digests were is taken as it is)."""
+    marker = iteration_dir / CHECKPOINT / MARKER
+    if not marker.is_file():
+        return False
+    recorded = train.get("weights_sha256")
+    return recorded is None or json.loads(marker.read_text(encoding="utf-8")).get(
+        "weights_sha256") == recorded
+
+
 def _dpo_first_step(iteration_dir: Path) -> dict[str, Any]:
     """Loss, reward margin and accuracy at the first DPO step (``dpo_first_*``; the last
     step's are ``dpo_loss``, ``dpo_reward_margin``, ``dpo_reward_accuracy``)."""
@@ -220,7 +233,13 @@ def _meta_columns(these: pd.DataFrame, judged: pd.DataFrame) -> dict[str, Any]:
 def _stage_columns(stages: dict[str, Any], iteration: int,
                    iteration_dir: Path | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    train = stages.get(f"iter_{iteration:02d}/train", {})
+    key = f"iter_{iteration:02d}/train"
+    train = stages.get(key, {})
+    moved = iteration_dir is not None and bool(train) and not _trained_now(iteration_dir, train)
+    if moved:  # the checkpoint it recorded was moved aside (`train --redo`, stopped before the
+        # new one was complete): that training, its time and its logged steps are not the
+        # iteration's
+        stages, train = {k: v for k, v in stages.items() if k != key}, {}
     row["dpo_pairs"] = train.get("pairs", 0)
     row["dpo_steps"] = train.get("steps", 0)
     row["dpo_world_size"] = train.get("world_size", np.nan)
@@ -229,7 +248,8 @@ def _stage_columns(stages: dict[str, Any], iteration: int,
     row["dpo_reward_margin"] = train.get("final_rewards/margins", np.nan)
     row["dpo_reward_accuracy"] = train.get("final_rewards/accuracies", np.nan)
     if iteration_dir is not None:
-        row.update(_dpo_first_step(iteration_dir))
+        first = _dpo_first_step(iteration_dir)
+        row.update({k: np.nan for k in first} if moved else first)
     total = 0.0
     for stage in (*STAGES, "eft"):
         entry = stages.get(f"iter_{iteration:02d}/{stage}", {})

@@ -102,3 +102,25 @@ def test_a_meta_judge_redo_killed_while_moving_aside_leaves_no_selection_to_reus
 def _resumed_old_making(run: Path) -> bool:
     """Whether the plain rerun resumed the old making (its records were never moved)."""
     return not any((run / "iter_01" / "replaced").glob("meta_judgments-*/meta_judgments.jsonl"))
+
+
+def test_a_checkpoint_moved_aside_by_train_redo_leaves_no_training_row_in_the_summary(
+        tmp_path: Path) -> None:
+    """``train --iteration 1 --redo`` moves the checkpoint aside, then is killed while training:
+    the iteration has no checkpoint, and its summary row must not show the moved one's training
+    (shown on a real run: dpo_pairs 4, dpo_steps 2, dpo_loss 0.693, train_seconds 314)."""
+    from metajudge.stages.summary import run_table
+    from metajudge.stages.train import check_checkpoint
+    from tests.unit.test_provenance_issue27 import _train
+
+    run = _run(tmp_path)
+    _train(run, 1, b"M_2")
+    # a finished checkpoint: `train` records its training in the manifest without training
+    assert main(["train", str(run), "--iteration", "1", "--no-progress"]) == 0
+    assert run_table(run).loc[1, "dpo_steps"] == 1
+    store = Store.open(run)
+    check_checkpoint(store, 1, redo=True)  # what `train --redo` does first; then it is killed
+    store.close()
+    assert not (run / "iter_01" / "checkpoint").exists()
+    row = run_table(run).loc[1]
+    assert row["dpo_steps"] == 0 and row["dpo_pairs"] == 0 and row["train_seconds"] == 0
