@@ -124,3 +124,20 @@ def test_a_checkpoint_moved_aside_by_train_redo_leaves_no_training_row_in_the_su
     assert not (run / "iter_01" / "checkpoint").exists()
     row = run_table(run).loc[1]
     assert row["dpo_steps"] == 0 and row["dpo_pairs"] == 0 and row["train_seconds"] == 0
+
+
+def test_an_alarm_that_stops_the_loop_is_the_runs_for_the_report_too(tmp_path: Path) -> None:
+    """The loop stopped on score_collapse with thresholds given on the resuming command:
+    summary.csv flags it (B3), and so must every later reading of the run (``metajudge
+    report``'s table and digest, ``analyze bias``), which read the saved config: it said
+    "alarms: none" for the iteration the loop had just stopped on."""
+    from metajudge.stages.summary import run_table
+
+    run = tmp_path / "run"
+    assert main(["generate", "--config", TINY, "--out", str(run), "--limit", "2", "-k", "2",
+                 "--no-progress", *WEIGHTS]) == 0
+    assert main(["run", TINY, "--out", str(run), "--iterations", "1", "--no-progress", *WEIGHTS,
+                 "--set", "prompts.per_iteration=2", "--set", "generation.samples_per_prompt=2",
+                 "--set", "judge_health.max_top_score_share=0.05",
+                 "--set", "judge_health.stop_on_alarm=true"]) == 2
+    assert run_table(run).loc[1, "alarms"] == "score_collapse"
