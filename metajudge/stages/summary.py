@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metajudge import provenance
 from metajudge.analysis import bias, judge_health
 from metajudge.config import RunConfig
 from metajudge.store import (
@@ -35,6 +36,7 @@ from metajudge.store import (
     PAIRS,
     PROMPTS,
     RESPONSES,
+    ConfigMismatchError,
     StageFile,
     Store,
 )
@@ -84,6 +86,8 @@ def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFra
                                          "prob_score"), only)
     metas = frame(store, META_JUDGMENTS, ("response_id", "first", "second", "winner",
                                           "winner_source"), only)
+    stale = [i for i in iterations(store) if _stale_meta_judgments(store, i)]
+    metas = metas[~metas["iteration"].isin(stale)] if len(metas) else metas
     pairs = frame(store, PAIRS, ("pair_type",), only)
     decisions = frame(store, PAIR_DECISIONS, ("pair_type", "chosen_source"), only)
     stages = store.manifest().get("stages", {})
@@ -168,6 +172,20 @@ def check_judge_health(store: Store, iteration: int) -> dict[str, str]:
             "(judge_health.stop_on_alarm; set it to false, or change the judge_health "
             "thresholds, and rerun to train)")
     return fired
+
+
+def _stale_meta_judgments(store: Store, iteration: int) -> bool:
+    """Whether an iteration's meta-judgments were made from records the run no longer holds.
+    The loop leaves them so in an actor-only iteration (its pairs read no meta-judge file, and
+    nothing remakes it): their columns, and the first-position alarm, are then left empty.
+    (Every other stale file stops the loop until it is remade.)"""
+    if not store.path(META_JUDGMENTS, iteration).is_file():
+        return False
+    try:  # checked on a store of its own: a refusal here refuses no command's settings
+        provenance.require_current(Store(store.root, store.config), META_JUDGMENTS, iteration)
+    except (ConfigMismatchError, FileNotFoundError):
+        return True
+    return False
 
 
 def _trained_now(iteration_dir: Path, train: dict[str, Any]) -> bool:

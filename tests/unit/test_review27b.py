@@ -141,3 +141,22 @@ def test_an_alarm_that_stops_the_loop_is_the_runs_for_the_report_too(tmp_path: P
                  "--set", "judge_health.max_top_score_share=0.05",
                  "--set", "judge_health.stop_on_alarm=true"]) == 2
     assert run_table(run).loc[1, "alarms"] == "score_collapse"
+
+
+def test_an_actor_only_iteration_shows_no_stale_meta_judgments_in_its_summary(
+        tmp_path: Path) -> None:
+    """B5 read no stale meta-judge file in the pairs; the summary still did: after ``judge
+    --redo`` with another N and ``pairs --redo`` of an actor-only iteration, the iteration's
+    row showed the old meta-judgments' columns (meta_first_share 0.4167, matched against the
+    new judgments' indices), which also feed the first_position alarm (stop_on_alarm)."""
+    from metajudge.stages.summary import run_table
+
+    run = _run(tmp_path)
+    assert main(["judge", str(run), "--iteration", "1", "--redo", "--no-progress",
+                 "--set", "judge.judgments_per_response=2"]) == 0
+    assert main(["pairs", str(run), "--iteration", "1", "--redo", "--no-progress",
+                 "--set", "pairs.pair_types=[[actor],[actor]]"]) == 0
+    row = run_table(run).loc[1]
+    assert row["meta_judgments"] == 0
+    share = row.get("meta_first_share", float("nan"))
+    assert share != share  # NaN (or no column): no current meta-judgment
