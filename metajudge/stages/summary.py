@@ -91,6 +91,12 @@ def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFra
     pairs = frame(store, PAIRS, ("pair_type",), only)
     decisions = frame(store, PAIR_DECISIONS, ("pair_type", "chosen_source"), only)
     stages = store.manifest().get("stages", {})
+    for iteration in iterations(store):  # a redo stopped before its first pass was recorded:
+        for stage, file in _STAGE_FILES.items():  # the entry is the discarded making's costs
+            key = f"iter_{iteration:02d}/{stage}"
+            if stages.get(key, {}).get("generation") not in (
+                    None, store.generation(file, iteration)):
+                stages = {k: v for k, v in stages.items() if k != key}
     known = [i for i in iterations(store) if only is None or i in only]
     rows = []
     if "iter_00/eft" in stages and (only is None or 0 in only):

@@ -160,3 +160,30 @@ def test_an_actor_only_iteration_shows_no_stale_meta_judgments_in_its_summary(
     assert row["meta_judgments"] == 0
     share = row.get("meta_first_share", float("nan"))
     assert share != share  # NaN (or no column): no current meta-judgment
+
+
+def test_a_redo_killed_before_its_costs_were_recorded_shows_no_old_costs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B6 counts a new making's costs from its first recorded pass; until then (a ``judge
+    --redo`` killed before its pass was recorded) the manifest entry is the discarded file's,
+    and the summary showed its costs beside the new file's records (2988 tokens for a file of
+    8 judgments that took 1992)."""
+    from metajudge.stages.summary import run_table
+
+    run = _run(tmp_path)
+    old = run_table(run).loc[1, "judge_generated_tokens"]
+    with monkeypatch.context() as patch:
+        real = Store.record_stage
+
+        def killed(self, key, summary, **kwargs):  # type: ignore[no-untyped-def]
+            if key.endswith("/judge"):
+                raise Killed
+            return real(self, key, summary, **kwargs)
+
+        patch.setattr(Store, "record_stage", killed)
+        with _maybe_killed():
+            main(["judge", str(run), "--iteration", "1", "--redo", "--no-progress",
+                  "--set", "judge.judgments_per_response=2"])
+    row = run_table(run).loc[1]
+    assert row["judgments"] == 8
+    assert row["judge_generated_tokens"] != old  # not the discarded making's
