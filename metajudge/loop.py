@@ -33,7 +33,7 @@ from metajudge.stages.judge import run_judge
 from metajudge.stages.meta_judge import run_meta_judge
 from metajudge.stages.pairs import run_pairs
 from metajudge.stages.runner import require_finished, stage_engine
-from metajudge.stages.summary import check_judge_health, store_table
+from metajudge.stages.summary import JudgeHealthAlarm, check_judge_health, store_table
 from metajudge.stages.train import check_checkpoint, check_training, iteration_model
 from metajudge.store import LOCK_ENV, Store
 from metajudge.tracking import log_summary
@@ -92,6 +92,12 @@ def run_iteration(store: Store, iteration: int, *, progress: bool = True) -> Non
     log.info("iteration %d pairs: %s", iteration, run_pairs(store, iteration))
     try:
         check_judge_health(store, iteration)  # warns; stops here with stop_on_alarm
+    except JudgeHealthAlarm:
+        # every stage so far accepted this command's settings, and the alarm was fired by its
+        # thresholds: they become the run's, so that every later reading of the run (the
+        # report, `analyze bias`) flags the alarm the loop stopped on, as summary.csv does
+        store.save_config()
+        raise
     finally:  # the iteration's judge health and alarms are in summary.csv before training
         publish_summary(store)
     train_in_child(store, iteration, progress=progress)  # it records the training, once

@@ -354,11 +354,15 @@ class Store:
     def move_aside(self, file: StageFile, iteration: int | None = None, *,
                    together: tuple[StageFile, ...] = ()) -> Path:
         """Move a stage file, its failures and settings, and the other outputs of its stage
-        (``together``), into ``replaced/<name>-<time>/``."""
+        (``together``), into ``replaced/<name>-<time>/``. The settings go last: a kill between
+        two moves leaves them in place, naming the making whose files are now missing (an
+        output whose digest they record is refused; a stage resumed there starts a new
+        making, with no file of the old one left to take up, such as the meta-judge's
+        selection)."""
         target = self.replaced_path(file.name, iteration)
         target.mkdir()
-        names = [file.filename, file.failures.filename, f"{file.name}.settings.json",
-                 *(f.filename for f in together)]
+        names = [*(f.filename for f in together), file.failures.filename, file.filename,
+                 f"{file.name}.settings.json"]
         for name in names:
             source = self.folder(iteration) / name
             if source.exists():

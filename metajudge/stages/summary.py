@@ -18,6 +18,7 @@ judge-health columns, warns for each alarm and, with ``judge_health.stop_on_alar
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection
 from pathlib import Path
@@ -42,6 +43,7 @@ from metajudge.store import (
     StageFile,
     Store,
 )
+from metajudge.training.checkpoint import CHECKPOINT, MARKER
 from metajudge.training.dpo import read_metrics
 
 log = logging.getLogger(__name__)
@@ -89,9 +91,17 @@ def store_table(store: Store, only: Collection[int] | None = None) -> pd.DataFra
                                                     "score_source", "prob_score", "rule"), only))
     metas = _procedure(frame(store, META_JUDGMENTS, ("response_id", "first", "second", "winner",
                                                      "winner_source", "rule"), only))
+    stale = [i for i in iterations(store) if _stale_meta_judgments(store, i)]
+    metas = metas[~metas["iteration"].isin(stale)] if len(metas) else metas
     pairs = frame(store, PAIRS, ("pair_type",), only)
     decisions = frame(store, PAIR_DECISIONS, ("pair_type", "chosen_source"), only)
     stages = store.manifest().get("stages", {})
+    for iteration in iterations(store):  # a redo stopped before its first pass was recorded:
+        for stage, file in _STAGE_FILES.items():  # the entry is the discarded making's costs
+            key = f"iter_{iteration:02d}/{stage}"
+            if stages.get(key, {}).get("generation") not in (
+                    None, store.generation(file, iteration)):
+                stages = {k: v for k, v in stages.items() if k != key}
     known = [i for i in iterations(store) if only is None or i in only]
     rows = []
     if "iter_00/eft" in stages and (only is None or 0 in only):
@@ -193,6 +203,31 @@ def check_judge_health(store: Store, iteration: int) -> dict[str, str]:
     return fired
 
 
+def _stale_meta_judgments(store: Store, iteration: int) -> bool:
+    """Whether an iteration's meta-judgments were made from records the run no longer holds.
+    The loop leaves them so in an actor-only iteration (its pairs read no meta-judge file, and
+    nothing remakes it): their columns, and the first-position alarm, are then left empty.
+    (Every other stale file stops the loop until it is remade.)"""
+    if not store.path(META_JUDGMENTS, iteration).is_file():
+        return False
+    try:  # checked on a store of its own: a refusal here refuses no command's settings
+        provenance.require_current(Store(store.root, store.config), META_JUDGMENTS, iteration)
+    except (ConfigMismatchError, FileNotFoundError):
+        return True
+    return False
+
+
+def _trained_now(iteration_dir: Path, train: dict[str, Any]) -> bool:
+    """Whether the manifest's training entry is the iteration's checkpoint now (by its
+    weights' digest; an entry recorded before digests were is taken as it is)."""
+    marker = iteration_dir / CHECKPOINT / MARKER
+    if not marker.is_file():
+        return False
+    recorded = train.get("weights_sha256")
+    return recorded is None or json.loads(marker.read_text(encoding="utf-8")).get(
+        "weights_sha256") == recorded
+
+
 def _dpo_first_step(iteration_dir: Path) -> dict[str, Any]:
     """Loss, reward margin and accuracy at the first DPO step (``dpo_first_*``; the last
     step's are ``dpo_loss``, ``dpo_reward_margin``, ``dpo_reward_accuracy``)."""
@@ -250,7 +285,13 @@ def _meta_columns(these: pd.DataFrame, judged: pd.DataFrame) -> dict[str, Any]:
 def _stage_columns(stages: dict[str, Any], iteration: int,
                    iteration_dir: Path | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {}
-    train = stages.get(f"iter_{iteration:02d}/train", {})
+    key = f"iter_{iteration:02d}/train"
+    train = stages.get(key, {})
+    moved = iteration_dir is not None and bool(train) and not _trained_now(iteration_dir, train)
+    if moved:  # the checkpoint it recorded was moved aside (`train --redo`, stopped before the
+        # new one was complete): that training, its time and its logged steps are not the
+        # iteration's
+        stages, train = {k: v for k, v in stages.items() if k != key}, {}
     row["dpo_pairs"] = train.get("pairs", 0)
     row["dpo_steps"] = train.get("steps", 0)
     row["dpo_world_size"] = train.get("world_size", np.nan)
@@ -259,7 +300,8 @@ def _stage_columns(stages: dict[str, Any], iteration: int,
     row["dpo_reward_margin"] = train.get("final_rewards/margins", np.nan)
     row["dpo_reward_accuracy"] = train.get("final_rewards/accuracies", np.nan)
     if iteration_dir is not None:
-        row.update(_dpo_first_step(iteration_dir))
+        first = _dpo_first_step(iteration_dir)
+        row.update({k: np.nan for k in first} if moved else first)
     total = 0.0
     for stage in (*STAGES, "eft"):
         entry = stages.get(f"iter_{iteration:02d}/{stage}", {})
