@@ -147,16 +147,25 @@ def check_training(cfg: TrainingConfig) -> None:
         require("deepspeed", "deepspeed")  # raises, naming the install command
     deepspeed = dict(raw.get("deepspeed_config") or {})
     ds_path = deepspeed_file(path, raw)
+    accumulate = None  # data_types.grad_accum_dtype: accelerate passes it only from a file
     if ds_path is not None:  # a DeepSpeed JSON beside the accelerate config
         if not ds_path.is_file():
             raise ValueError(f"training.accelerate_config {path}: its deepspeed_config_file "
                              f"{ds_path} does not exist")
-        zero = json.loads(ds_path.read_text(encoding="utf-8")).get("zero_optimization", {})
+        ds_json = json.loads(ds_path.read_text(encoding="utf-8"))
+        accumulate = (ds_json.get("data_types") or {}).get("grad_accum_dtype")
+        zero = ds_json.get("zero_optimization", {})
         deepspeed["zero_stage"] = zero.get("stage")
         deepspeed["zero3_save_16bit_model"] = zero.get(
             "stage3_gather_16bit_weights_on_model_save",
             zero.get("stage3_gather_fp16_weights_on_model_save"))
     zero3 = raw.get("distributed_type") == "DEEPSPEED" and str(deepspeed.get("zero_stage")) == "3"
+    if (raw.get("distributed_type") == "DEEPSPEED" and cfg.mixed_precision != "no"
+            and str(accumulate).lower() not in ("fp32", "float32", "float")):
+        log.warning("training.accelerate_config %s: no data_types.grad_accum_dtype fp32 in a "
+                    "DeepSpeed config file, so under 16-bit mixed precision DeepSpeed sums "
+                    "gradients over the accumulation steps in 16 bits (the model's dtype); name "
+                    "a deepspeed_config_file with it, as the shipped zero3.yaml does", path)
     if zero3 and cfg.lora is not None and cfg.lora.qlora:
         raise ValueError(f"training.lora.qlora with training.accelerate_config {path} (DeepSpeed "
                          "ZeRO-3): a 4-bit model is not partitioned by ZeRO-3; use LoRA "

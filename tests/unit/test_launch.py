@@ -338,3 +338,34 @@ def test_adamw_on_16_bit_weights_is_refused() -> None:
     with pytest.raises(ValueError, match="16-bit weights"):
         check_master_weights(torch.nn.Linear(2, 2).bfloat16(), deepspeed=False)
     check_master_weights(torch.nn.Linear(2, 2), deepspeed=False)
+
+
+def test_a_deepspeed_config_without_fp32_accumulation_is_named_before_training(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A user's accelerate config with inline deepspeed_config (no file) cannot pass
+    data_types.grad_accum_dtype (accelerate builds the DeepSpeed dict from its own keys), so
+    DeepSpeed sums gradients in bf16: said up front, not only in the checkpoint afterwards."""
+    import logging
+
+    from metajudge.stages.train import check_training
+
+    raw = yaml.safe_load(accelerate_config("zero3").read_text())
+    raw["deepspeed_config"] = {"zero_stage": 3, "zero3_init_flag": True,
+                               "zero3_save_16bit_model": True,
+                               "offload_optimizer_device": "none",
+                               "offload_param_device": "none"}
+    path = tmp_path / "inline.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    settings = ["training.launcher=accelerate", "training.num_processes=2",
+                "training.per_device_batch_size=1"]
+    with caplog.at_level(logging.WARNING, logger="metajudge.stages.train"):
+        check_training(load_config(None, [*settings, f"training.accelerate_config={path}"]
+                                   ).training)
+    assert "grad_accum_dtype fp32" in caplog.text and str(path) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metajudge.stages.train"):
+        check_training(load_config(None, [*settings, "training.accelerate_config=zero3"]
+                                   ).training)
+        check_training(load_config(None, [*settings, f"training.accelerate_config={path}",
+                                          "training.mixed_precision=no"]).training)
+    assert "grad_accum_dtype" not in caplog.text  # the shipped file has it; fp32 needs none
