@@ -106,15 +106,26 @@ def deepspeed_file(path: Path, raw: dict[str, Any]) -> Path | None:
 def check_inprocess(cfg: TrainingConfig) -> None:
     """Refuse in-process training where several GPUs are visible: transformers would wrap the
     model in ``nn.DataParallel`` (``n_gpu`` = the visible GPUs), which TRL's DPO and SFT trainers
-    refuse, after every stage before training had run."""
-    if cfg.launcher != "inprocess" or importlib.util.find_spec("torch") is None:
+    refuse, after every stage before training had run. The same for ``accelerate`` with one
+    process and no distributed type: ``accelerate launch`` then runs one plain process."""
+    if importlib.util.find_spec("torch") is None:
+        return
+    if cfg.launcher == "accelerate" and cfg.num_processes == 1:
+        # accelerate launch starts one plain process (simple_launcher, no LOCAL_RANK) unless its
+        # config names a distributed type: transformers then counts every visible GPU too
+        kind = (yaml.safe_load(accelerate_config(cfg.accelerate_config).read_text()) or {}).get(
+            "distributed_type", "NO") if cfg.accelerate_config else "NO"
+        if kind != "NO":
+            return
+    elif cfg.launcher != "inprocess":
         return
     import torch
 
     visible = torch.cuda.device_count()
     if visible > 1:
         raise ValueError(
-            f"training.launcher inprocess trains in one process, but {visible} GPUs are visible "
+            f"training.launcher {cfg.launcher} trains in one process here, but {visible} GPUs "
+            "are visible "
             "(TRL refuses nn.DataParallel): set training.launcher accelerate with "
             f"training.num_processes {visible} and training.accelerate_config zero3 (or ddp), "
             "or make one GPU visible (CUDA_VISIBLE_DEVICES=0)")

@@ -369,3 +369,24 @@ def test_a_deepspeed_config_without_fp32_accumulation_is_named_before_training(
         check_training(load_config(None, [*settings, f"training.accelerate_config={path}",
                                           "training.mixed_precision=no"]).training)
     assert "grad_accum_dtype" not in caplog.text  # the shipped file has it; fp32 needs none
+
+
+def test_one_accelerate_process_on_several_gpus_is_refused_like_inprocess(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`accelerate launch --num_processes=1` without a distributed config starts one plain
+    process (accelerate/commands/launch.py: simple_launcher, no LOCAL_RANK), where transformers
+    sets n_gpu = torch.cuda.device_count() (training_args.py, DistributedType.NO) and TRL then
+    refuses nn.DataParallel after the stages had run. (No GPU here: the count is replaced.)"""
+    import torch
+
+    from metajudge.stages.train import check_training
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    one = ["training.launcher=accelerate", "training.num_processes=1",
+           "training.per_device_batch_size=1", "training.global_batch_size=4"]
+    with pytest.raises(ValueError, match=r"training.launcher accelerate trains in one process "
+                       r"here, but 4 GPUs"):
+        check_training(load_config(None, one).training)
+    # a ZeRO-3 or DDP config launches through torchrun even for one process: LOCAL_RANK is set
+    check_training(load_config(None, [*one, "training.accelerate_config=zero3"]).training)
+    check_training(load_config(None, [*one, "training.accelerate_config=ddp"]).training)
