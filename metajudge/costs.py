@@ -265,10 +265,15 @@ def zero3_accumulation(config: RunConfig) -> str:
     name = config.training.accelerate_config or "zero3"
     try:
         path = accelerate_config(name)
-        ds_path = deepspeed_file(path, yaml.safe_load(path.read_text()) or {})
+        raw = yaml.safe_load(path.read_text()) or {}
+        ds_path = deepspeed_file(path, raw)
         data = json.loads(ds_path.read_text()) if ds_path is not None else {}
     except (OSError, ValueError):
-        data = {}
+        raw, data = {}, {}
+    inline = raw.get("deepspeed_config") or {}
+    if (ds_path is None and raw.get("distributed_type") == "DEEPSPEED"
+            and str(inline.get("zero_stage")) == "3"):
+        return "bf16"  # inline settings: accelerate passes no data_types, DeepSpeed's default
     if str((data.get("zero_optimization") or {}).get("stage")) != "3":
         path = accelerate_config("zero3")
         ds_path = deepspeed_file(path, yaml.safe_load(path.read_text()) or {})

@@ -93,6 +93,18 @@ class LockedError(RuntimeError):
     """Another process is writing the same store."""
 
 
+
+def replaced_path(folder: Path, name: str) -> Path:
+    """A new place in ``folder/replaced/`` for what a redo moves aside: ``<name>-<time>``, with
+    ``-2``, ``-3``... when an earlier redo of the same second took that name."""
+    parent = folder / "replaced"
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    count = 1
+    while (parent / (stamp if count == 1 else f"{stamp}-{count}")).exists():
+        count += 1
+    return parent / (stamp if count == 1 else f"{stamp}-{count}")
+
 @dataclass(frozen=True)
 class StageFile:
     """One JSONL file of a store and the record type of its lines."""
@@ -343,13 +355,7 @@ class Store:
     def replaced_path(self, name: str, iteration: int | None = None) -> Path:
         """A new place in ``replaced/`` for what a redo moves aside: ``<name>-<time>``, with
         ``-2``, ``-3``... when an earlier redo of the same second took that name."""
-        parent = self.folder(iteration) / "replaced"
-        parent.mkdir(parents=True, exist_ok=True)
-        stamp = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        count = 1
-        while (parent / (stamp if count == 1 else f"{stamp}-{count}")).exists():
-            count += 1
-        return parent / (stamp if count == 1 else f"{stamp}-{count}")
+        return replaced_path(self.folder(iteration), name)
 
     def move_aside(self, file: StageFile, iteration: int | None = None, *,
                    together: tuple[StageFile, ...] = ()) -> Path:

@@ -106,15 +106,26 @@ def deepspeed_file(path: Path, raw: dict[str, Any]) -> Path | None:
 def check_inprocess(cfg: TrainingConfig) -> None:
     """Refuse in-process training where several GPUs are visible: transformers would wrap the
     model in ``nn.DataParallel`` (``n_gpu`` = the visible GPUs), which TRL's DPO and SFT trainers
-    refuse, after every stage before training had run."""
-    if cfg.launcher != "inprocess" or importlib.util.find_spec("torch") is None:
+    refuse, after every stage before training had run. The same for ``accelerate`` with one
+    process and no distributed type: ``accelerate launch`` then runs one plain process."""
+    if importlib.util.find_spec("torch") is None:
+        return
+    if cfg.launcher == "accelerate" and cfg.num_processes == 1:
+        # accelerate launch starts one plain process (simple_launcher, no LOCAL_RANK) unless its
+        # config names a distributed type: transformers then counts every visible GPU too
+        kind = (yaml.safe_load(accelerate_config(cfg.accelerate_config).read_text()) or {}).get(
+            "distributed_type", "NO") if cfg.accelerate_config else "NO"
+        if kind != "NO":
+            return
+    elif cfg.launcher != "inprocess":
         return
     import torch
 
     visible = torch.cuda.device_count()
     if visible > 1:
         raise ValueError(
-            f"training.launcher inprocess trains in one process, but {visible} GPUs are visible "
+            f"training.launcher {cfg.launcher} trains in one process here, but {visible} GPUs "
+            "are visible "
             "(TRL refuses nn.DataParallel): set training.launcher accelerate with "
             f"training.num_processes {visible} and training.accelerate_config zero3 (or ddp), "
             "or make one GPU visible (CUDA_VISIBLE_DEVICES=0)")
@@ -147,16 +158,25 @@ def check_training(cfg: TrainingConfig) -> None:
         require("deepspeed", "deepspeed")  # raises, naming the install command
     deepspeed = dict(raw.get("deepspeed_config") or {})
     ds_path = deepspeed_file(path, raw)
+    accumulate = None  # data_types.grad_accum_dtype: accelerate passes it only from a file
     if ds_path is not None:  # a DeepSpeed JSON beside the accelerate config
         if not ds_path.is_file():
             raise ValueError(f"training.accelerate_config {path}: its deepspeed_config_file "
                              f"{ds_path} does not exist")
-        zero = json.loads(ds_path.read_text(encoding="utf-8")).get("zero_optimization", {})
+        ds_json = json.loads(ds_path.read_text(encoding="utf-8"))
+        accumulate = (ds_json.get("data_types") or {}).get("grad_accum_dtype")
+        zero = ds_json.get("zero_optimization", {})
         deepspeed["zero_stage"] = zero.get("stage")
         deepspeed["zero3_save_16bit_model"] = zero.get(
             "stage3_gather_16bit_weights_on_model_save",
             zero.get("stage3_gather_fp16_weights_on_model_save"))
     zero3 = raw.get("distributed_type") == "DEEPSPEED" and str(deepspeed.get("zero_stage")) == "3"
+    if (raw.get("distributed_type") == "DEEPSPEED" and cfg.mixed_precision != "no"
+            and str(accumulate).lower() not in ("fp32", "float32", "float")):
+        log.warning("training.accelerate_config %s: no data_types.grad_accum_dtype fp32 in a "
+                    "DeepSpeed config file, so under 16-bit mixed precision DeepSpeed sums "
+                    "gradients over the accumulation steps in 16 bits (the model's dtype); name "
+                    "a deepspeed_config_file with it, as the shipped zero3.yaml does", path)
     if zero3 and cfg.lora is not None and cfg.lora.qlora:
         raise ValueError(f"training.lora.qlora with training.accelerate_config {path} (DeepSpeed "
                          "ZeRO-3): a 4-bit model is not partitioned by ZeRO-3; use LoRA "

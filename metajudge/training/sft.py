@@ -31,6 +31,7 @@ from metajudge.config import RunConfig
 from metajudge.extras import require
 from metajudge.jsonl import read_objects
 from metajudge.models import resolve_model
+from metajudge.store import replaced_path
 from metajudge.training.checkpoint import (
     CHECKPOINT,
     MARKER,
@@ -79,8 +80,7 @@ def reusable_checkpoint(folder: Path, made_from: dict[str, Any] | None) -> dict[
                      if recorded.get(k) != made_from.get(k))
     if not differs:
         return meta
-    aside = folder / "replaced" / f"{CHECKPOINT}-{time.strftime('%Y%m%d-%H%M%S')}"
-    aside.parent.mkdir(parents=True, exist_ok=True)
+    aside = replaced_path(folder, CHECKPOINT)  # its own name, however many redos a second
     shutil.move(str(target), aside)
     log.warning("%s was trained from another %s than now: moved aside to %s; training again",
                 target, ", ".join(differs), aside)

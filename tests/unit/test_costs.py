@@ -151,3 +151,25 @@ def test_the_meta_judge_audit_counts_the_full_selection_s_comparisons() -> None:
         "meta_judge.adaptive=true", "meta_judge.audit_share=0.05"])
     frame = project_costs(config)
     assert frame[frame["stage"] == "meta-judge"]["requests"].sum() == 650_650
+
+
+def test_an_inline_zero3_config_accumulates_in_bf16_in_the_table(tmp_path: Path) -> None:
+    """An accelerate config with its ZeRO-3 settings inline (no deepspeed_config_file) cannot
+    pass data_types to DeepSpeed, so it sums gradients in bf16: the table must say so, not show
+    the shipped zero3.json's fp32 (it did: 4.0 GB of fp32 accumulation)."""
+    import yaml
+
+    from metajudge.costs import training_memory
+    from metajudge.stages.train import accelerate_config
+
+    raw = yaml.safe_load(accelerate_config("zero3").read_text())
+    raw["deepspeed_config"] = {"zero_stage": 3, "zero3_init_flag": True,
+                               "zero3_save_16bit_model": True}
+    (tmp_path / "inline.yaml").write_text(yaml.safe_dump(raw))
+    config = load_config(ROOT / "configs" / "paper.yaml",
+                         [f"training.accelerate_config={tmp_path / 'inline.yaml'}"])
+    table = training_memory(config, "8x80")
+    for setup in ("DPO ZeRO-3 over 8 GPUs", "EFT SFT ZeRO-3 over 8 GPUs"):
+        assert table.loc[setup, "grad_accum"] == "bf16", setup
+    assert table.loc["EFT SFT ZeRO-3 over 8 GPUs", "states_gb_per_gpu"] == pytest.approx(
+        16.1, abs=0.1)  # (2 + 4 + 8 + 2)·P / 8

@@ -74,3 +74,21 @@ def test_a_checkpoint_made_before_made_from_was_recorded_is_kept(tmp_path: Path)
     now = sft_made_from(config.backend.model, _examples(tmp_path, 20), config)
     assert reusable_checkpoint(tmp_path, now) == meta
     assert (tmp_path / CHECKPOINT / MARKER).is_file() and not (tmp_path / "replaced").exists()
+
+
+def test_two_redos_in_the_same_second_keep_both_moved_aside_checkpoints(tmp_path: Path) -> None:
+    """B8's rule for the EFT checkpoint: each moved-aside copy gets its own name in replaced/
+    (named by the second, the second one was moved *into* the first's folder)."""
+    config = load_config(None, SEED)
+    examples = _examples(tmp_path, 6)
+    metas = []
+    for n in (6, 20, 30):
+        _examples(tmp_path, n)
+        made = sft_made_from(config.backend.model, examples, config)
+        if metas:
+            assert reusable_checkpoint(tmp_path, made) is None
+        metas.append(_checkpoint(tmp_path, made))
+    aside = sorted((tmp_path / "replaced").iterdir())
+    assert len(aside) == 2
+    assert sorted(json.loads((a / MARKER).read_text())["made_from"]["eft_sft.jsonl"]
+                  for a in aside) == sorted(m["made_from"]["eft_sft.jsonl"] for m in metas[:2])

@@ -338,3 +338,55 @@ def test_adamw_on_16_bit_weights_is_refused() -> None:
     with pytest.raises(ValueError, match="16-bit weights"):
         check_master_weights(torch.nn.Linear(2, 2).bfloat16(), deepspeed=False)
     check_master_weights(torch.nn.Linear(2, 2), deepspeed=False)
+
+
+def test_a_deepspeed_config_without_fp32_accumulation_is_named_before_training(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A user's accelerate config with inline deepspeed_config (no file) cannot pass
+    data_types.grad_accum_dtype (accelerate builds the DeepSpeed dict from its own keys), so
+    DeepSpeed sums gradients in bf16: said up front, not only in the checkpoint afterwards."""
+    import logging
+
+    from metajudge.stages.train import check_training
+
+    raw = yaml.safe_load(accelerate_config("zero3").read_text())
+    raw["deepspeed_config"] = {"zero_stage": 3, "zero3_init_flag": True,
+                               "zero3_save_16bit_model": True,
+                               "offload_optimizer_device": "none",
+                               "offload_param_device": "none"}
+    path = tmp_path / "inline.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    settings = ["training.launcher=accelerate", "training.num_processes=2",
+                "training.per_device_batch_size=1"]
+    with caplog.at_level(logging.WARNING, logger="metajudge.stages.train"):
+        check_training(load_config(None, [*settings, f"training.accelerate_config={path}"]
+                                   ).training)
+    assert "grad_accum_dtype fp32" in caplog.text and str(path) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metajudge.stages.train"):
+        check_training(load_config(None, [*settings, "training.accelerate_config=zero3"]
+                                   ).training)
+        check_training(load_config(None, [*settings, f"training.accelerate_config={path}",
+                                          "training.mixed_precision=no"]).training)
+    assert "grad_accum_dtype" not in caplog.text  # the shipped file has it; fp32 needs none
+
+
+def test_one_accelerate_process_on_several_gpus_is_refused_like_inprocess(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`accelerate launch --num_processes=1` without a distributed config starts one plain
+    process (accelerate/commands/launch.py: simple_launcher, no LOCAL_RANK), where transformers
+    sets n_gpu = torch.cuda.device_count() (training_args.py, DistributedType.NO) and TRL then
+    refuses nn.DataParallel after the stages had run. (No GPU here: the count is replaced.)"""
+    import torch
+
+    from metajudge.stages.train import check_training
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    one = ["training.launcher=accelerate", "training.num_processes=1",
+           "training.per_device_batch_size=1", "training.global_batch_size=4"]
+    with pytest.raises(ValueError, match=r"training.launcher accelerate trains in one process "
+                       r"here, but 4 GPUs"):
+        check_training(load_config(None, one).training)
+    # a ZeRO-3 or DDP config launches through torchrun even for one process: LOCAL_RANK is set
+    check_training(load_config(None, [*one, "training.accelerate_config=zero3"]).training)
+    check_training(load_config(None, [*one, "training.accelerate_config=ddp"]).training)
