@@ -77,6 +77,11 @@ _RECORD_SHAPING = ("seed", "backend", "prompts", "generation")
 _BACKEND_SHAPING = ("kind", "model", "revision", "dtype", "trust_remote_code")
 #: config sections that never shape records (how the work is fed, not what it is)
 _HARMLESS = ("runner",)
+#: evaluation config sections whose records check them part by part (Arena-Hard v2.0's
+#: baselines: each category's games record their own baseline in ``v2_games``' settings, so a
+#: category may be added with its baseline file): not compared here, and saved as given when
+#: the command ends well (the CLI gives the saved section merged with the new one)
+_CHECKED_PER_PART = ("arena_hard_v2",)
 #: stage-summary fields that add up over passes
 _ACCUMULATE = ("seconds", "completed", "failed", "backend_calls", "prompt_tokens",
                "generated_tokens", "label_requests")
@@ -190,7 +195,9 @@ class Store:
                     handle.close()      # not when its traceback is collected
                 raise
             store = cls(root, config if config is not None else saved, lock=handle)
-            if isinstance(config, RunConfig):  # later stages' settings may change
+            if isinstance(config, RunConfig) or config is not None and any(
+                    getattr(saved, k, None) != getattr(config, k, None)
+                    for k in _CHECKED_PER_PART):  # later stages' settings may change
                 store._pending_config = _to_yaml(config)
             return store
         if config is None:
@@ -497,7 +504,7 @@ def _check_compatible(saved: Any, given: Any, root: Path) -> None:
             if isinstance(data.get(key), dict) and "kind" in data[key]:
                 data[key] = {k: data[key][k] for k in _BACKEND_SHAPING}
     keys = _RECORD_SHAPING if isinstance(given, RunConfig) else [
-        k for k in new if k not in _HARMLESS]
+        k for k in new if k not in _HARMLESS + _CHECKED_PER_PART]
     diffs = [key for key in keys if old.get(key) != new.get(key)]
     if diffs:
         raise ConfigMismatchError(

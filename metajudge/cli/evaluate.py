@@ -165,15 +165,26 @@ def run(args: argparse.Namespace) -> None:
     if not args.out:
         raise ValueError("--out is required")
     if config.harness == "arena-hard" and config.version == "2.0":
+        import yaml
+
         from metajudge.evaluation.arena_hard_v2 import (
             CATEGORIES,
+            merged_settings,
             resolve_baselines,
             select_questions,
         )
 
+        categories = tuple(args.categories or CATEGORIES)
+        saved = Path(args.out) / "config.yaml"
+        data = yaml.safe_load(saved.read_text(encoding="utf-8")) if saved.is_file() else None
+        if isinstance(data, dict) and data.get("harness") == config.harness:
+            # a category added later keeps the baselines given before (Store.open checks the
+            # rest of the saved config; the games' settings check each category's baseline)
+            config = config.model_copy(update={"arena_hard_v2": merged_settings(
+                EvalConfig.model_validate(data).arena_hard_v2, config.arena_hard_v2,
+                categories)})
         # a category without its baseline is refused before any model is loaded
-        resolve_baselines(config.arena_hard_v2, select_questions(
-            tuple(args.categories or CATEGORIES), args.limit))
+        resolve_baselines(config.arena_hard_v2, select_questions(categories, args.limit))
     store = Store.open(args.out, config)
     progress = not args.no_progress
     try:

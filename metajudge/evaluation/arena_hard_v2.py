@@ -37,6 +37,11 @@ show_result.py -j JUDGE -c hard_prompt [-f length markdown]`` runs there):
   the forced read-outs standing in for the games without a verdict.
 
 ``--limit N`` asks the first N questions of each subcategory (coding, math, creative writing).
+
+**Per-category provenance**: ``v2_games``' settings record each category's baseline (model and
+answers digest, :func:`baseline_settings`), so a category is added later with its baseline file
+(the saved config's section is merged, :func:`merged_settings`) while a category with games
+whose baseline changed is refused by name, when judging and when scoring.
 """
 
 from __future__ import annotations
@@ -187,6 +192,70 @@ def resolve_baselines(settings: ArenaHardV2Settings, questions: list[ArenaHardV2
     return out
 
 
+def baseline_settings(baselines: dict[str, tuple[str, dict[str, dict]]]
+                      ) -> dict[str, dict[str, str]]:
+    """Category -> what shapes its games: its baseline model and a digest of that model's
+    answers to the category's questions."""
+    out = {}
+    for category, (name, rows) in sorted(baselines.items()):
+        uids = {q.uid for q in select_questions((category,))}
+        out[category] = {"model": name, "answers": _digest(*(
+            f"{u}\x1f{r['messages'][-1]['content']['answer']}"
+            for u, r in sorted(rows.items()) if u in uids))}
+    return out
+
+
+def games_baselines(store: Store, baselines: dict[str, tuple[str, dict[str, dict]]]
+                    ) -> dict[str, dict[str, str]]:
+    """The ``baselines`` of ``v2_games``' settings: the judged categories' own, checked by the
+    stage runner against those their games were made with (a category's changed baseline is
+    refused by name), and those recorded for the other categories that have games (kept as
+    they were). A category without games has nothing its baseline shaped: its recorded entry
+    first follows this run (added, replaced or dropped), so a category is added with its
+    baseline file. (A file of the older layout, baselines by model, is compared as it is.)"""
+    now = baseline_settings(baselines)
+    saved = store.settings(GAMES)
+    recorded = (saved or {}).get("baselines")
+    if saved is None or not isinstance(recorded, dict) or not all(
+            isinstance(v, dict) for v in recorded.values()):
+        return now
+    judged = {g.category for g in store.iter_records(GAMES)}
+    kept = {c: v for c, v in recorded.items() if c in judged}
+    rebased = {**kept, **{c: v for c, v in now.items() if c not in judged}}
+    if rebased != recorded:
+        write_atomic(store.settings_path(GAMES),
+                     json.dumps({**saved, "baselines": rebased}, indent=2, sort_keys=True) + "\n")
+    return {**kept, **now}
+
+
+def check_games_baselines(store: Store, baselines: dict[str, tuple[str, dict[str, dict]]]
+                          ) -> None:
+    """Refuse to score a category whose games were judged against other baseline answers than
+    those resolved now (another model, or an edited answer file)."""
+    saved = (store.settings(GAMES) or {}).get("baselines") or {}
+    judged = {g.category for g in store.iter_records(GAMES)}
+    for category, now in baseline_settings(baselines).items():
+        was = saved.get(category)
+        if category in judged and isinstance(was, dict) and was != now:
+            raise store.refuse(
+                f"{store.path(GAMES)}: the {category} games were judged against {was['model']} "
+                f"(answers {was['answers']}), not {now['model']} (answers {now['answers']}): "
+                f"score with the baseline they were judged against, or judge them again "
+                f"(--redo, or a new --out)")
+
+
+def merged_settings(saved: ArenaHardV2Settings, given: ArenaHardV2Settings,
+                    categories: tuple[str, ...]) -> ArenaHardV2Settings:
+    """The section a rerun in the same folder saves: every baseline file given so far (the
+    new ones last, so they win for their model), and creative writing's baseline from this
+    run when it judges creative writing, else the saved one. The games' settings
+    (:func:`games_baselines`) refuse a category whose baseline changed."""
+    files = tuple(f for f in saved.baseline_answers if f not in given.baseline_answers)
+    cw = (given if "creative_writing" in categories else saved).creative_writing_baseline
+    return ArenaHardV2Settings(baseline_answers=files + given.baseline_answers,
+                               creative_writing_baseline=cw)
+
+
 def official_score(text: str) -> tuple[str | None, str | None]:
     """The verdict as ``gen_judgment.get_score`` reads it, kept if ``show_result.py`` scores
     that label; else None and why.
@@ -224,13 +293,7 @@ def judge_games(store: Store, judge: Backend, questions: list[ArenaHardV2Questio
     run = StageRun(store, GAMES, judge, stage="arena-hard-v2.0 judge", iteration=None,
                    settings={"prompts": _digest(json.dumps(SYSTEM_PROMPTS, sort_keys=True),
                                                 PROMPT_TEMPLATE, *REGEX_PATTERNS),
-                             "baselines": {name: _digest(*(
-                                 f"{u}\x1f{r['messages'][-1]['content']['answer']}"
-                                 for u, r in sorted(rows.items())))
-                                 for name, rows in sorted(available_baselines(
-                                     config.arena_hard_v2).items())},
-                             "creative_writing_baseline":
-                                 config.arena_hard_v2.creative_writing_baseline,
+                             "baselines": games_baselines(store, baselines),
                              "params": params.model_dump(), "forced_readout": readouts,
                              "seed": config.seed},
                    runner=config.runner, progress=progress, unit="game")
@@ -315,6 +378,7 @@ def score_arena_hard_v2(store: Store, *, categories: tuple[str, ...] | None = No
             q.uid in outputs for q in select_questions((c,))))
     questions = select_questions(categories, limit)
     baselines = resolve_baselines(settings, questions)
+    check_games_baselines(store, baselines)
     if not any(q.uid in outputs for q in questions):
         raise FileNotFoundError(f"{store.root}: no Arena-Hard v2.0 answers to score")
     games = {g.id: g for g in store.iter_records(GAMES)}

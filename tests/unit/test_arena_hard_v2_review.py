@@ -31,12 +31,6 @@ def test_official_show_result_prints_a_hard_prompt_score_in_the_harness_folder()
     assert "smollm2-135m-instruct" in done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="resume: --baseline-answers is part of the saved "
-                   "config's arena_hard_v2 section (and of the v2_games settings digest, over "
-                   "every available baseline), so supplying gemini's answers for creative "
-                   "writing after a --categories hard_prompt run in the same --out is refused "
-                   "('created with different settings for arena_hard_v2'), though --categories "
-                   "promises the other category's records are kept and scored")
 def test_creative_writing_can_be_added_after_the_hard_prompts(tmp_path: Path) -> None:
     with gzip.open(DATA / "arena_hard_v2.0_questions.jsonl.gz", "rt") as fh:
         creative = {q["uid"] for q in map(json.loads, fh) if q["category"] == "creative_writing"}
@@ -60,6 +54,33 @@ def test_creative_writing_can_be_added_after_the_hard_prompts(tmp_path: Path) ->
     assert second.returncode == 0, second.stderr[-1000:]
     metrics = json.loads((out / "metrics.json").read_text())["categories"]
     assert {"hard_prompt", "creative_writing"} <= set(metrics)
+    assert metrics["creative_writing"]["baseline"] == "gemini-2.0-flash-001"
+    assert metrics["hard_prompt"]["baseline"] == "o3-mini-2025-01-31"
+    # the hard prompts resume without the gemini file; the saved config keeps it for rescoring
+    again = subprocess.run([*common, "--categories", "hard_prompt"], capture_output=True,
+                           text=True, timeout=300, env=env, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-1000:]
+    rescore = [sys.executable, "-m", "metajudge.cli", "eval", "arena-hard", "--rescore",
+               "--out", str(out)]
+    done = subprocess.run(rescore, capture_output=True, text=True, timeout=300, env=env,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert json.loads((out / "metrics.json").read_text())["categories"]["creative_writing"][
+        "baseline"] == "gemini-2.0-flash-001"
+    # another baseline for a category that has games is refused by name
+    other = subprocess.run([*common, "--categories", "creative_writing",
+                            "--creative-writing-baseline", "o3-mini-2025-01-31"],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert other.returncode != 0
+    assert "baselines.creative_writing" in other.stderr, other.stderr[-1000:]
+    # so are edited baseline answers, when rescoring the games judged against them
+    rows[0]["messages"][-1]["content"]["answer"] += " (edited)"
+    gemini.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.run(rescore, capture_output=True, text=True, timeout=300, env=env,
+                          cwd=ROOT)
+    assert done.returncode != 0
+    assert "the creative_writing games were judged against gemini" in done.stderr, \
+        done.stderr[-1000:]
 
 
 def test_a_style_feature_left_out_is_named_in_the_metrics() -> None:
