@@ -105,3 +105,10 @@ def test_a_run_stopped_by_an_alarm_ends_with_its_table(tmp_path, capsys) -> None
     assert "  alarms           score_collapse: one score takes " in out
     assert "  DPO              not trained\n" in out
     assert f"metajudge view {tmp_path / 'run'}" in out
+
+
+def test_the_printed_commands_can_be_pasted_for_a_run_with_a_space() -> None:
+    # review of issue 30 C: `--out "runs/my run"` printed `metajudge view runs/my run`
+    text = format_digest(pd.DataFrame([FIRST]), "runs/my run")
+    assert "metajudge report 'runs/my run' --out 'results/my run'\n" in text
+    assert "metajudge view 'runs/my run'   (then open " in text
