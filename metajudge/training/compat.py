@@ -67,5 +67,5 @@ def quiet_checkpointing_alias() -> Iterator[None]:
     finally:
         if ours not in had:  # an equal filter of someone else's stays
             with contextlib.suppress(ValueError):
-                warnings.filters.remove(ours)
+                warnings.filters.remove(ours)  # type: ignore[attr-defined]
             warnings._filters_mutated()  # type: ignore[attr-defined]
