@@ -271,7 +271,7 @@ class Served(FixedBatches):
     (configs/tiny.yaml: forced read-out, probability-weighted scores)."""
 
     @property
-    def batch_size(self) -> None:
+    def batch_size(self) -> None:  # type: ignore[override]
         return None
 
     def ready(self) -> None:
@@ -308,8 +308,12 @@ def test_the_judge_eta_is_right_from_the_first_batch_on_a_served_engine(
     monkeypatch.setattr(StageRun, "clock", staticmethod(clock))
     counted: list[float] = []  # the fake time at which each record was counted
     advance = Progress.advance
-    monkeypatch.setattr(Progress, "advance", lambda self, *a: (
-        counted.append(clock.now), advance(self, *a))[1])
+
+    def count(self: Progress, n: int = 1) -> None:
+        counted.extend([clock.now] * n)
+        advance(self, n)
+
+    monkeypatch.setattr(Progress, "advance", count)
     summary = run_judge(store, Served(config.backend, clock), 1, progress=False)
     store.close()
     assert summary.completed == 96
