@@ -135,9 +135,17 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError("--out is required (or --dry-run)")
         from metajudge.loop import run_loop
         from metajudge.report.digest import format_digest
-        from metajudge.stages.summary import health_thresholds
+        from metajudge.stages.summary import JudgeHealthAlarm, health_thresholds
 
-        table = run_loop(config, args.out, progress=progress)
+        try:
+            table = run_loop(config, args.out, progress=progress)
+        except JudgeHealthAlarm:  # stopped before training: the table of what was made
+            import pandas as pd
+
+            summary = Path(args.out) / "summary.csv"
+            if summary.is_file():
+                print(format_digest(pd.read_csv(summary), args.out, health_thresholds(config)))
+            raise
         print(format_digest(table, args.out, health_thresholds(config)))
     else:
         _stage(args, config, progress)

@@ -12,6 +12,7 @@ wall times. Then ``summary.csv`` (every column), ``metajudge report`` and ``meta
 from __future__ import annotations
 
 import math
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,11 @@ def format_digest(table: pd.DataFrame, run_dir: str | Path,
         blocks.append("\n".join([title, *(f"  {label:<{width}}  {text}"
                                           for label, text in lines)]))
     run = str(run_dir)
-    results = Path("results") / Path(run).name
+    results = shlex.quote(str(Path("results") / Path(run).name))  # commands to paste: quoted
     where = [("every column, per iteration", str(Path(run) / "summary.csv")),
-             ("tables and figures", f"metajudge report {run} --out {results}"),
-             ("every record, in a browser", f"metajudge view {run}   (then open {VIEW_URL})")]
+             ("tables and figures", f"metajudge report {shlex.quote(run)} --out {results}"),
+             ("every record, in a browser",
+              f"metajudge view {shlex.quote(run)}   (then open {VIEW_URL})")]
     width = max(len(label) for label, _ in where)
     return "\n\n".join(blocks + ["\n".join(f"{label + ':':<{width + 1}}  {text}"
                                            for label, text in where)])

@@ -55,8 +55,17 @@ def checkpointing_args(config_class: type, enabled: bool | None = None) -> dict[
 @contextlib.contextmanager
 def quiet_checkpointing_alias() -> Iterator[None]:
     """Within it, transformers' FutureWarning for ``is_gradient_checkpointing`` (read by TRL,
-    not by metajudge) is not shown; every other warning is."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_ALIAS_WARNING, category=FutureWarning)
+    not by metajudge) is not shown; every other warning is. On exit only this filter is taken
+    out: filters that others added meanwhile (TRL and accelerate add theirs when first
+    imported, inside the training) stay, where ``warnings.catch_warnings`` would restore the
+    whole list as it was."""
+    had = list(warnings.filters)
+    warnings.filterwarnings("ignore", message=_ALIAS_WARNING, category=FutureWarning)
+    ours = warnings.filters[0]
+    try:
         yield
-
+    finally:
+        if ours not in had:  # an equal filter of someone else's stays
+            with contextlib.suppress(ValueError):
+                warnings.filters.remove(ours)  # type: ignore[attr-defined]
+            warnings._filters_mutated()  # type: ignore[attr-defined]

@@ -295,3 +295,31 @@ def test_a_checkpoint_trained_from_other_pairs_or_settings_is_refused_until_redo
     aside = list((run / "iter_01" / "replaced").glob("checkpoint-*/metajudge.json"))
     assert [json.loads(p.read_text())["pairs"] for p in aside] == [4]
     assert main(["train", str(run), "--no-progress"]) == 0  # and is reused from then on
+
+
+@pytest.mark.timeout(300)
+def test_training_keeps_the_warning_filters_others_installed(tmp_path: Path) -> None:
+    # review of issue 30 C: the alias filter was a warnings.catch_warnings() around train_dpo,
+    # which on exit restores the whole filter list as it was on entry, so filters that imports
+    # made during training (TRL, accelerate: accelerate.scheduler ignores torch.optim.lr_scheduler
+    # UserWarnings) vanished from the process afterwards. A fresh interpreter, so TRL is first
+    # imported inside the training, as under `metajudge run`.
+    import subprocess
+    import sys
+
+    run = make_run(tmp_path / "dpo", "backend.model=llama3-mini", "training.max_length=64",
+                   pairs=PAIRS[:2])
+    script = (
+        "import sys, warnings\n"
+        "from metajudge.cli import main\n"
+        "assert 'accelerate.scheduler' not in sys.modules\n"
+        f"assert main(['train', {str(run)!r}, '--no-progress']) == 0\n"
+        "assert 'accelerate.scheduler' in sys.modules\n"
+        "text = lambda r: getattr(r, 'pattern', r) or ''\n"
+        "print([f[0] for f in warnings.filters if text(f[3]) == 'torch.optim.lr_scheduler'])\n"
+        "print(any('is_gradient_checkpointing' in text(f[1]) for f in warnings.filters))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=280, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    # accelerate's filter kept, and ours gone once training ended
+    assert done.stdout.splitlines()[-2:] == ["['ignore']", "False"]

@@ -83,3 +83,32 @@ def test_the_alarms_follow_the_runs_thresholds() -> None:
 def test_the_printed_view_address_is_the_viewers_default() -> None:
     args = build_parser().parse_args(["view", "runs/tiny"])
     assert VIEW_URL == f"http://{args.host}:{args.port}/"
+
+
+def test_a_run_stopped_by_an_alarm_ends_with_its_table(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    # review of issue 30 C: with judge_health.stop_on_alarm the loop raised before the digest
+    # was printed, so such a run ended with the error line alone
+    from pathlib import Path
+
+    from metajudge.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+    sets = [a for s in ["backend.kind=instant_backend:InstantBackend",
+                        "prompts.per_iteration=4", "runner.retry_delay_s=0",
+                        "judge_health.stop_on_alarm=true",
+                        "judge_health.max_top_score_share=0.1"] for a in ("--set", s)]
+    assert main(["run", str(config), "--out", str(tmp_path / "run"), "--no-progress",
+                 *sets]) == 2
+    out, err = capsys.readouterr()
+    assert "judge-health alarm score_collapse" in err
+    assert out.startswith("iteration 1\n  pairs ")
+    assert "  alarms           score_collapse: one score takes " in out
+    assert "  DPO              not trained\n" in out
+    assert f"metajudge view {tmp_path / 'run'}" in out
+
+
+def test_the_printed_commands_can_be_pasted_for_a_run_with_a_space() -> None:
+    # review of issue 30 C: `--out "runs/my run"` printed `metajudge view runs/my run`
+    text = format_digest(pd.DataFrame([FIRST]), "runs/my run")
+    assert "metajudge report 'runs/my run' --out 'results/my run'\n" in text
+    assert "metajudge view 'runs/my run'   (then open " in text

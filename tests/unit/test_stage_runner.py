@@ -262,3 +262,63 @@ def test_the_judge_eta_is_right_from_the_first_batch(tmp_path, monkeypatch, caps
                       ("96", "00:52", "00:00"), ("96", "00:52", "00:00")]
     assert summary.completed == 96 and summary.extra["completed"] == 96
     assert summary.seconds == pytest.approx(30 + 3 * 17.6)  # the stage's time includes it
+
+
+class Served(FixedBatches):
+    """A served engine (openai_server, vLLM: continuous batching, batch_size None) on the fake
+    clock: each request comes back as it finishes (a judgment 0.5 s, a read-out 0.05 s); 9 in
+    10 judgments end without a score, as SmolLM2's do, and every judgment takes a read-out
+    (configs/tiny.yaml: forced read-out, probability-weighted scores)."""
+
+    @property
+    def batch_size(self) -> None:  # type: ignore[override]
+        return None
+
+    def ready(self) -> None:
+        return None
+
+    def _batches(self, call, cost, requests, on_result):  # type: ignore[no-untyped-def]
+        results = []
+        for k, result in enumerate(call(requests)):
+            self.clock.now += cost
+            if isinstance(result, Completion) and k % 10:
+                result = result.model_copy(update={"text": result.text.split("\nScore:")[0]})
+            results.append(result)
+            if on_result is not None:
+                on_result(k, result)
+        return results
+
+
+@pytest.mark.xfail(strict=True, reason="review of issue 30 C: on a served engine (batch_size "
+                   "None) the whole chunk (runner.chunk_size 4096) is generated before any "
+                   "read-out, and with tiny.yaml every judgment takes one: the bar stays at 0/96 "
+                   "(ETA '?') for 48 of the stage's 53 s, then fills")
+def test_the_judge_eta_is_right_from_the_first_batch_on_a_served_engine(
+        tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from metajudge.config import load_config
+    from metajudge.stages.runner import Progress
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml", [
+        "backend.kind=instant_backend:InstantBackend", "runner.retry_delay_s=0"])
+    store = Store.open(tmp_path / "run", config)
+    run_generate(store, InstantBackend(config.backend), 1, progress=False)
+    clock = Clock()
+    monkeypatch.setattr(StageRun, "clock", staticmethod(clock))
+    counted: list[float] = []  # the fake time at which each record was counted
+    advance = Progress.advance
+
+    def count(self: Progress, n: int = 1) -> None:
+        counted.extend([clock.now] * n)
+        advance(self, n)
+
+    monkeypatch.setattr(Progress, "advance", count)
+    summary = run_judge(store, Served(config.backend, clock), 1, progress=False)
+    store.close()
+    assert summary.completed == 96
+    end = max(counted)
+    at = end / 3  # a third of the way: the ETA tqdm shows from the average rate
+    done = sum(t <= at for t in counted)
+    eta = (96 - done) * at / done if done else float("inf")  # tqdm: "?"
+    assert 0.5 < eta / (end - at) < 2, (done, eta, end - at)
