@@ -137,7 +137,7 @@ def test_cut_judgment_is_completed_with_the_models_own_label_and_may_be_chosen(
     assert decision.chosen_source == "completed" and "chosen verdict completed" in decision.reason
     assert not [p for p in off.read(PAIRS, 1) if p.pair_type == "judge"]
     decision = next(d for d in off.read(PAIR_DECISIONS, 1) if d.pair_type == "judge")
-    assert decision.reason.startswith("no judgment with a parsed verdict")
+    assert decision.reason.startswith("no judgment with its verdict in its text")
     assert decision.chosen_source is None
     on.close()
     off.close()
