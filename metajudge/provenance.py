@@ -170,6 +170,17 @@ def same_state(was: str | None, now: str | None) -> bool:
     return was == now
 
 
+def same_input(name: str, was: str | None, now: str | None) -> bool:
+    """Whether a recorded input is the same now: M_t's identity (a checkpoint's weights digest
+    has no ``@``) by equality, a stage file's state by :func:`same_state`.
+
+    >>> same_input(MODEL, "87279228b19741c4", "87279228b19741c4"), same_input(
+    ...     MODEL, "smollm2@abc", "smollm2@abd"), same_input("judgments", "g1", "g1@12")
+    (True, False, True)
+    """
+    return was == now if name == MODEL else same_state(was, now)
+
+
 def generation(store: Store, file: StageFile, iteration: int | None = None) -> str | None:
     """Which making of a stage file its records are (None for a file without one: not made
     yet, or made before generations were recorded)."""
@@ -249,7 +260,7 @@ def prepare(store: Store, file: StageFile, settings: dict[str, Any],
         was_made_from = saved[INPUTS] if INPUTS in saved else {
             name: None for name in made_from if name in saved}
         stale = [name for name, was in (was_made_from or {}).items()
-                 if name in made_from and not same_state(was, made_from[name])]
+                 if name in made_from and not same_input(name, was, made_from[name])]
         if stale:
             raise store.refuse(_stale(records, stale))
     if saved is not None and records.is_file():  # resumed: the same making of the file
