@@ -1,6 +1,6 @@
 # Set-up and the two main commands. Needs python3 (3.10+) and make.
 #   make run    the main job: the loop on the embedded default config (configs/tiny.yaml)
-#   make test   the default test suite (CPU, ~20 minutes on 2 idle cores)
+#   make test   the default test suite (CPU, ~27 minutes on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
